@@ -1,0 +1,65 @@
+"""Configuration: environment variables prefixed `SWITCHBOARD_` (or a `.env` file)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a server process, with the embedded defaults the run command relies on."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/switchboard.db",
+        description="SQLAlchemy URL; postgresql:// URLs use asyncpg.",
+    )
+    var_dir: Path = Field(default=Path("./var"), description="Runtime files: SQLite db, secrets.")
+    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
+    grpc_port: int = Field(default=50051, description="gRPC port (0 picks a free one).")
+    http_port: int = Field(default=8080, description="Envoy's REST + gRPC port (run command).")
+    envoy_admin_port: int = Field(default=9901, description="Envoy admin port on 127.0.0.1.")
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret for bearer tokens; generated into var/jwt-secret when unset.",
+    )
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key: also accept RS256 tokens signed by its pair."
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+    sqlite_synchronous: str = Field(
+        default="FULL", description="SQLite synchronous pragma; FULL makes accepted durable."
+    )
+    group_commit_max_batch: int = Field(default=256, description="Most writes in one commit.")
+    drain_seconds: float = Field(default=10.0, description="Grace period for in-flight RPCs.")
+    sms_max_content_length: int = Field(default=1600, description="Most characters per SMS.")
+    sms_max_batch: int = Field(default=1000, description="Most messages per SendSms request.")
+    sms_default_region: str | None = Field(
+        default=None, description="ISO region for numbers without a country code (e.g. ZA)."
+    )
+    sandbox_delivery_delay: float = Field(
+        default=1.0, description="Seconds before the sandbox provider reports DELIVERED."
+    )
+    dispatcher_poll_seconds: float = Field(
+        default=1.0, description="How often workers look for due work without a wake-up."
+    )
+    stream_poll_seconds: float = Field(
+        default=1.0, description="How often streams re-read the event log without a wake-up."
+    )
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, else one generated once and kept under var/."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.var_dir / "jwt-secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        path.write_text(secret)
+        path.chmod(0o600)
+        return secret

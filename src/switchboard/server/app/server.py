@@ -1,0 +1,160 @@
+"""Process wiring: builds the services from settings and serves them over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
+from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
+
+from switchboard.server.app.config import Settings
+from switchboard.server.core import migrate
+from switchboard.server.core.auth import TokenService
+from switchboard.server.core.clock import Clock, SystemClock
+from switchboard.server.core.db import create_engine, session_factory
+from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.core.rpc import AccessPolicy, RpcGateway
+from switchboard.server.diagnostics.servicer import DiagnosticsServicer
+from switchboard.server.providers.base import SmsProvider
+from switchboard.server.providers.sandbox import SandboxProvider
+from switchboard.server.sms.models import Channel
+from switchboard.server.sms.repository import SmsRepository
+from switchboard.server.sms.service import SmsLimits, SmsService
+from switchboard.server.sms.servicer import SmsServicer
+from switchboard.server.workers.dispatcher import SmsDispatcher
+
+log = logging.getLogger("switchboard.server")
+
+SERVICES = (
+    sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
+    diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
+)
+
+
+@dataclass
+class Application:
+    """Everything one server process runs, started and stopped together."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    tokens: TokenService
+    bus: EventBus
+    sms: SmsService
+    dispatcher: SmsDispatcher
+    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    server: grpc.aio.Server | None = None
+    port: int = 0
+
+    async def start(self) -> None:
+        """Migrate, start workers, then serve on settings.grpc_host:grpc_port (0 = any free)."""
+        await migrate.upgrade(self.engine)
+        self.sms.start()
+        await self.dispatcher.start()
+        server = grpc.aio.server(
+            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
+            options=[
+                ("grpc.max_concurrent_streams", 1000),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ],
+        )
+        sms_service_pb2_grpc.add_SmsServiceServicer_to_server(SmsServicer(self.sms), server)
+        diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
+            DiagnosticsServicer(), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [s.full_name for s in SERVICES]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind gRPC on {address}")
+        await server.start()
+        self.server = server
+        for name in ["", *names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving gRPC", extra={"address": f"{self.settings.grpc_host}:{self.port}"})
+
+    async def stop(self) -> None:
+        """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the workers."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.settings.drain_seconds)
+        await self.dispatcher.stop()
+        await self.sms.stop()
+        await self.engine.dispose()
+        log.info("stopped")
+
+
+def build_application(settings: Settings, clock: Clock | None = None) -> Application:
+    clock = clock or SystemClock()
+    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    sessions = session_factory(engine)
+    bus = EventBus()
+    events = EventLog()
+    feed = EventFeed(sessions, events, bus, clock, settings.stream_poll_seconds)
+    repository = SmsRepository()
+    sandbox = SandboxProvider(settings.sandbox_delivery_delay)
+    providers: dict[str, SmsProvider] = {channel.value: sandbox for channel in Channel}
+    sms = SmsService(
+        sessions=sessions,
+        repository=repository,
+        events=events,
+        feed=feed,
+        clock=clock,
+        limits=SmsLimits(
+            max_content_length=settings.sms_max_content_length,
+            max_batch=settings.sms_max_batch,
+            default_region=settings.sms_default_region,
+        ),
+        max_batch=settings.group_commit_max_batch,
+        after_commit=bus.notify,
+    )
+    dispatcher = SmsDispatcher(
+        sessions=sessions,
+        repository=repository,
+        events=events,
+        bus=bus,
+        clock=clock,
+        providers=providers,
+        poll_seconds=settings.dispatcher_poll_seconds,
+        after_commit=bus.notify,
+    )
+    tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
+    return Application(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        clock=clock,
+        tokens=tokens,
+        bus=bus,
+        sms=sms,
+        dispatcher=dispatcher,
+    )
+
+
+async def wait_for_shutdown_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings) -> None:
+    app = build_application(settings)
+    await app.start()
+    try:
+        await wait_for_shutdown_signal()
+    finally:
+        await app.stop()

@@ -1,0 +1,120 @@
+"""Bearer tokens: JWTs with `sub` (application), `org`, `roles`, `aud` (client id) and `exp`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+import jwt
+
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+
+class Role(StrEnum):
+    """Roles as spelled in tokens and on the command line."""
+
+    CLIENT = "Client"
+    PARTNER = "Partner"
+    ADMIN = "Admin"
+
+    @classmethod
+    def parse_list(cls, text: str) -> frozenset[Role]:
+        roles = set()
+        for raw in text.split(","):
+            name = raw.strip()
+            match = next((r for r in cls if r.value.lower() == name.lower()), None)
+            if match is None:
+                allowed = ", ".join(r.value for r in cls)
+                raise InvalidArgument(f"unknown role {name!r}; allowed: {allowed}")
+            roles.add(match)
+        return frozenset(roles)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified claims of the bearer token."""
+
+    subject: str
+    org: str
+    roles: frozenset[Role]
+    client_id: str | None
+
+    def require_org(self, org: str) -> None:
+        """A path's `{org}` must be the token's own, unless the caller operates the deployment."""
+        if org != self.org and Role.ADMIN not in self.roles:
+            raise PermissionDenied(f"token of org {self.org!r} may not act for org {org!r}")
+
+
+class TokenService:
+    """Issues and verifies tokens. HS256 with a shared secret; RS256 when a public key is set."""
+
+    def __init__(self, secret: str, clock: Clock, public_key_file: Path | None = None) -> None:
+        self._secret = secret
+        self._clock = clock
+        self._public_key = public_key_file.read_text() if public_key_file else None
+
+    def issue(
+        self,
+        *,
+        org: str,
+        roles: Iterable[Role],
+        subject: str,
+        ttl: timedelta = timedelta(hours=24),
+        client_id: str | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        issued = now or self._clock.now()
+        claims: dict[str, object] = {
+            "sub": subject,
+            "org": org,
+            "roles": sorted(r.value for r in roles),
+            "iat": int(issued.timestamp()),
+            "exp": int((issued + ttl).timestamp()),
+        }
+        if client_id:
+            claims["aud"] = client_id
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") == "RS256" and self._public_key:
+                key, algorithms = self._public_key, ["RS256"]
+            else:
+                key, algorithms = self._secret, ["HS256"]
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                options={"require": ["exp", "sub", "org", "roles"], "verify_aud": False},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("bearer token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"bearer token is invalid: {exc}") from exc
+        roles_claim = claims["roles"]
+        if not isinstance(roles_claim, list) or not isinstance(claims["org"], str):
+            raise Unauthenticated("bearer token has malformed org or roles claims")
+        roles = frozenset(r for r in Role if r.value in roles_claim)
+        audience = claims.get("aud")
+        return Principal(
+            subject=str(claims["sub"]),
+            org=claims["org"],
+            roles=roles,
+            client_id=audience if isinstance(audience, str) else None,
+        )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer …` value, or a 401 saying what is wrong."""
+    if not authorization:
+        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must use the Bearer scheme")
+    return token.strip()

@@ -1,0 +1,180 @@
+"""Domain errors and the one place they become gRPC statuses.
+
+Services raise these; the RPC gateway turns them into a `google.rpc.Status` carrying one
+`ErrorInfo` (reason = the documented code, metadata.http_status = the REST status) and, for
+invalid input, a `BadRequest` naming every offending field. The Envoy edge renders that status
+into each REST family's documented error body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from switchboard.common.v1 import error_reason_pb2
+
+Reason = error_reason_pb2.ErrorReason
+ERROR_DOMAIN = "switchboard"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field: `field` is a path in the client's own JSON names."""
+
+    field: str
+    description: str
+    reason: str = "Invalid"  # short machine code: Required, Length, Invalid, Range, Format…
+
+
+@dataclass
+class DomainError(Exception):
+    """Base of every error a client may see. Subclasses fix the codes; the message is free."""
+
+    message: str
+    violations: list[FieldViolation] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    grpc_code = grpc.StatusCode.INTERNAL
+    http_status = 500
+    reason: int = Reason.ERROR_REASON_SERVER_ERROR
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(DomainError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    reason = Reason.ERROR_REASON_BAD_REQUEST
+
+
+class FieldTooLong(InvalidArgument):
+    reason = Reason.ERROR_REASON_FIELD_TOO_LONG
+
+
+class MessageTooLarge(InvalidArgument):
+    reason = Reason.ERROR_REASON_MESSAGE_TOO_LARGE
+
+
+class Unauthenticated(DomainError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    reason = Reason.ERROR_REASON_UNAUTHORIZED
+
+
+class PaymentRequired(DomainError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 402
+    reason = Reason.ERROR_REASON_INSUFFICIENT_CREDIT
+
+
+class PermissionDenied(DomainError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    reason = Reason.ERROR_REASON_FORBIDDEN
+
+
+class NotFound(DomainError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    reason = Reason.ERROR_REASON_NOT_FOUND
+
+
+class StaleData(DomainError):
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 409
+    reason = Reason.ERROR_REASON_STALE_DATA
+
+
+class UniqueKeyViolated(DomainError):
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+    reason = Reason.ERROR_REASON_UNIQUE_KEY_VIOLATED
+
+
+class PreconditionFailed(DomainError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 412
+    reason = Reason.ERROR_REASON_PRECONDITION_FAILED
+
+
+class TooManyRequests(DomainError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    reason = Reason.ERROR_REASON_TOO_MANY_REQUESTS
+
+
+class ServiceUnavailable(DomainError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    reason = Reason.ERROR_REASON_SERVICE_UNAVAILABLE
+
+
+class InternalError(DomainError):
+    """Anything unexpected: the client sees a generic message, the log has the details."""
+
+
+def validation_error(violations: list[FieldViolation], message: str | None = None) -> DomainError:
+    """The error for a set of invalid fields: 1023 when only lengths are exceeded, else 400."""
+    only_lengths = all(v.reason == "Length" for v in violations)
+    summary = message or "; ".join(f"{v.field}: {v.description}" for v in violations)
+    cls = FieldTooLong if violations and only_lengths else InvalidArgument
+    return cls(summary, violations=violations)
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_rpc_status(error: DomainError) -> grpc.Status:
+    """The gRPC status (with rich details) a client receives for `error`."""
+    info = error_details_pb2.ErrorInfo(
+        reason=str(int(error.reason)),
+        domain=ERROR_DOMAIN,
+        metadata={"http_status": str(error.http_status), **error.metadata},
+    )
+    details = [_pack(info)]
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    code: int = error.grpc_code.value[0]
+    status = status_pb2.Status(code=code, message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def internal_status() -> grpc.Status:
+    return to_rpc_status(InternalError("Internal server error. Please report"))
+
+
+__all__ = [
+    "DomainError",
+    "FieldTooLong",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgument",
+    "MessageTooLarge",
+    "NotFound",
+    "PaymentRequired",
+    "PermissionDenied",
+    "PreconditionFailed",
+    "ServiceUnavailable",
+    "StaleData",
+    "TooManyRequests",
+    "Unauthenticated",
+    "UniqueKeyViolated",
+    "internal_status",
+    "to_rpc_status",
+    "validation_error",
+]

@@ -1,0 +1,198 @@
+"""The event log: every state change appends here in the same transaction as the change.
+
+Streams read the log from a cursor (the `seq` column), so a subscriber that reconnects with the
+last cursor it saw loses nothing. The in-process `EventBus` only wakes readers early; the log is
+the truth, and readers also poll it so events committed by other processes arrive too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import Column, Field, SQLModel
+
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import UtcDateTime
+from switchboard.server.core.errors import FieldViolation, InvalidArgument
+
+# PostgreSQL hands out sequence numbers before commit, so two writers could commit out of order
+# and a reader at cursor N could skip N-1. Event writers take this transaction-scoped advisory
+# lock, which makes commit order equal sequence order. SQLite serialises writers already.
+_EVENT_LOCK_KEY = 0x5357_4254  # "SWBT"
+
+
+class EventRecord(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_org_seq", "org_id", "seq"),)
+
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    org_id: str = Field(max_length=64)
+    type: str = Field(max_length=64)
+    resource_id: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = Field(sa_type=UtcDateTime)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    org_id: str
+    type: str
+    resource_id: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+class EventLog:
+    async def append(self, session: AsyncSession, events: Sequence[NewEvent]) -> None:
+        if not events:
+            return
+        if session.get_bind().dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
+        await session.execute(
+            insert(EventRecord),
+            [
+                {
+                    "org_id": e.org_id,
+                    "type": e.type,
+                    "resource_id": e.resource_id,
+                    "payload": e.payload,
+                    "occurred_at": e.occurred_at,
+                }
+                for e in events
+            ],
+        )
+
+    async def read(
+        self,
+        session: AsyncSession,
+        *,
+        org_id: str,
+        after: int,
+        types: Sequence[str],
+        resource_ids: Sequence[str] = (),
+        limit: int = 500,
+    ) -> list[EventRecord]:
+        columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+        query = (
+            select(EventRecord)
+            .where(columns.org_id == org_id, columns.seq > after, columns.type.in_(types))
+            .order_by(columns.seq)
+            .limit(limit)
+        )
+        if resource_ids:
+            query = query.where(columns.resource_id.in_(resource_ids))
+        return list((await session.execute(query)).scalars())
+
+    async def last_seq(self, session: AsyncSession) -> int:
+        value = (await session.execute(select(func.max(EventRecord.seq)))).scalar()
+        return int(value or 0)
+
+
+class EventBus:
+    """Wakes in-process readers when new events were committed."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def waiter(self) -> asyncio.Event:
+        """Take this before reading the log, then wait on it: no commit can slip in between."""
+        return self._changed
+
+
+async def wait_for(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` pass; True if it was set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent when a stream had nothing to say for a while; carries the stream's cursor."""
+
+    cursor: int
+    at: datetime
+
+
+class EventFeed:
+    """Follows the event log for one subscriber: history from a cursor, then live events."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        log: EventLog,
+        bus: EventBus,
+        clock: Clock,
+        poll_seconds: float,
+    ) -> None:
+        self._sessions = sessions
+        self._log = log
+        self._bus = bus
+        self._clock = clock
+        self._poll_seconds = poll_seconds
+
+    async def start_cursor(self, after: str) -> int:
+        """`after` as sent by a client: empty means "from now on"."""
+        if not after:
+            async with self._sessions() as session:
+                return await self._log.last_seq(session)
+        if not after.isdigit():
+            raise InvalidArgument(
+                "after must be a cursor from a previous event",
+                violations=[FieldViolation("after", "must be a decimal event cursor", "Format")],
+            )
+        return int(after)
+
+    async def follow(
+        self,
+        *,
+        org_id: str,
+        after: int,
+        types: Sequence[str],
+        resource_ids: Sequence[str],
+        heartbeat_seconds: float,
+        batch: int = 500,
+    ) -> AsyncIterator[EventRecord | Heartbeat]:
+        cursor = after
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + heartbeat_seconds
+        while True:
+            waiter = self._bus.waiter()
+            async with self._sessions() as session:
+                rows = await self._log.read(
+                    session,
+                    org_id=org_id,
+                    after=cursor,
+                    types=types,
+                    resource_ids=resource_ids,
+                    limit=batch,
+                )
+            for row in rows:
+                assert row.seq is not None
+                cursor = row.seq
+                yield row
+            if len(rows) == batch:
+                continue
+            now = loop.time()
+            if now >= next_beat:
+                yield Heartbeat(cursor=cursor, at=self._clock.now())
+                next_beat = now + heartbeat_seconds
+            await wait_for(waiter, max(0.0, min(self._poll_seconds, next_beat - now)))

@@ -1,0 +1,166 @@
+"""The RPC gateway: one interceptor for authentication, request ids and error mapping.
+
+Every RPC passes here, whether it came natively or transcoded by Envoy, so REST and gRPC
+clients get the same rules. Access rules are read from the contract (`switchboard.common.v1.access`
+method option); health and reflection are public, anything else needs a valid bearer token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from switchboard.common.v1 import access_pb2
+
+from switchboard.server.core import context as rpc_context
+from switchboard.server.core.auth import Principal, Role, TokenService, bearer_token
+from switchboard.server.core.errors import (
+    DomainError,
+    PermissionDenied,
+    internal_status,
+    to_rpc_status,
+)
+
+log = logging.getLogger("switchboard.rpc")
+
+PUBLIC_SERVICE_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+HTTP_STATUS_HEADER = "x-switchboard-http-status"
+
+_ROLE_BY_PROTO = {
+    access_pb2.ROLE_CLIENT: Role.CLIENT,
+    access_pb2.ROLE_PARTNER: Role.PARTNER,
+    access_pb2.ROLE_ADMIN: Role.ADMIN,
+}
+
+
+class AccessPolicy:
+    """Method path → who may call it, from the services' descriptors."""
+
+    def __init__(self, services: Iterable[ServiceDescriptor]) -> None:
+        self._public: set[str] = set()
+        self._roles: dict[str, frozenset[Role]] = {}
+        for service in services:
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                rule = method.GetOptions().Extensions[access_pb2.access]
+                if rule.public:
+                    self._public.add(path)
+                else:
+                    self._roles[path] = frozenset(_ROLE_BY_PROTO[r] for r in rule.roles)
+
+    def is_public(self, method: str) -> bool:
+        return method in self._public or method.startswith(PUBLIC_SERVICE_PREFIXES)
+
+    def authorize(self, method: str, principal: Principal) -> None:
+        allowed = self._roles.get(method, frozenset())
+        if allowed and not (allowed & principal.roles):
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise PermissionDenied(f"this operation requires one of the roles: {names}")
+
+
+def _metadata_value(metadata: Any, key: str) -> str | None:
+    for item in metadata or ():
+        if item[0] == key:
+            value = item[1]
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, tokens: TokenService, policy: AccessPolicy) -> None:
+        self._tokens = tokens
+        self._policy = policy
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or self._policy.is_public(method):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        call = _Call(self, method, metadata)
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=call.wrap_unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=call.wrap_stream(handler.unary_stream))
+        return handler  # client-streaming RPCs are not part of the contract
+
+    def authenticate(self, method: str, metadata: Any) -> Principal:
+        principal = self._tokens.verify(bearer_token(_metadata_value(metadata, "authorization")))
+        self._policy.authorize(method, principal)
+        return principal
+
+
+class _Call:
+    """One call's wrapping: sets the request context, maps errors, logs the outcome."""
+
+    def __init__(self, gateway: RpcGateway, method: str, metadata: Any) -> None:
+        self.gateway = gateway
+        self.method = method
+        self.metadata = metadata
+        self.request_id = _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex
+
+    def _enter(self) -> None:
+        rpc_context.request_id.set(self.request_id)
+        rpc_context.set_principal(self.gateway.authenticate(self.method, self.metadata))
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception, start: float) -> None:
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+        if isinstance(exc, DomainError):
+            status = to_rpc_status(exc)
+            log.info(
+                "rpc failed",
+                extra={"method": self.method, "code": status.code.name, "ms": elapsed_ms},
+            )
+        else:
+            status = internal_status()
+            log.exception("rpc crashed", extra={"method": self.method, "ms": elapsed_ms})
+        await context.abort_with_status(status)
+
+    def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                self._enter()
+                response = await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._fail(context, exc, start)
+                raise  # abort_with_status always raises; this keeps the type checker honest
+            status = rpc_context.take_http_status()
+            if status is not None:
+                await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(status)),))
+            log.debug("rpc ok", extra={"method": self.method})
+            return response
+
+        return unary
+
+    def wrap_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            try:
+                self._enter()
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._fail(context, exc, start)
+                raise
+
+        return stream

@@ -1,0 +1,320 @@
+"""The SMS API's rules: validation, routing by channel, idempotent acceptance, status, events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
+from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
+from switchboard.server.core.group_commit import GroupCommitter
+from switchboard.server.core.ids import new_id
+from switchboard.server.sms import phone
+from switchboard.server.sms.encoding import segment_count
+from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsRecord, SmsStatus
+from switchboard.server.sms.repository import SmsRepository
+
+CLIENT_MESSAGE_ID_MAX = 64
+MAX_STREAM_IDS = 1000
+
+
+@dataclass(frozen=True)
+class SmsLimits:
+    max_content_length: int = 1600
+    max_batch: int = 1000
+    default_region: str | None = None
+
+
+@dataclass(frozen=True)
+class SmsRequest:
+    """One message as the client sent it."""
+
+    channel: str
+    to: str
+    content: str
+    client_message_id: str
+
+
+@dataclass(frozen=True)
+class SmsOutcome:
+    """What happened to one requested message. `channel` is None when it could not be routed."""
+
+    index: int
+    request: SmsRequest
+    channel: Channel | None
+    to: str
+    api_message_id: str = ""
+    error: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    index: int
+    channel: Channel
+    to: str
+    request: SmsRequest
+
+
+@dataclass(frozen=True)
+class _AcceptBatch:
+    org_id: str
+    candidates: list[_Candidate]
+
+
+def snapshot(record: SmsRecord) -> dict[str, Any]:
+    """A message as events carry it (JSON-safe)."""
+    return {
+        "api_message_id": record.id,
+        "client_message_id": record.client_message_id or "",
+        "channel": record.channel,
+        "to": record.destination,
+        "content": record.content,
+        "status": record.status,
+        "error": record.error,
+        "segments": record.segments,
+        "create_time": record.created_at.isoformat(),
+        "update_time": record.updated_at.isoformat(),
+    }
+
+
+def status_event(record: SmsRecord) -> NewEvent:
+    return NewEvent(
+        org_id=record.org_id,
+        type=SmsStatus(record.status).event_type,
+        resource_id=record.id,
+        payload=snapshot(record),
+        occurred_at=record.updated_at,
+    )
+
+
+class SmsService:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        repository: SmsRepository,
+        events: EventLog,
+        feed: EventFeed,
+        clock: Clock,
+        limits: SmsLimits,
+        max_batch: int,
+        after_commit: Any,
+    ) -> None:
+        self._sessions = sessions
+        self._repository = repository
+        self._events = events
+        self._feed = feed
+        self._clock = clock
+        self._limits = limits
+        self._acceptor: GroupCommitter[_AcceptBatch, list[str | None]] = GroupCommitter(
+            "sms-accept", sessions, self._accept, max_batch=max_batch, after_commit=after_commit
+        )
+
+    def start(self) -> None:
+        self._acceptor.start()
+
+    async def stop(self) -> None:
+        await self._acceptor.stop()
+
+    async def send(self, org_id: str, requests: Sequence[SmsRequest]) -> list[SmsOutcome]:
+        """Validate the whole request (nothing is applied if it is malformed), route each message,
+        and make every routable one durable in one group commit."""
+        self._validate(requests)
+        outcomes: list[SmsOutcome | None] = [None] * len(requests)
+        candidates: list[_Candidate] = []
+        for index, request in enumerate(requests):
+            channel = _parse_channel(request.channel)
+            if channel is None:
+                allowed = ", ".join(c.value for c in Channel)
+                error = f"unknown channel {request.channel!r}; use one of: {allowed}"
+                outcomes[index] = SmsOutcome(index, request, None, request.to, error=error)
+                continue
+            try:
+                to = phone.normalize(request.to, self._limits.default_region)
+            except phone.InvalidNumber as exc:
+                outcomes[index] = SmsOutcome(index, request, channel, request.to, error=str(exc))
+                continue
+            candidates.append(_Candidate(index, channel, to, request))
+        if candidates:
+            ids = await self._acceptor.submit(_AcceptBatch(org_id, candidates))
+            for candidate, api_id in zip(candidates, ids, strict=True):
+                conflict = (
+                    None
+                    if api_id
+                    else (
+                        f"clientMessageId {candidate.request.client_message_id!r} was already "
+                        "used for a different message"
+                    )
+                )
+                outcomes[candidate.index] = SmsOutcome(
+                    candidate.index,
+                    candidate.request,
+                    candidate.channel,
+                    candidate.to,
+                    api_message_id=api_id or "",
+                    error=conflict,
+                )
+        return [o for o in outcomes if o is not None]
+
+    def _validate(self, requests: Sequence[SmsRequest]) -> None:
+        limits = self._limits
+        violations: list[FieldViolation] = []
+        if not requests:
+            violations.append(
+                FieldViolation("Messages", "at least one message is required", "Required")
+            )
+        if len(requests) > limits.max_batch:
+            violations.append(
+                FieldViolation(
+                    "Messages",
+                    f"at most {limits.max_batch} messages per request, got {len(requests)}",
+                    "Range",
+                )
+            )
+        for i, request in enumerate(requests[: limits.max_batch]):
+            for name, value in (("channel", request.channel), ("to", request.to)):
+                if not value.strip():
+                    violations.append(
+                        FieldViolation(f"Messages[{i}].{name}", "is required", "Required")
+                    )
+            if not request.content:
+                violations.append(
+                    FieldViolation(f"Messages[{i}].content", "is required", "Required")
+                )
+            elif len(request.content) > limits.max_content_length:
+                violations.append(
+                    FieldViolation(
+                        f"Messages[{i}].content",
+                        f"at most {limits.max_content_length} characters, "
+                        f"got {len(request.content)}",
+                        "Length",
+                    )
+                )
+            if len(request.client_message_id) > CLIENT_MESSAGE_ID_MAX:
+                violations.append(
+                    FieldViolation(
+                        f"Messages[{i}].clientMessageId",
+                        f"at most {CLIENT_MESSAGE_ID_MAX} characters",
+                        "Length",
+                    )
+                )
+        if violations:
+            raise validation_error(violations)
+
+    async def _accept(
+        self, session: AsyncSession, batches: Sequence[_AcceptBatch]
+    ) -> list[list[str | None]]:
+        """Group-commit handler: one transaction for many requests. A message whose
+        clientMessageId exists already gets the earlier id (or None when its content differs)."""
+        now = self._clock.now()
+        rows: list[dict[str, Any]] = []
+        events: list[NewEvent] = []
+        results: list[list[str | None]] = []
+        for batch in batches:
+            keys = [c.request.client_message_id for c in batch.candidates]
+            known: dict[str, tuple[str, str, str, str]] = {}
+            if any(keys):
+                existing = await self._repository.find_by_client_ids(
+                    session, batch.org_id, [k for k in keys if k]
+                )
+                known = {
+                    key: (r.id, r.channel, r.destination, r.content) for key, r in existing.items()
+                }
+            ids: list[str | None] = []
+            for candidate in batch.candidates:
+                key = candidate.request.client_message_id
+                fingerprint = (candidate.channel.value, candidate.to, candidate.request.content)
+                if key and key in known:
+                    first_id, *first = known[key]
+                    ids.append(first_id if tuple(first) == fingerprint else None)
+                    continue
+                record = SmsRecord(
+                    id=new_id("sms_"),
+                    org_id=batch.org_id,
+                    client_message_id=key or None,
+                    channel=candidate.channel.value,
+                    destination=candidate.to,
+                    content=candidate.request.content,
+                    segments=segment_count(candidate.request.content),
+                    status=SmsStatus.ACCEPTED.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+                if key:
+                    known[key] = (record.id, *fingerprint)
+                rows.append(record.model_dump())
+                events.append(status_event(record))
+                ids.append(record.id)
+            results.append(ids)
+        await self._repository.insert_many(session, rows)
+        await self._events.append(session, events)
+        return results
+
+    async def get(self, org_id: str, api_message_id: str) -> SmsRecord:
+        async with self._sessions() as session:
+            record = await self._repository.get(session, org_id, api_message_id)
+        if record is None:
+            raise NotFound(f"no SMS message {api_message_id!r}")
+        return record
+
+    async def follow(
+        self,
+        org_id: str,
+        *,
+        after: str,
+        api_message_ids: Sequence[str],
+        states: Sequence[str],
+        heartbeat_seconds: int,
+    ) -> AsyncIterator[EventRecord | Heartbeat]:
+        violations = []
+        wanted: list[SmsStatus] = []
+        for i, state in enumerate(states):
+            try:
+                wanted.append(SmsStatus(state.upper()))
+            except ValueError:
+                allowed = ", ".join(s.value for s in SmsStatus)
+                violations.append(FieldViolation(f"states[{i}]", f"must be one of {allowed}"))
+        if len(api_message_ids) > MAX_STREAM_IDS:
+            violations.append(
+                FieldViolation("apiMessageIds", f"at most {MAX_STREAM_IDS} ids", "Range")
+            )
+        if heartbeat_seconds and not 1 <= heartbeat_seconds <= 300:
+            violations.append(
+                FieldViolation("heartbeatSeconds", "must be between 1 and 300", "Range")
+            )
+        if violations:
+            raise validation_error(violations)
+        cursor = await self._feed.start_cursor(after)
+        types = [s.event_type for s in wanted] or list(SMS_EVENT_TYPES)
+        async for item in self._feed.follow(
+            org_id=org_id,
+            after=cursor,
+            types=types,
+            resource_ids=api_message_ids,
+            heartbeat_seconds=heartbeat_seconds or 15,
+        ):
+            yield item
+
+
+def _parse_channel(raw: str) -> Channel | None:
+    try:
+        return Channel(raw.strip().lower())
+    except ValueError:
+        return None
+
+
+def record_from_snapshot(payload: dict[str, Any]) -> dict[str, Any]:
+    """Event payloads keep ISO times; callers converting to protos want datetimes."""
+    converted = dict(payload)
+    for key in ("create_time", "update_time"):
+        converted[key] = datetime.fromisoformat(payload[key])
+    return converted
