@@ -9,6 +9,7 @@ into each REST family's documented error body.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -39,7 +40,7 @@ class DomainError(Exception):
 
     grpc_code = grpc.StatusCode.INTERNAL
     http_status = 500
-    reason: int = Reason.ERROR_REASON_SERVER_ERROR
+    reason: ClassVar[int] = Reason.ERROR_REASON_SERVER_ERROR
 
     def __str__(self) -> str:
         return self.message

