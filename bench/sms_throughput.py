@@ -1,0 +1,296 @@
+"""Benchmark: accepted single-message SendSms per second, gRPC and REST via Envoy.
+
+Every figure is a ratio to a ceiling measured in the same run on the same server process: a no-op
+RPC (DiagnosticsService.Ping, authenticated like every RPC). The load comes from h2load
+(Debian's nghttp2-client), a C client, so the Python server is what is measured:
+
+  gRPC   h2load over h2c straight to the server, gRPC-framed protobuf bodies
+  REST   h2load --h1 (HTTP/1.1, one request in flight per connection) to Envoy, JSON bodies
+
+Run: `make bench` (installs h2load with apt-get if missing). Writes
+bench/results/sms_throughput.json and .md. Not part of the test run: figures depend on the
+machine and on what else it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchboard.sms.v1 import sms_message_pb2
+
+from switchboard.server.app.platform import descriptor_set_path
+from switchboard.server.core.auth import Role, TokenService
+from switchboard.server.core.clock import SystemClock
+from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
+
+RESULTS = Path(__file__).parent / "results"
+SECRET = "bench-secret-0123456789-0123456789-0123456789"
+MESSAGE = {"channel": "smpp", "to": "+27821234567", "content": "Your code is 4711"}
+
+
+@dataclass
+class Run:
+    scenario: str
+    transport: str
+    concurrency: int
+    requests_per_second: float
+    succeeded: int
+    failed: int
+    latency_mean_ms: float
+    latency_max_ms: float
+    rows_created: int | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+def ensure_h2load() -> str:
+    found = shutil.which("h2load")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True, env=env)
+    return shutil.which("h2load") or sys.exit("h2load not available")
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNIT_MS[unit]
+
+
+def h2load(args: list[str]) -> tuple[float, int, int, float, float]:
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)[1])  # type: ignore[index]
+    counts = re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out
+    )
+    latency = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    assert counts and latency, out
+    return rps, int(counts[1]), int(counts[2]), _ms(latency[3]), _ms(latency[2])
+
+
+def count_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM sms_messages").fetchone()[0])
+
+
+async def wait_serving(port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(100):
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+async def main(seconds: int, warmup: int, concurrencies: list[int]) -> None:
+    tool = ensure_h2load()
+    work = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    db = work / "bench.db"
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "SWITCHBOARD_VAR_DIR": str(work),
+        "SWITCHBOARD_GRPC_PORT": str(grpc_port),
+        "SWITCHBOARD_JWT_SECRET": SECRET,
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "switchboard.server.cli", "serve"],
+        env=env,
+        stderr=open(work / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
+    )
+    token = TokenService(SECRET, SystemClock()).issue(
+        org="bench", roles=[Role.CLIENT], subject="bench"
+    )
+    auth = f"authorization: Bearer {token}"
+    (work / "ping.bin").write_bytes(grpc_frame(b""))
+    send = sms_message_pb2.SendSmsRequest(messages=[sms_message_pb2.SmsMessage(**MESSAGE)])
+    (work / "send.bin").write_bytes(grpc_frame(send.SerializeToString()))
+    (work / "send.json").write_text(json.dumps({"Messages": [MESSAGE]}))
+    grpc_base = f"http://127.0.0.1:{grpc_port}"
+    rest_base = f"http://127.0.0.1:{http_port}"
+    runs: list[Run] = []
+    try:
+        await wait_serving(grpc_port)
+        settings = EnvoySettings(
+            listen_port=http_port,
+            admin_port=free_port(),
+            upstreams=[("127.0.0.1", grpc_port)],
+            descriptor_path=descriptor_set_path(),
+            listen_host="127.0.0.1",
+            access_log_path="/dev/null",
+        )
+        async with EnvoyProcess(settings, work / "envoy"):
+            timing = ["-D", str(seconds), "--warm-up-time", str(warmup)]
+            grpc_headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+            for c in concurrencies:
+                conns = min(4, c)
+                streams = max(1, c // conns)
+                grpc_load = [tool, *timing, "-c", str(conns), "-m", str(streams), "-H", auth]
+                scenarios = [
+                    (
+                        "Ping (ceiling)",
+                        "gRPC",
+                        [
+                            *grpc_load,
+                            *grpc_headers,
+                            "-d",
+                            str(work / "ping.bin"),
+                            f"{grpc_base}/switchboard.common.v1.DiagnosticsService/Ping",
+                        ],
+                    ),
+                    (
+                        "SendSms",
+                        "gRPC",
+                        [
+                            *grpc_load,
+                            *grpc_headers,
+                            "-d",
+                            str(work / "send.bin"),
+                            f"{grpc_base}/switchboard.sms.v1.SmsService/SendSms",
+                        ],
+                    ),
+                    (
+                        "Ping",
+                        "REST via Envoy",
+                        [
+                            tool,
+                            *timing,
+                            "--h1",
+                            "-c",
+                            str(c),
+                            "-H",
+                            auth,
+                            f"{rest_base}/diagnostics/ping",
+                        ],
+                    ),
+                    (
+                        "SendSms",
+                        "REST via Envoy",
+                        [
+                            tool,
+                            *timing,
+                            "--h1",
+                            "-c",
+                            str(c),
+                            "-H",
+                            auth,
+                            "-H",
+                            "content-type: application/json",
+                            "-d",
+                            str(work / "send.json"),
+                            f"{rest_base}/communication/message/sms",
+                        ],
+                    ),
+                ]
+                for scenario, transport, args in scenarios:
+                    before = count_rows(db)
+                    rps, ok, failed, mean, worst = h2load(args)
+                    rows = count_rows(db) - before if scenario == "SendSms" else None
+                    run = Run(scenario, transport, c, rps, ok, failed, mean, worst, rows)
+                    runs.append(run)
+                    print(json.dumps(asdict(run)), flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    report(runs, seconds)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(runs: list[Run], seconds: int) -> None:
+    by_key = {(r.scenario, r.transport, r.concurrency): r for r in runs}
+    lines = [
+        "# SendSms throughput",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+        f"{os.cpu_count()} cores; {seconds}s per run after warm-up; one server process, "
+        "SQLite (WAL, synchronous=FULL), Envoy --concurrency 1, h2load as the client.",
+        "",
+        "| concurrency | Ping gRPC (ceiling) req/s | SendSms gRPC req/s | gRPC / ceiling "
+        "| SendSms REST req/s | REST / gRPC | SendSms gRPC mean ms | SendSms REST mean ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    summary = []
+    for c in sorted({r.concurrency for r in runs}):
+        ping = by_key[("Ping (ceiling)", "gRPC", c)]
+        send = by_key[("SendSms", "gRPC", c)]
+        rest = by_key[("SendSms", "REST via Envoy", c)]
+        grpc_ratio = send.requests_per_second / ping.requests_per_second
+        rest_ratio = rest.requests_per_second / send.requests_per_second
+        summary.append(
+            {"concurrency": c, "grpc_vs_ceiling": grpc_ratio, "rest_vs_grpc": rest_ratio}
+        )
+        lines.append(
+            f"| {c} | {ping.requests_per_second:,.0f} | {send.requests_per_second:,.0f} | "
+            f"{grpc_ratio:.0%} | {rest.requests_per_second:,.0f} | {rest_ratio:.0%} | "
+            f"{send.latency_mean_ms:.1f} | {rest.latency_mean_ms:.1f} |"
+        )
+    lines += [
+        "",
+        "Targets: SendSms over gRPC ≥ 50% of the ceiling; REST via Envoy ≥ 75% of gRPC.",
+        "Ping over REST via Envoy, for reference: "
+        + ", ".join(
+            f"c={r.concurrency}: {r.requests_per_second:,.0f} req/s"
+            for r in runs
+            if r.scenario == "Ping" and r.transport == "REST via Envoy"
+        ),
+        "",
+        "Every accepted SendSms is a committed row: rows created per run "
+        + ", ".join(
+            f"{r.transport} c={r.concurrency}: {r.rows_created} (h2load counted {r.succeeded})"
+            for r in runs
+            if r.scenario == "SendSms"
+        ),
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "sms_throughput.json").write_text(
+        json.dumps({"runs": [asdict(r) for r in runs], "ratios": summary}, indent=2) + "\n"
+    )
+    (RESULTS / "sms_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
+    args = parser.parse_args()
+    asyncio.run(main(args.seconds, args.warmup, args.concurrency))

@@ -1,0 +1,419 @@
+-- Switchboard's edge filter (DESIGN.md §4, "The edge"). It runs before the gRPC-JSON transcoder,
+-- so it sees REST requests before they become gRPC and JSON responses after they were gRPC.
+-- The native gRPC route disables it: gRPC traffic never reaches this code.
+--
+-- Request side:  SSE resume (Last-Event-ID -> ?after=), family B form bodies -> JSON.
+-- Response side: documented success codes (x-switchboard-http-status), and every error body
+--                (google.rpc.Status from the transcoder, or Envoy's own JSON local reply)
+--                rewritten into the route family's documented shape.
+--
+-- The family (A, B or C) comes from the route's metadata under this filter's name; `sse` marks
+-- a Server-Sent Events route. Envoy's Lua has no JSON library, hence the small one below.
+
+local STATE = "switchboard.edge" -- dynamic metadata namespace: request facts the response needs
+
+---------------------------------------------------------------------------------------------------
+-- JSON
+-- Decoded objects and arrays are plain tables (null becomes nil). For encoding, objects are built
+-- with object(k1, v1, k2, v2, ...) so keys keep the documented order, and arrays with array{...}
+-- so that an empty one still prints as [].
+---------------------------------------------------------------------------------------------------
+
+local OBJECT, ARRAY = {}, {}
+
+local function object(...)
+  return setmetatable({ n = select("#", ...), ... }, OBJECT)
+end
+
+local function array(items)
+  return setmetatable(items, ARRAY)
+end
+
+local ESCAPE = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+                 ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function quote(s)
+  return '"' .. (s:gsub('[%c"\\]', function(c)
+    return ESCAPE[c] or string.format("\\u%04x", c:byte())
+  end)) .. '"'
+end
+
+local encode
+
+local function encode_number(n)
+  if n ~= n or n == math.huge or n == -math.huge then return "null" end
+  if n == math.floor(n) and math.abs(n) < 2 ^ 53 then return string.format("%d", n) end
+  return string.format("%.17g", n)
+end
+
+function encode(v)
+  local t = type(v)
+  if t == "string" then return quote(v) end
+  if t == "number" then return encode_number(v) end
+  if t == "boolean" then return tostring(v) end
+  if t == "table" then
+    local out = {}
+    if getmetatable(v) == OBJECT then
+      for i = 1, v.n, 2 do
+        out[#out + 1] = quote(tostring(v[i])) .. ":" .. encode(v[i + 1])
+      end
+      return "{" .. table.concat(out, ",") .. "}"
+    end
+    for i = 1, #v do out[i] = encode(v[i]) end
+    return "[" .. table.concat(out, ",") .. "]"
+  end
+  return "null"
+end
+
+local UNESCAPE = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n",
+                   r = "\r", t = "\t" }
+
+local function utf8_char(cp)
+  local f = math.floor
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then return string.char(0xC0 + f(cp / 0x40), 0x80 + cp % 0x40) end
+  if cp < 0x10000 then
+    return string.char(0xE0 + f(cp / 0x1000), 0x80 + f(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+  end
+  return string.char(0xF0 + f(cp / 0x40000), 0x80 + f(cp / 0x1000) % 0x40,
+                     0x80 + f(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+local function skip(s, i)
+  return s:find("[^ \t\r\n]", i) or #s + 1
+end
+
+local function decode_string(s, i) -- s[i] is the opening quote
+  local parts, j = {}, i + 1
+  while true do
+    local k = s:find('["\\]', j)
+    if not k then error("unterminated string") end
+    parts[#parts + 1] = s:sub(j, k - 1)
+    if s:byte(k) == 34 then return table.concat(parts), k + 1 end
+    local c = s:sub(k + 1, k + 1)
+    if c == "u" then
+      local hex = s:match("^%x%x%x%x", k + 2)
+      if not hex then error("bad \\u escape") end
+      local cp = tonumber(hex, 16)
+      j = k + 6
+      local low = cp >= 0xD800 and cp <= 0xDBFF and s:match("^\\u([dD][c-fC-F]%x%x)", j)
+      if low then -- a surrogate pair is one character
+        cp = 0x10000 + (cp - 0xD800) * 0x400 + (tonumber(low, 16) - 0xDC00)
+        j = j + 6
+      end
+      parts[#parts + 1] = utf8_char(cp)
+    else
+      local e = UNESCAPE[c]
+      if not e then error("bad escape") end
+      parts[#parts + 1] = e
+      j = k + 2
+    end
+  end
+end
+
+local function decode_value(s, i, depth)
+  if depth > 64 then error("too deep") end
+  i = skip(s, i)
+  local c = s:sub(i, i)
+  if c == "{" then
+    local obj = {}
+    i = skip(s, i + 1)
+    if s:sub(i, i) == "}" then return obj, i + 1 end
+    while true do
+      if s:sub(i, i) ~= '"' then error("expected key") end
+      local key
+      key, i = decode_string(s, i)
+      i = skip(s, i)
+      if s:sub(i, i) ~= ":" then error("expected ':'") end
+      obj[key], i = decode_value(s, i + 1, depth + 1)
+      i = skip(s, i)
+      c = s:sub(i, i)
+      if c == "}" then return obj, i + 1 end
+      if c ~= "," then error("expected ',' or '}'") end
+      i = skip(s, i + 1)
+    end
+  elseif c == "[" then
+    local arr, n = {}, 0
+    i = skip(s, i + 1)
+    if s:sub(i, i) == "]" then return arr, i + 1 end
+    while true do
+      n = n + 1
+      arr[n], i = decode_value(s, i, depth + 1)
+      i = skip(s, i)
+      c = s:sub(i, i)
+      if c == "]" then return arr, i + 1 end
+      if c ~= "," then error("expected ',' or ']'") end
+      i = i + 1
+    end
+  elseif c == '"' then
+    return decode_string(s, i)
+  elseif s:sub(i, i + 3) == "true" then
+    return true, i + 4
+  elseif s:sub(i, i + 4) == "false" then
+    return false, i + 5
+  elseif s:sub(i, i + 3) == "null" then
+    return nil, i + 4
+  end
+  local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+  local value = num and tonumber(num)
+  if not value then error("unexpected character at " .. i) end
+  return value, i + #num
+end
+
+local function decode(s)
+  local value, i = decode_value(s, 1, 0)
+  if skip(s, i) <= #s then error("trailing data") end
+  return value
+end
+
+---------------------------------------------------------------------------------------------------
+-- Requests
+---------------------------------------------------------------------------------------------------
+
+local function url_decode(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function url_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- Family B accepts application/x-www-form-urlencoded wherever it accepts JSON. Values stay JSON
+-- strings (the transcoder accepts "7" for numbers), except true/false, which it does not accept
+-- quoted; a repeated key becomes an array (it also accepts one scalar for a repeated field).
+local function form_to_json(raw)
+  local keys, values = {}, {}
+  for pair in raw:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k = url_decode(k)
+    if k ~= "" then
+      local value = url_decode(v)
+      if value == "true" then
+        value = true
+      elseif value == "false" then
+        value = false
+      end
+      local previous = values[k]
+      if previous == nil then
+        keys[#keys + 1] = k
+        values[k] = value
+      elseif getmetatable(previous) == ARRAY then
+        previous[#previous + 1] = value
+      else
+        values[k] = array({ previous, value })
+      end
+    end
+  end
+  local fields = object()
+  for _, k in ipairs(keys) do
+    fields[fields.n + 1], fields[fields.n + 2] = k, values[k]
+    fields.n = fields.n + 2
+  end
+  return encode(fields)
+end
+
+local function convert_form_body(handle, headers)
+  local method = headers:get(":method")
+  if method ~= "POST" and method ~= "PUT" then return end
+  local content_type = (headers:get("content-type") or ""):lower()
+  if not content_type:find("^application/x%-www%-form%-urlencoded") then return end
+  local body = handle:body(true)
+  local raw = body:length() > 0 and body:getBytes(0, body:length()) or ""
+  local json = form_to_json(raw)
+  body:setBytes(json)
+  headers = handle:headers() -- the one taken before body() went stale while it waited
+  headers:replace("content-type", "application/json")
+  headers:replace("content-length", tostring(#json))
+end
+
+-- An EventSource reconnects with Last-Event-ID; the RPC resumes from `after`. An explicit
+-- ?after= wins.
+local function resume_from_last_event_id(headers)
+  local last = headers:get("last-event-id")
+  if not last or last == "" then return end
+  local path = headers:get(":path")
+  local query = path:match("%?(.*)$")
+  if query and ("&" .. query):find("&after=", 1, true) then return end
+  local sep = (not query and "?") or (query == "" and "") or "&"
+  headers:replace(":path", path .. sep .. "after=" .. url_encode(last))
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  -- Belt and braces: the gRPC route already disables this filter.
+  if (headers:get("content-type") or ""):find("^application/grpc") then return end
+  local meta = handle:metadata()
+  local family = meta:get("family")
+  if family == "A" then
+    -- Family A error bodies quote it as `ref`; response headers do not carry it yet.
+    handle:streamInfo():dynamicMetadata():set(STATE, "request_id",
+                                              headers:get("x-request-id") or "")
+  end
+  if meta:get("sse") then
+    resume_from_last_event_id(headers)
+  elseif family == "B" then
+    convert_form_body(handle, headers)
+  end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Responses
+---------------------------------------------------------------------------------------------------
+
+local PHRASES = {
+  [400] = "Bad Request", [401] = "Unauthorized", [402] = "Payment Required", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [406] = "Not Acceptable",
+  [408] = "Request Timeout", [409] = "Conflict", [410] = "Gone", [411] = "Length Required",
+  [412] = "Precondition Failed", [413] = "Payload Too Large", [414] = "URI Too Long",
+  [415] = "Unsupported Media Type", [422] = "Unprocessable Entity", [429] = "Too Many Requests",
+  [431] = "Request Header Fields Too Large", [499] = "Client Closed Request",
+  [500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
+  [503] = "Service Unavailable", [504] = "Gateway Timeout",
+}
+
+-- ServiceStack's ErrorCode for a status (family C).
+local SERVICESTACK = {
+  [400] = "ValidationException", [401] = "Unauthorized", [402] = "PaymentRequired",
+  [403] = "Forbidden", [404] = "NotFound", [409] = "Conflict", [412] = "PreconditionFailed",
+  [429] = "TooManyRequests", [500] = "InternalServerError", [503] = "ServiceUnavailable",
+}
+
+local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+local BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+local function str(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" then return encode_number(v) end
+  return nil
+end
+
+-- Proto3 prints unset strings as "" (always_print_primitive_fields): treat them as absent.
+local function nonempty(v)
+  v = str(v)
+  if v == "" then return nil end
+  return v
+end
+
+-- What an error response says, whatever produced it: a google.rpc.Status printed by the
+-- transcoder (convert_grpc_status), Envoy's local reply ({"code": <http>, "message": ...}),
+-- or anything else (then only the HTTP status is known).
+local function read_error(raw, status)
+  local err = { status = status, violations = {} }
+  local ok, doc = pcall(decode, raw)
+  if not ok or type(doc) ~= "table" then
+    err.message = "upstream error"
+    return err
+  end
+  err.message = str(doc.message)
+  -- gRPC codes are 1..16; a local reply's code is its HTTP status.
+  if type(doc.code) == "number" and doc.code >= 1 and doc.code <= 16 then
+    err.grpc_code = doc.code
+  end
+  if type(doc.details) == "table" then
+    for _, detail in ipairs(doc.details) do
+      if type(detail) == "table" and detail["@type"] == ERROR_INFO then
+        err.reason = nonempty(detail.reason)
+        local http = type(detail.metadata) == "table" and tonumber(detail.metadata.http_status)
+        if http and http >= 100 and http <= 599 then err.status = math.floor(http) end
+      elseif type(detail) == "table" and detail["@type"] == BAD_REQUEST then
+        -- camelCase or snake_case, depending on the route's print options.
+        local list = detail.fieldViolations or detail.field_violations
+        for _, v in ipairs(type(list) == "table" and list or {}) do
+          if type(v) == "table" then
+            err.violations[#err.violations + 1] = {
+              field = str(v.field) or "", description = str(v.description) or "",
+              reason = nonempty(v.reason),
+            }
+          end
+        end
+      end
+    end
+  end
+  -- Without ErrorInfo, a 5xx did not come from our error mapping (a crash, Envoy's upstream
+  -- failure): its text may name internals, so only the status is told.
+  if not err.reason and err.status >= 500 then err.message = nil end
+  err.message = err.message or (PHRASES[err.status] or "upstream error"):lower()
+  err.reason = err.reason or tostring(err.status)
+  return err
+end
+
+local function family_a(err, request_id)
+  local title = PHRASES[err.status] or "Error"
+  local errors = { object("code", err.reason, "title", title, "details", err.message,
+                          "ref", request_id, "httpStatusCode", err.status) }
+  for _, v in ipairs(err.violations) do
+    errors[#errors + 1] = object("code", v.reason or err.reason, "title", v.field,
+                                 "details", v.description, "ref", request_id,
+                                 "httpStatusCode", err.status)
+  end
+  return object("errors", array(errors))
+end
+
+local function family_b(err)
+  local description = err.message
+  for _, v in ipairs(err.violations) do
+    description = description .. "; " .. v.field .. ": " .. v.description
+  end
+  return object("error_code", err.reason, "error_description", description)
+end
+
+local function family_c(err)
+  local errors = {}
+  for _, v in ipairs(err.violations) do
+    errors[#errors + 1] = object("ErrorCode", v.reason or "Invalid", "FieldName", v.field,
+                                 "Message", v.description)
+  end
+  local name = SERVICESTACK[err.status] or ("HttpError" .. err.status)
+  return object("ResponseStatus", object("ErrorCode", name, "Message", err.message,
+                                         "Errors", array(errors)))
+end
+
+local SHAPES = { A = family_a, B = family_b, C = family_c }
+
+local function rewrite_error(handle, status, family)
+  local body = handle:body(true)
+  -- Header handles taken before body() went stale while the script waited for the body.
+  local headers = handle:headers()
+  local raw = body:length() > 0 and body:getBytes(0, body:length()) or ""
+  local request_id = ""
+  if family == "A" then
+    local state = handle:streamInfo():dynamicMetadata():get(STATE)
+    request_id = state and state.request_id or ""
+  end
+  -- A bug here must not let the raw upstream body through: fall back to the bare status.
+  local ok, err, json = pcall(function()
+    local e = read_error(raw, status)
+    return e, encode((SHAPES[family] or family_b)(e, request_id))
+  end)
+  if not ok then
+    handle:logErr("edge.lua: cannot rewrite error body: " .. tostring(err))
+    err = { status = status, reason = tostring(status), message = "upstream error",
+            violations = {} }
+    json = encode((SHAPES[family] or family_b)(err, request_id))
+  end
+  body:setBytes(json)
+  headers:replace(":status", tostring(err.status))
+  headers:replace("content-type", "application/json")
+  headers:replace("content-length", tostring(#json))
+  -- The access log's grpc_status reads this; the transcoder consumed the upstream's.
+  if err.grpc_code and not headers:get("grpc-status") then
+    headers:replace("grpc-status", tostring(err.grpc_code))
+  end
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = tonumber(headers:get(":status")) or 500
+  local wanted = headers:get("x-switchboard-http-status")
+  if wanted then headers:remove("x-switchboard-http-status") end
+  if status < 400 then
+    -- Documented success codes (201, 202, 206, ...) arrive as gRPC initial metadata.
+    if wanted and status == 200 and wanted:match("^[23]%d%d$") then
+      headers:replace(":status", wanted)
+    end
+    return -- never buffer a success: it may be an unbounded stream
+  end
+  local meta = handle:metadata()
+  rewrite_error(handle, status, meta:get("family") or "B")
+end

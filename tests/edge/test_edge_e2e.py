@@ -1,0 +1,792 @@
+"""The edge end to end: HTTP client -> real Envoy (edge.lua + transcoder) -> in-test gRPC servers.
+
+The upstream servicers do what the request's ``x-edge-test`` header (which Envoy forwards as gRPC
+metadata) tells them: succeed, set a success status, fail with a rich google.rpc.Status, crash,
+or hold a stream open until the test releases it. Every call is recorded, so a test can look up
+what the upstream received by the x-request-id it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from grpc_tools import protoc  # type: ignore[import-untyped]
+from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc, event_pb2
+from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
+
+from switchboard.server.edge import TRANSCODED_SERVICES, EnvoyProcess, EnvoySettings
+
+pytestmark = pytest.mark.envoy
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_SERVICE = "edgetest.v1.EdgeTestService"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Contracts: the real ones plus tests/edge/edgetest.proto (a family A and a family B binding
+# with a path variable and body "*", which no real RPC has yet).
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def descriptor_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("descriptors") / "edge.binpb"
+    protos = sorted(str(p.relative_to(REPO / "proto")) for p in (REPO / "proto").rglob("*.proto"))
+    well_known = resources.files("grpc_tools") / "_proto"
+    argv = [
+        "protoc",
+        f"-I{REPO / 'proto'}",
+        f"-I{REPO / 'third_party' / 'googleapis'}",
+        f"-I{Path(__file__).parent}",
+        f"-I{well_known}",
+        "--include_imports",
+        f"--descriptor_set_out={out}",
+        *protos,
+        "edgetest.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+    ]
+    assert protoc.main(argv) == 0, "protoc failed"
+    return out
+
+
+@dataclass(frozen=True)
+class ThingMessages:
+    request: type[Message]
+    response: type[Message]
+
+
+@pytest.fixture(scope="session")
+def thing_messages(descriptor_set: Path) -> ThingMessages:
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:  # protoc lists dependencies first
+        pool.Add(file)
+    return ThingMessages(
+        request=message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("edgetest.v1.CreateThingRequest")
+        ),
+        response=message_factory.GetMessageClass(pool.FindMessageTypeByName("edgetest.v1.Thing")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripted upstream
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    server: str
+    method: str
+    metadata: dict[str, str | bytes]
+    request: Message
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def by_request_id(self, request_id: str) -> Call:
+        found = [c for c in self.calls if c.metadata.get("x-request-id") == request_id]
+        assert len(found) == 1, f"{len(found)} upstream calls with x-request-id {request_id}"
+        return found[0]
+
+    def gate(self, name: str) -> asyncio.Event:
+        return self.gates.setdefault(name, asyncio.Event())
+
+
+def rich_status(
+    code: int,
+    message: str,
+    reason: str,
+    http_status: int,
+    violations: Iterable[tuple[str, str, str]] = (),
+) -> Any:
+    """grpc.Status with google.rpc.Status, ErrorInfo (+ BadRequest): what the server sends."""
+    status = status_pb2.Status(code=code, message=message)
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain="switchboard", metadata={"http_status": str(http_status)}
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    status.details.append(packed)
+    violations = list(violations)
+    if violations:
+        bad = error_details_pb2.BadRequest()
+        for field_path, description, violation_reason in violations:
+            bad.field_violations.add(
+                field=field_path, description=description, reason=violation_reason
+            )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        status.details.append(packed)
+    return rpc_status.to_status(status)
+
+
+INVALID = rich_status(
+    code_pb2.INVALID_ARGUMENT,
+    "2 invalid fields",
+    "1023",
+    400,
+    [
+        ("Messages[0].content", "must be at most 1600 characters", "Length"),
+        ("Messages[1].to", "not a phone number", ""),
+    ],
+)
+# What JSON can make hard for the Lua codec: quotes, backslashes, control characters, HTML
+# characters (protobuf escapes them as \u003c), non-ASCII and a character outside the BMP.
+TRICKY = '<b>"quoted"</b>\n\tC:\\path \x01 é € 😀'
+SCENARIOS: dict[str, Any] = {
+    "tricky": rich_status(code_pb2.INVALID_ARGUMENT, TRICKY, "400", 400, [(TRICKY, TRICKY, "")]),
+    "invalid": INVALID,
+    "payment": rich_status(code_pb2.FAILED_PRECONDITION, "insufficient credit", "402", 402),
+    "conflict": rich_status(code_pb2.ABORTED, "version mismatch", "1001", 409),
+    "unauthenticated": rich_status(code_pb2.UNAUTHENTICATED, "token expired", "401", 401),
+}
+
+
+async def play(
+    recorder: Recorder, server: str, method: str, request: Message, context: Any
+) -> None:
+    """Record the call, then do what its x-edge-test metadata says."""
+    metadata = dict(context.invocation_metadata())
+    recorder.calls.append(Call(server, method, metadata, request))
+    scenario = str(metadata.get("x-edge-test", ""))
+    if scenario in SCENARIOS:
+        await context.abort_with_status(SCENARIOS[scenario])
+    elif scenario.startswith("status:"):
+        await context.send_initial_metadata((("x-switchboard-http-status", scenario[7:]),))
+    elif scenario == "late-error":
+        # Initial metadata (with a success code) first, then the failure.
+        await context.send_initial_metadata((("x-switchboard-http-status", "201"),))
+        await context.abort_with_status(SCENARIOS["payment"])
+    elif scenario == "crash":
+        raise RuntimeError("secret internals: /srv/switchboard.db password=hunter2")
+
+
+class Diagnostics(diagnostics_service_pb2_grpc.DiagnosticsServiceServicer):
+    def __init__(self, recorder: Recorder, name: str) -> None:
+        self.recorder, self.name = recorder, name
+
+    async def Ping(
+        self, request: diagnostics_service_pb2.PingRequest, context: Any
+    ) -> diagnostics_service_pb2.PingResponse:
+        await play(self.recorder, self.name, "Ping", request, context)
+        return diagnostics_service_pb2.PingResponse(
+            org="acme", server_time=Timestamp(seconds=1_700_000_000)
+        )
+
+
+class Sms(sms_service_pb2_grpc.SmsServiceServicer):
+    def __init__(self, recorder: Recorder, name: str) -> None:
+        self.recorder, self.name = recorder, name
+
+    async def SendSms(
+        self, request: sms_message_pb2.SendSmsRequest, context: Any
+    ) -> sms_message_pb2.SmsMsgResponse:
+        await play(self.recorder, self.name, "SendSms", request, context)
+        outcome = sms_message_pb2.GrandcomResponseMsg(
+            api_message_id="m-1", accepted=True, to=request.messages[0].to
+        )
+        return sms_message_pb2.SmsMsgResponse(
+            grandcom_msg_response=sms_message_pb2.GrandcomMsgResponse(messages=[outcome])
+        )
+
+    async def GetSmsMessage(
+        self, request: sms_message_pb2.GetSmsMessageRequest, context: Any
+    ) -> sms_message_pb2.SmsMessageStatus:
+        await play(self.recorder, self.name, "GetSmsMessage", request, context)
+        return sms_message_pb2.SmsMessageStatus(api_message_id=request.api_message_id)
+
+    async def StreamSmsEvents(
+        self, request: sms_message_pb2.StreamSmsEventsRequest, context: Any
+    ) -> AsyncIterator[sms_message_pb2.SmsEvent]:
+        await play(self.recorder, self.name, "StreamSmsEvents", request, context)
+        gate = dict(context.invocation_metadata()).get("x-edge-gate")
+        for cursor in (1, 2):
+            if cursor == 2 and gate:
+                await self.recorder.gate(gate).wait()
+            envelope = event_pb2.EventEnvelope(cursor=str(cursor), type="sms.sent")
+            yield sms_message_pb2.SmsEvent(envelope=envelope)
+
+
+@dataclass
+class Upstream:
+    name: str
+    port: int
+    server: Any
+
+
+async def start_upstream(name: str, recorder: Recorder, messages: ThingMessages) -> Upstream:
+    server = grpc.aio.server()
+    diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
+        Diagnostics(recorder, name), server
+    )
+    sms_service_pb2_grpc.add_SmsServiceServicer_to_server(Sms(recorder, name), server)
+
+    async def create_thing(request: Message, context: Any) -> Message:
+        await play(recorder, name, "CreateThing", request, context)
+        return messages.response.FromString(request.SerializeToString())  # same field numbers
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        create_thing,
+        request_deserializer=messages.request.FromString,
+        response_serializer=messages.response.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(TEST_SERVICE, {"CreateThing": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return Upstream(name, port, server)
+
+
+def edge_settings(
+    descriptor: Path, upstreams: Sequence[tuple[str, int]], access_log: Path
+) -> EnvoySettings:
+    return EnvoySettings(
+        listen_port=free_port(),
+        admin_port=free_port(),
+        upstreams=upstreams,
+        descriptor_path=descriptor,
+        listen_host="127.0.0.1",
+        access_log_path=str(access_log),
+        services=(*TRANSCODED_SERVICES, TEST_SERVICE),
+    )
+
+
+@dataclass
+class Edge:
+    envoy: EnvoyProcess
+    recorder: Recorder
+    upstreams: list[Upstream]
+    access_log: Path
+
+
+@pytest.fixture(scope="module")
+async def edge(
+    descriptor_set: Path, thing_messages: ThingMessages, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    recorder = Recorder()
+    upstreams = [await start_upstream(n, recorder, thing_messages) for n in ("one", "two")]
+    work = tmp_path_factory.mktemp("edge")
+    settings = edge_settings(
+        descriptor_set, [("127.0.0.1", u.port) for u in upstreams], work / "access.log"
+    )
+    try:
+        async with EnvoyProcess(settings, work) as envoy:
+            yield Edge(envoy, recorder, upstreams, work / "access.log")
+            # A Lua runtime error would have let some response through unshaped.
+            assert "[lua]" not in envoy.stderr(), envoy.stderr()
+    finally:
+        for upstream in upstreams:
+            await upstream.server.stop(None)
+
+
+@pytest.fixture
+async def client(edge: Edge) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=edge.envoy.base_url, timeout=10.0, trust_env=False
+    ) as http:
+        yield http
+
+
+def rid() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Successes
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_family_b_prints_snake_case(client: httpx.AsyncClient) -> None:
+    response = await client.get("/diagnostics/ping")
+    assert response.status_code == 200
+    assert response.json() == {"org": "acme", "server_time": "2023-11-14T22:13:20Z"}
+
+
+async def test_families_a_and_c_print_camel_case(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v2/orgs/acme/things", json={"displayName": "Ada", "count": 2})
+    assert response.status_code == 200
+    assert response.json() == {
+        "org": "acme",
+        "displayName": "Ada",
+        "count": 2,
+        "active": False,  # always_print_primitive_fields
+        "tags": [],
+    }
+    response = await client.post(
+        "/communication/message/sms",
+        json={"Messages": [{"channel": "grandcom", "to": "+27821234567", "content": "hi"}]},
+    )
+    assert response.status_code == 200
+    outcome = response.json()["grandcomMsgResponse"]["messages"][0]
+    assert outcome["apiMessageId"] == "m-1"
+    assert outcome["to"] == "+27821234567"
+
+
+@pytest.mark.parametrize("code", ["201", "202", "206"])
+async def test_success_status_comes_from_metadata(client: httpx.AsyncClient, code: str) -> None:
+    response = await client.get("/diagnostics/ping", headers={"x-edge-test": f"status:{code}"})
+    assert response.status_code == int(code)
+    assert response.json()["org"] == "acme"
+    assert "x-switchboard-http-status" not in response.headers
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors from the server, in each family's shape
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_family_a_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v2/orgs/acme/things", json={"displayName": "x"}, headers={"x-edge-test": "invalid"}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    ref = response.headers["x-request-id"]
+    assert response.json() == {
+        "errors": [
+            {
+                "code": "1023",
+                "title": "Bad Request",
+                "details": "2 invalid fields",
+                "ref": ref,
+                "httpStatusCode": 400,
+            },
+            {
+                "code": "Length",
+                "title": "Messages[0].content",
+                "details": "must be at most 1600 characters",
+                "ref": ref,
+                "httpStatusCode": 400,
+            },
+            {
+                "code": "1023",
+                "title": "Messages[1].to",
+                "details": "not a phone number",
+                "ref": ref,
+                "httpStatusCode": 400,
+            },
+        ]
+    }
+
+
+async def test_family_b_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/diagnostics/ping", headers={"x-edge-test": "invalid"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error_code": "1023",
+        "error_description": "2 invalid fields; Messages[0].content: must be at most 1600 "
+        "characters; Messages[1].to: not a phone number",
+    }
+
+
+async def test_error_text_survives_the_json_round_trip(client: httpx.AsyncClient) -> None:
+    response = await client.get("/diagnostics/ping", headers={"x-edge-test": "tricky"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error_code": "400",
+        "error_description": f"{TRICKY}; {TRICKY}: {TRICKY}",
+    }
+    response = await client.post("/v2/orgs/acme/things", json={}, headers={"x-edge-test": "tricky"})
+    errors = response.json()["errors"]
+    assert [e["details"] for e in errors] == [TRICKY, TRICKY]
+    assert errors[1]["title"] == TRICKY
+
+
+async def test_family_c_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/communication/message/sms",
+        json={"Messages": [{"channel": "grandcom", "to": "+1", "content": "x"}]},
+        headers={"x-edge-test": "invalid"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "ResponseStatus": {
+            "ErrorCode": "ValidationException",
+            "Message": "2 invalid fields",
+            "Errors": [
+                {
+                    "ErrorCode": "Length",
+                    "FieldName": "Messages[0].content",
+                    "Message": "must be at most 1600 characters",
+                },
+                {
+                    "ErrorCode": "Invalid",
+                    "FieldName": "Messages[1].to",
+                    "Message": "not a phone number",
+                },
+            ],
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "family_b", "family_c"),
+    [
+        ("payment", 402, "402", "PaymentRequired"),  # FAILED_PRECONDITION alone would be 400
+        ("conflict", 409, "1001", "Conflict"),
+        ("unauthenticated", 401, "401", "Unauthorized"),
+        ("late-error", 402, "402", "PaymentRequired"),  # headers with 201 came first
+    ],
+)
+async def test_http_status_comes_from_error_info(
+    client: httpx.AsyncClient, scenario: str, status: int, family_b: str, family_c: str
+) -> None:
+    headers = {"x-edge-test": scenario}
+    response = await client.get("/diagnostics/ping", headers=headers)
+    assert response.status_code == status
+    assert response.json()["error_code"] == family_b
+    response = await client.get("/communication/message/sms/m-1", headers=headers)
+    assert response.status_code == status
+    assert response.json()["ResponseStatus"]["ErrorCode"] == family_c
+    response = await client.post("/v2/orgs/acme/things", json={}, headers=headers)
+    assert response.status_code == status
+    assert response.json()["errors"][0]["httpStatusCode"] == status
+
+
+async def test_crash_hides_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/communication/message/sms/m-1", headers={"x-edge-test": "crash"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "ResponseStatus": {
+            "ErrorCode": "InternalServerError",
+            "Message": "internal server error",
+            "Errors": [],
+        }
+    }
+    response = await client.get("/diagnostics/ping", headers={"x-edge-test": "crash"})
+    assert response.json() == {"error_code": "500", "error_description": "internal server error"}
+    assert "secret" not in response.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Envoy's own replies
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_unknown_query_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.get("/communication/message/sms/m-1", params={"colour": "red"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    status = response.json()["ResponseStatus"]
+    assert status["ErrorCode"] == "ValidationException"
+    assert "colour" in status["Message"]
+    assert status["Errors"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/communication/message/sms", '{"Messages": [{"to": '),
+        ("/communication/message/sms", '{"Messages": "not a list"}'),
+        ("/v2/orgs/acme/things", "displayName=Ada"),
+    ],
+)
+async def test_malformed_json(client: httpx.AsyncClient, path: str, body: str) -> None:
+    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    if path.startswith("/v2/"):
+        assert document["errors"][0]["code"] == "400"
+        assert document["errors"][0]["title"] == "Bad Request"
+        assert document["errors"][0]["details"]
+    else:
+        assert document["ResponseStatus"]["ErrorCode"] == "ValidationException"
+        assert document["ResponseStatus"]["Message"]
+
+
+async def test_unknown_path(client: httpx.AsyncClient) -> None:
+    response = await client.get("/communication/nothing/here")
+    assert response.status_code == 404
+    assert response.json()["ResponseStatus"]["ErrorCode"] == "NotFound"
+    response = await client.get("/nothing/here")
+    assert response.status_code == 404
+    assert response.json()["error_code"] == "404"
+    response = await client.delete("/diagnostics/ping")  # known path, unbound method
+    assert response.status_code == 404
+    response = await client.get("/v2/nothing")
+    assert response.status_code == 404
+    error = response.json()["errors"][0]
+    assert (error["code"], error["title"], error["httpStatusCode"]) == ("404", "Not Found", 404)
+    assert error["ref"] == response.headers["x-request-id"]
+
+
+async def test_body_field_colliding_with_path_field(edge: Edge, client: httpx.AsyncClient) -> None:
+    request_id = rid()
+    response = await client.post(
+        "/v2/orgs/acme/things", json={"org": "evil"}, headers={"x-request-id": request_id}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "400"
+    assert not [c for c in edge.recorder.calls if c.metadata.get("x-request-id") == request_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Form bodies (family B)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_family_b_form_body_becomes_json(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(
+        method,
+        "/contacts/acme/things",
+        content="display_name=Ada+Lovelace%20%C3%A9&count=7&active=true&tags=x&tags=y%26z",
+        headers={"content-type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "org": "acme",
+        "display_name": "Ada Lovelace é",
+        "count": 7,
+        "active": True,
+        "tags": ["x", "y&z"],
+    }
+
+
+async def test_family_b_json_body_still_works(client: httpx.AsyncClient) -> None:
+    response = await client.post("/contacts/acme/things", json={"display_name": "Ada", "tags": "x"})
+    assert response.status_code == 200
+    assert response.json()["display_name"] == "Ada"
+    assert response.json()["tags"] == ["x"]
+
+
+async def test_form_body_errors_keep_the_family_shape(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/contacts/acme/things",
+        data={"count": "many"},
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "400"
+
+
+# ---------------------------------------------------------------------------------------------
+# Native gRPC on the same port
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_native_grpc_passes_through(edge: Edge) -> None:
+    port = edge.envoy.settings.listen_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
+        request_id = rid()
+        call = stub.Ping(
+            diagnostics_service_pb2.PingRequest(),
+            metadata=(("x-request-id", request_id), ("x-edge-test", "status:201")),
+        )
+        reply = await call
+        assert reply.org == "acme"
+        # Lua does not run for gRPC: the metadata reaches the client untouched.
+        initial = dict(await call.initial_metadata())
+        assert initial["x-switchboard-http-status"] == "201"
+        assert edge.recorder.by_request_id(request_id).method == "Ping"
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Ping(
+                diagnostics_service_pb2.PingRequest(), metadata=(("x-edge-test", "invalid"),)
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(raised.value)
+        assert status is not None
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info)
+        assert info.reason == "1023"
+
+        sms = sms_service_pb2_grpc.SmsServiceStub(channel)
+        events = [e async for e in sms.StreamSmsEvents(sms_message_pb2.StreamSmsEventsRequest())]
+        assert [e.envelope.cursor for e in events] == ["1", "2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Server-Sent Events
+# ---------------------------------------------------------------------------------------------
+
+EVENTS = "/communication/message/sms/events"
+
+
+async def test_sse_delivers_events_incrementally(edge: Edge, client: httpx.AsyncClient) -> None:
+    gate = f"gate-{uuid.uuid4()}"
+    headers = {"x-edge-gate": gate, "accept": "text/event-stream"}
+    async with client.stream("GET", EVENTS, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+        first = await asyncio.wait_for(anext(lines), 5)
+        # The upstream is still holding the second event back: this one was not buffered.
+        assert not edge.recorder.gate(gate).is_set()
+        assert first.startswith("data: ")
+        assert json.loads(first[6:])["envelope"]["cursor"] == "1"
+        edge.recorder.gate(gate).set()
+        rest = [line async for line in lines if line]
+    assert [json.loads(line[6:])["envelope"]["cursor"] for line in rest] == ["2"]
+
+
+@pytest.mark.parametrize(
+    ("query", "last_event_id", "after"),
+    [
+        ({}, "41", "41"),
+        ({"states": "SENT"}, "41", "41"),
+        ({"after": "5"}, "41", "5"),  # an explicit cursor wins
+        ({}, None, ""),
+    ],
+)
+async def test_sse_last_event_id_becomes_after(
+    edge: Edge,
+    client: httpx.AsyncClient,
+    query: dict[str, str],
+    last_event_id: str | None,
+    after: str,
+) -> None:
+    request_id = rid()
+    headers = {"x-request-id": request_id}
+    if last_event_id is not None:
+        headers["last-event-id"] = last_event_id
+    response = await client.get(EVENTS, params=query, headers=headers)
+    assert response.status_code == 200
+    request = edge.recorder.by_request_id(request_id).request
+    assert isinstance(request, sms_message_pb2.StreamSmsEventsRequest)
+    assert request.after == after
+    assert list(request.states) == ([query["states"]] if "states" in query else [])
+
+
+async def test_sse_error_before_first_event_is_rewritten(client: httpx.AsyncClient) -> None:
+    response = await client.get(EVENTS, headers={"x-edge-test": "invalid"})
+    assert response.status_code == 400
+    assert response.json()["ResponseStatus"]["ErrorCode"] == "ValidationException"
+    assert len(response.json()["ResponseStatus"]["Errors"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Request ids, access log, balancing
+# ---------------------------------------------------------------------------------------------
+
+
+async def access_log_entry(edge: Edge, request_id: str) -> dict[str, Any]:
+    for _ in range(50):  # Envoy flushes the access log every second
+        for line in (await asyncio.to_thread(edge.access_log.read_text)).splitlines():
+            entry: dict[str, Any] = json.loads(line)
+            if entry["request_id"] == request_id:
+                return entry
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no access log line with request_id {request_id}")
+
+
+async def test_client_request_id_reaches_upstream_and_access_log(
+    edge: Edge, client: httpx.AsyncClient
+) -> None:
+    ok, failed = rid(), rid()
+    response = await client.get("/diagnostics/ping", headers={"x-request-id": ok})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == ok
+    assert edge.recorder.by_request_id(ok).method == "Ping"
+    response = await client.get(
+        "/communication/message/sms/m-1?x=1", headers={"x-request-id": failed}
+    )
+    assert response.status_code == 400
+
+    entry = await access_log_entry(edge, ok)
+    assert entry["method"] == "GET"  # as the client sent it, not the transcoded POST
+    assert entry["path"] == "/diagnostics/ping"
+    assert entry["grpc_path"] == "/switchboard.common.v1.DiagnosticsService/Ping"
+    assert entry["status"] == 200
+    assert entry["grpc_status"] == 0
+    assert isinstance(entry["duration_ms"], int)
+    entry = await access_log_entry(edge, failed)
+    assert (entry["method"], entry["path"]) == ("GET", "/communication/message/sms/m-1?x=1")
+    assert entry["status"] == 400
+
+
+async def test_error_grpc_status_is_logged(edge: Edge, client: httpx.AsyncClient) -> None:
+    request_id = rid()
+    response = await client.get(
+        "/diagnostics/ping", headers={"x-request-id": request_id, "x-edge-test": "payment"}
+    )
+    assert response.status_code == 402
+    entry = await access_log_entry(edge, request_id)
+    assert (entry["status"], entry["grpc_status"]) == (402, code_pb2.FAILED_PRECONDITION)
+
+
+async def test_generated_request_id(edge: Edge, client: httpx.AsyncClient) -> None:
+    before = len(edge.recorder.calls)
+    response = await client.get("/diagnostics/ping")
+    generated = response.headers["x-request-id"]
+    assert uuid.UUID(generated)
+    assert edge.recorder.calls[before].metadata["x-request-id"] == generated
+
+
+async def test_round_robin_over_upstreams(edge: Edge, client: httpx.AsyncClient) -> None:
+    before = len(edge.recorder.calls)
+    for _ in range(4):
+        assert (await client.get("/diagnostics/ping")).status_code == 200
+    assert {c.server for c in edge.recorder.calls[before:]} == {"one", "two"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstreams down
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_upstream_down_is_503_json(descriptor_set: Path, tmp_path: Path) -> None:
+    settings = edge_settings(descriptor_set, [("127.0.0.1", free_port())], tmp_path / "a.log")
+    async with (
+        EnvoyProcess(settings, tmp_path) as envoy,
+        httpx.AsyncClient(base_url=envoy.base_url, trust_env=False) as http,
+    ):
+        response = await http.get("/diagnostics/ping")
+        assert response.status_code == 503
+        assert response.json() == {
+            "error_code": "503",
+            "error_description": "service unavailable",
+        }
+        response = await http.get("/communication/message/sms/m-1")
+        assert response.status_code == 503
+        assert response.json()["ResponseStatus"]["ErrorCode"] == "ServiceUnavailable"
+        response = await http.get("/v2/orgs/acme/things")  # unbound GET: 404 before any upstream
+        assert response.status_code == 404
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.listen_port}") as channel:
+            stub = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Ping(diagnostics_service_pb2.PingRequest())
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_dead_replica_is_skipped(edge: Edge, descriptor_set: Path, tmp_path: Path) -> None:
+    live = ("127.0.0.1", edge.upstreams[0].port)
+    settings = edge_settings(descriptor_set, [live, ("127.0.0.1", free_port())], tmp_path / "a.log")
+    async with (
+        EnvoyProcess(settings, tmp_path) as envoy,
+        httpx.AsyncClient(base_url=envoy.base_url, trust_env=False) as http,
+    ):
+        for _ in range(6):
+            assert (await http.get("/diagnostics/ping")).status_code == 200
