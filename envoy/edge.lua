@@ -2,7 +2,8 @@
 -- so it sees REST requests before they become gRPC and JSON responses after they were gRPC.
 -- The native gRPC route disables it: gRPC traffic never reaches this code.
 --
--- Request side:  SSE resume (Last-Event-ID -> ?after=), family B form bodies -> JSON.
+-- Request side:  SSE resume (Last-Event-ID -> ?after=), family B form bodies -> JSON, and the
+--                keys of a JSON body (x-switchboard-json-fields) for the unknown-key check.
 -- Response side: documented success codes (x-switchboard-http-status), and every error body
 --                (google.rpc.Status from the transcoder, or Envoy's own JSON local reply)
 --                rewritten into the route family's documented shape.
@@ -17,6 +18,9 @@ local STATE = "switchboard.edge" -- dynamic metadata namespace: request facts th
 -- Decoded objects and arrays are plain tables (null becomes nil). For encoding, objects are built
 -- with object(k1, v1, k2, v2, ...) so keys keep the documented order, and arrays with array{...}
 -- so that an empty one still prints as [].
+-- Decoding is as lenient as the transcoder's parser (protobuf's JsonStreamParser), so that every
+-- request body it takes decodes here too: 'single-quoted' strings, bare keys, trailing commas,
+-- \v and \f as space, \X as X for any other escape, and whatever strtod makes of a number.
 ---------------------------------------------------------------------------------------------------
 
 local OBJECT, ARRAY = {}, {}
@@ -65,8 +69,7 @@ function encode(v)
   return "null"
 end
 
-local UNESCAPE = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n",
-                   r = "\r", t = "\t" }
+local UNESCAPE = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", v = "\v" }
 
 local function utf8_char(cp)
   local f = math.floor
@@ -80,16 +83,17 @@ local function utf8_char(cp)
 end
 
 local function skip(s, i)
-  return s:find("[^ \t\r\n]", i) or #s + 1
+  return s:find("%S", i) or #s + 1
 end
 
-local function decode_string(s, i) -- s[i] is the opening quote
+local function decode_string(s, i) -- s[i] is the opening quote, " or '
+  local stop = s:byte(i) == 39 and "['\\]" or '["\\]'
   local parts, j = {}, i + 1
   while true do
-    local k = s:find('["\\]', j)
+    local k = s:find(stop, j)
     if not k then error("unterminated string") end
     parts[#parts + 1] = s:sub(j, k - 1)
-    if s:byte(k) == 34 then return table.concat(parts), k + 1 end
+    if s:byte(k) ~= 92 then return table.concat(parts), k + 1 end
     local c = s:sub(k + 1, k + 1)
     if c == "u" then
       local hex = s:match("^%x%x%x%x", k + 2)
@@ -102,30 +106,65 @@ local function decode_string(s, i) -- s[i] is the opening quote
         j = j + 6
       end
       parts[#parts + 1] = utf8_char(cp)
+    elseif c == "" then
+      error("unterminated string")
     else
-      local e = UNESCAPE[c]
-      if not e then error("bad escape") end
-      parts[#parts + 1] = e
+      parts[#parts + 1] = UNESCAPE[c] or c
       j = k + 2
     end
   end
 end
 
-local function decode_value(s, i, depth)
-  if depth > 64 then error("too deep") end
+-- Key paths of a request body, for report_json_fields (below). They are recorded while parsing,
+-- not read from the result, because a null value leaves no trace in the decoded table.
+local JSON_FIELDS_MAX = 8192 -- bytes of header; the server checks whatever paths fit
+-- Long keys nested deep, or under a long array, would make the paths far larger than the body;
+-- past this many bytes of paths built, the rest are not recorded (they could never all fit).
+local JSON_FIELDS_WORK = 16 * 1048576
+
+-- Percent-encodes what would make a path ambiguous (. [ ] and the , between paths, % itself) or
+-- unsafe in a header (space, controls, non-ASCII bytes).
+local function path_key(key)
+  return (key:gsub("[%z\1-\32%%,%.%[%]\127-\255]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+-- The path of `key` inside the value at `path`, recorded in `fields`; nil past the limits.
+local function key_path(fields, path, key)
+  if not path or #path + #key > JSON_FIELDS_MAX or fields.work > JSON_FIELDS_WORK then
+    return nil
+  end
+  local sub = (path == "" and "" or path .. ".") .. path_key(key)
+  fields.paths[sub] = true
+  fields.work = fields.work + #sub
+  return sub
+end
+
+-- `fields` and `path`, when given, collect key paths (see above). The depth limit is above the
+-- transcoder's (100), so every body it accepts gets its keys listed.
+local function decode_value(s, i, depth, fields, path)
+  if depth > 128 then error("too deep") end
   i = skip(s, i)
   local c = s:sub(i, i)
   if c == "{" then
     local obj = {}
     i = skip(s, i + 1)
-    if s:sub(i, i) == "}" then return obj, i + 1 end
     while true do
-      if s:sub(i, i) ~= '"' then error("expected key") end
+      c = s:sub(i, i)
+      if c == "}" then return obj, i + 1 end -- empty, or after a trailing comma
       local key
-      key, i = decode_string(s, i)
+      if c == '"' or c == "'" then
+        key, i = decode_string(s, i)
+      else
+        key = s:match("^[A-Za-z_$][A-Za-z0-9_$]*", i)
+        if not key then error("expected key") end
+        i = i + #key
+      end
       i = skip(s, i)
       if s:sub(i, i) ~= ":" then error("expected ':'") end
-      obj[key], i = decode_value(s, i + 1, depth + 1)
+      local sub = fields and key_path(fields, path, key)
+      obj[key], i = decode_value(s, i + 1, depth + 1, fields, sub)
       i = skip(s, i)
       c = s:sub(i, i)
       if c == "}" then return obj, i + 1 end
@@ -135,17 +174,17 @@ local function decode_value(s, i, depth)
   elseif c == "[" then
     local arr, n = {}, 0
     i = skip(s, i + 1)
-    if s:sub(i, i) == "]" then return arr, i + 1 end
     while true do
+      if s:sub(i, i) == "]" then return arr, i + 1 end -- empty, or after a trailing comma
       n = n + 1
-      arr[n], i = decode_value(s, i, depth + 1)
+      arr[n], i = decode_value(s, i, depth + 1, fields, path and path .. "[]")
       i = skip(s, i)
       c = s:sub(i, i)
       if c == "]" then return arr, i + 1 end
       if c ~= "," then error("expected ',' or ']'") end
-      i = i + 1
+      i = skip(s, i + 1)
     end
-  elseif c == '"' then
+  elseif c == '"' or c == "'" then
     return decode_string(s, i)
   elseif s:sub(i, i + 3) == "true" then
     return true, i + 4
@@ -154,14 +193,14 @@ local function decode_value(s, i, depth)
   elseif s:sub(i, i + 3) == "null" then
     return nil, i + 4
   end
-  local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+  local num = s:match("^[-%d][-+.%dxeE]*", i)
   local value = num and tonumber(num)
   if not value then error("unexpected character at " .. i) end
   return value, i + #num
 end
 
-local function decode(s)
-  local value, i = decode_value(s, 1, 0)
+local function decode(s, fields)
+  local value, i = decode_value(s, 1, 0, fields, fields and "")
   if skip(s, i) <= #s then error("trailing data") end
   return value
 end
@@ -227,6 +266,41 @@ local function convert_form_body(handle, headers)
   headers:replace("content-length", tostring(#json))
 end
 
+-- The transcoder silently drops JSON keys its message lacks (envoyproxy/envoy#46623), so the
+-- server rejects them instead, checking the paths listed here against the request message: keys
+-- relative to the HTTP body, joined with ".", array elements as "[]", every prefix included,
+-- sorted, comma-separated. Parsed here rather than by the server because only the edge still has
+-- the JSON; the transcoder forwards the header as gRPC metadata.
+local JSON_FIELDS = "x-switchboard-json-fields"
+-- The listener's buffer limit: a larger body declared by content-length goes on unlisted; one
+-- sent without (chunked) cannot be buffered, and body() below makes that a 413.
+local JSON_FIELDS_MAX_BODY = 1048576
+
+local function report_json_fields(handle)
+  local headers = handle:headers()
+  if not (headers:get("content-type") or ""):lower():find("^application/json") then return end
+  -- Decide from content-length before buffering: no body, or one too large to be worth it.
+  local declared = tonumber(headers:get("content-length") or "")
+  if declared and (declared == 0 or declared > JSON_FIELDS_MAX_BODY) then return end
+  local body = handle:body(true)
+  local length = body:length()
+  if length == 0 or length > JSON_FIELDS_MAX_BODY then return end
+  local fields = { paths = {}, work = 0 }
+  -- Not JSON, or a bare scalar: nothing to list, and the transcoder answers with its own 400.
+  local ok, doc = pcall(decode, body:getBytes(0, length), fields)
+  if not ok or type(doc) ~= "table" then return end
+  local paths = {}
+  for path in pairs(fields.paths) do paths[#paths + 1] = path end
+  table.sort(paths)
+  local kept, size = {}, -1
+  for _, path in ipairs(paths) do
+    size = size + 1 + #path
+    if size > JSON_FIELDS_MAX then break end
+    kept[#kept + 1] = path
+  end
+  handle:headers():replace(JSON_FIELDS, table.concat(kept, ","))
+end
+
 -- An EventSource reconnects with Last-Event-ID; the RPC resumes from `after`. An explicit
 -- ?after= wins.
 local function resume_from_last_event_id(headers)
@@ -243,6 +317,8 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   -- Belt and braces: the gRPC route already disables this filter.
   if (headers:get("content-type") or ""):find("^application/grpc") then return end
+  -- Only this filter may tell the server which keys a body had.
+  headers:remove(JSON_FIELDS)
   local meta = handle:metadata()
   local family = meta:get("family")
   if family == "A" then
@@ -253,8 +329,9 @@ function envoy_on_request(handle)
   if meta:get("sse") then
     resume_from_last_event_id(headers)
   elseif family == "B" then
-    convert_form_body(handle, headers)
+    convert_form_body(handle, headers) -- into JSON, so its keys are listed below
   end
+  report_json_fields(handle)
 end
 
 ---------------------------------------------------------------------------------------------------

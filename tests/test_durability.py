@@ -23,7 +23,7 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import SystemClock
-from switchboard.server.core.db import create_engine, transaction
+from switchboard.server.core.db import create_engine
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.models import metadata
 from switchboard.server.sms.models import SmsRecord, SmsStatus
@@ -110,7 +110,7 @@ async def test_work_leased_by_a_crashed_worker_comes_back(
         created_at=now,
         updated_at=now,
     )
-    async with transaction(app.sessions) as session:
+    async with app.db.write() as session:
         session.add(record)
     app.bus.notify()
     stub = sms_service_pb2_grpc.SmsServiceStub(channel)

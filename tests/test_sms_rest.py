@@ -127,8 +127,6 @@ async def test_invalid_requests_get_field_errors(
         b'{"Messages": [',  # malformed JSON
         b'{"Messages": "not a list"}',  # wrong type
         b'{"Messages": [{"channel": "smpp", "to": +27}]}',  # wrong type
-        b'{"Messages": [], "Priority": "high"}',  # unknown field
-        b'{"Messages": [{"chanel": "smpp"}]}',  # unknown nested field
     ],
 )
 async def test_malformed_bodies_are_400_in_the_documented_shape(
@@ -138,6 +136,40 @@ async def test_malformed_bodies_are_400_in_the_documented_shape(
     response = await http.post(SEND, content=raw, headers=headers)
     assert response.status_code == 400, response.text
     assert_response_status(response.json(), "ValidationException")
+
+
+@pytest.mark.parametrize(
+    ("body", "unknown"),
+    [
+        ({"Messages": [message()], "Priority": "high"}, ["Priority"]),
+        ({"Messages": [message(chanel="smpp")]}, ["Messages[].chanel"]),
+        ({"Messages": [message(msg={"to": "x"})], "x": {"y": 1}}, ["Messages[].msg", "x"]),
+    ],
+)
+async def test_unknown_fields_are_refused_not_dropped(
+    http: httpx.AsyncClient, bearer: dict[str, str], body: dict[str, Any], unknown: list[str]
+) -> None:
+    response = await http.post(SEND, json=body, headers=bearer)
+    assert response.status_code == 400, response.text
+    status = assert_response_status(response.json(), "ValidationException")
+    assert [e["FieldName"] for e in status["Errors"]] == unknown
+    assert {e["ErrorCode"] for e in status["Errors"]} == {"Unknown"}
+    # Nothing was half-applied: the first thing the org's event log shows is a heartbeat.
+    async with (
+        asyncio.timeout(5),
+        http.stream("GET", f"{SEND}/events?after=0&heartbeatSeconds=1", headers=bearer) as stream,
+    ):
+        first = await anext(line async for line in stream.aiter_lines() if line.startswith("data:"))
+    assert json.loads(first[5:])["envelope"]["type"] == "heartbeat"
+
+
+async def test_field_names_in_either_spelling_are_known(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    body = {"messages": [{**message(), "client_message_id": "snake"}]}
+    response = await http.post(SEND, json=body, headers=bearer)
+    assert response.status_code == 200, response.text
+    assert response.json()["SMPPMsgResponse"]["messages"][0]["msg"]["clientMessageId"] == "snake"
 
 
 async def test_unknown_query_parameter_and_path(

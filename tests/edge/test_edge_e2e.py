@@ -242,8 +242,13 @@ class Upstream:
     server: Any
 
 
+# x-switchboard-json-fields alone may take 8 KiB: with gRPC's default limits (8 KiB soft, 16 KiB
+# hard, for all metadata) a server refuses such calls at random, as RESOURCE_EXHAUSTED.
+METADATA_LIMITS = (("grpc.max_metadata_size", 32768), ("grpc.absolute_max_metadata_size", 32768))
+
+
 async def start_upstream(name: str, recorder: Recorder, messages: ThingMessages) -> Upstream:
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=METADATA_LIMITS)
     diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
         Diagnostics(recorder, name), server
     )
@@ -507,11 +512,20 @@ async def test_unknown_query_parameter(client: httpx.AsyncClient) -> None:
     [
         ("/communication/message/sms", '{"Messages": [{"to": '),
         ("/communication/message/sms", '{"Messages": "not a list"}'),
+        ("/communication/message/sms", '{"Messages": [], "x": 1,,}'),  # lax, not that lax
         ("/v2/orgs/acme/things", "displayName=Ada"),
+        ("/contacts/acme/things", '{"display_name": "Ada"'),
+        ("/contacts/acme/things", '"Ada"'),
     ],
 )
-async def test_malformed_json(client: httpx.AsyncClient, path: str, body: str) -> None:
-    response = await client.post(path, content=body, headers={"content-type": "application/json"})
+async def test_malformed_json(edge: Edge, client: httpx.AsyncClient, path: str, body: str) -> None:
+    request_id = rid()
+    response = await client.post(
+        path,
+        content=body,
+        # edge.lua lists no keys for these, and the client's own list goes nowhere.
+        headers={"content-type": "application/json", "x-request-id": request_id, FIELDS: "x"},
+    )
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     document = response.json()
@@ -519,9 +533,13 @@ async def test_malformed_json(client: httpx.AsyncClient, path: str, body: str) -
         assert document["errors"][0]["code"] == "400"
         assert document["errors"][0]["title"] == "Bad Request"
         assert document["errors"][0]["details"]
+    elif path.startswith("/contacts/"):
+        assert document["error_code"] == "400"
+        assert document["error_description"]
     else:
         assert document["ResponseStatus"]["ErrorCode"] == "ValidationException"
         assert document["ResponseStatus"]["Message"]
+    assert not [c for c in edge.recorder.calls if c.metadata.get("x-request-id") == request_id]
 
 
 async def test_unknown_path(client: httpx.AsyncClient) -> None:
@@ -588,6 +606,156 @@ async def test_form_body_errors_keep_the_family_shape(client: httpx.AsyncClient)
     )
     assert response.status_code == 400
     assert response.json()["error_code"] == "400"
+
+
+# ---------------------------------------------------------------------------------------------
+# The keys of a JSON body, listed for the server's unknown-field check
+# ---------------------------------------------------------------------------------------------
+
+FIELDS = "x-switchboard-json-fields"
+FIELDS_MAX = 8192
+
+
+def capped(paths: Iterable[str]) -> str:
+    """The header edge.lua sends for these paths: sorted, and only as many as fit."""
+    kept: list[str] = []
+    size = -1  # no comma before the first
+    for path in sorted(set(paths)):
+        size += 1 + len(path)
+        if size > FIELDS_MAX:
+            break
+        kept.append(path)
+    return ",".join(kept)
+
+
+async def upstream_fields(
+    edge: Edge,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: str | bytes,
+    content_type: str | None = "application/json",
+    client_fields: str | None = None,
+) -> str | bytes | None:
+    """Send a request; what the upstream received as x-switchboard-json-fields."""
+    request_id = rid()
+    headers = {"x-request-id": request_id}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    if client_fields is not None:
+        headers[FIELDS] = client_fields
+    response = await client.request(method, path, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return edge.recorder.by_request_id(request_id).metadata.get(FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (
+            "/communication/message/sms",
+            '{"Messages":[{"channel":"smpp","chanel":"x"}],"extra":{"a":[1]}}',
+            "Messages,Messages[].chanel,Messages[].channel,extra,extra.a",
+        ),
+        (  # arrays in arrays; every element's keys, each path once
+            "/communication/message/sms",
+            '{"Messages":[{"channel":"smpp","to":"+1"},{"chanel":"x"}],"x":{"y":[[{"z":1}]]}}',
+            "Messages,Messages[].chanel,Messages[].channel,Messages[].to,x,x.y,x.y[][].z",
+        ),
+        (  # null values, empty containers and null elements still count
+            "/communication/message/sms",
+            '{"Messages":[{"to":"+1","chanel":null}],"a":null,"b":[],"c":{},"d":[null,{"e":1}]}',
+            "Messages,Messages[].chanel,Messages[].to,a,b,c,d,d[].e",
+        ),
+        (  # a top-level array (body: "items")
+            "/contacts/acme/things/items",
+            '[{"name":"a","nmae":"b"},{"name":"c"}]',
+            "[].name,[].nmae",
+        ),
+        ("/contacts/acme/things", "{}", ""),
+        (  # what the transcoder's parser also accepts: bare keys, single quotes, trailing commas,
+            # escapes in keys, \f and \v as space
+            "/communication/message/sms",
+            "{Messages: [{to: '+1', 'ch\\u0061nnel': 'x',},],\f'chan\\el':\v\"\\q\",}",
+            "Messages,Messages[].channel,Messages[].to,chanel",
+        ),
+        (  # keys that would be ambiguous, or unsafe in a header, are percent-encoded
+            "/v2/orgs/acme/things",
+            '{"displayName":"Ada","a.b":1,"c,d":{"e[0]":1},"100%":1,"\u00e9":1,"sp ace":1,'
+            '"tab\\t":1,"\\u0000":1}',
+            "%00,%C3%A9,100%25,a%2Eb,c%2Cd,c%2Cd.e%5B0%5D,displayName,sp%20ace,tab%09",
+        ),
+    ],
+)
+async def test_json_body_keys_reach_upstream(
+    edge: Edge, client: httpx.AsyncClient, path: str, body: str, expected: str
+) -> None:
+    assert await upstream_fields(edge, client, "POST", path, body.encode()) == expected
+    # The client's own list is replaced.
+    received = await upstream_fields(edge, client, "POST", path, body.encode(), client_fields="x")
+    assert received == expected
+
+
+async def test_form_body_keys_reach_upstream(edge: Edge, client: httpx.AsyncClient) -> None:
+    body = "display_name=Ada&dispaly_name=x&tags=a&tags=b&a.b=1&%C3%A9=1"
+    form = "application/x-www-form-urlencoded"
+    received = await upstream_fields(edge, client, "POST", "/contacts/acme/things", body, form, "x")
+    assert received == "%C3%A9,a%2Eb,dispaly_name,display_name,tags"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "expected"),
+    [
+        ("GET", "/diagnostics/ping", b"", None, None),
+        ("GET", "/diagnostics/ping", b"", "application/json", None),
+        ("GET", "/communication/message/sms/events", b"", None, None),
+        # The transcoder takes any body as JSON, but only JSON and form bodies are listed.
+        ("POST", "/communication/message/sms", b'{"Messages":[{"to":"+1"}]}', "text/plain", None),
+        ("POST", "/communication/message/sms", b'{"Messages":[{"to":"+1"}]}', None, None),
+    ],
+)
+async def test_client_json_fields_header_is_removed(
+    edge: Edge,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str | None,
+    expected: str | None,
+) -> None:
+    received = await upstream_fields(edge, client, method, path, body, content_type, "evil")
+    assert received == expected
+
+
+async def test_json_fields_header_is_capped(edge: Edge, client: httpx.AsyncClient) -> None:
+    extra = {f"field_{i:05d}": i for i in range(3000)}
+    body = json.dumps({"Messages": [{"to": "+1"}], "extra": extra})
+    received = await upstream_fields(edge, client, "POST", "/communication/message/sms", body)
+    assert isinstance(received, str)
+    assert len(received) <= FIELDS_MAX
+    expected = capped(["Messages", "Messages[].to", "extra", *(f"extra.{k}" for k in extra)])
+    assert received == expected
+    assert len(expected) > FIELDS_MAX - len(",extra.field_00000")  # as many as fit
+
+    # Nested as deep as the transcoder allows: still listed (up to the cap).
+    body = '{"Messages":[{"to":"+1"}],"x":' + '{"a":' * 98 + "1" + "}" * 98 + "}"
+    received = await upstream_fields(edge, client, "POST", "/communication/message/sms", body)
+    assert received == capped(["Messages", "Messages[].to", *("x" + ".a" * n for n in range(99))])
+
+    # A path that could never fit is left out rather than ending the list.
+    body = json.dumps({"Messages": [{"to": "+1"}], "A" * (FIELDS_MAX + 1): 1})
+    received = await upstream_fields(edge, client, "POST", "/communication/message/sms", body)
+    assert received == "Messages,Messages[].to"
+
+
+async def test_native_grpc_json_fields_metadata_is_untouched(edge: Edge) -> None:
+    port = edge.envoy.settings.listen_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
+        request_id = rid()
+        metadata = (("x-request-id", request_id), (FIELDS, "from,the.client"))
+        await stub.Ping(diagnostics_service_pb2.PingRequest(), metadata=metadata)
+    assert edge.recorder.by_request_id(request_id).metadata[FIELDS] == "from,the.client"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import timedelta
 from switchboard.server.app.config import Settings
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import SystemClock
-from switchboard.server.core.db import create_engine, session_factory, transaction
+from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.errors import DomainError
 from switchboard.server.core.logging import configure_logging
 from switchboard.server.core.migrate import upgrade
@@ -65,7 +65,7 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await upgrade(engine)
-        async with transaction(session_factory(engine)) as session:
+        async with Database(engine).write() as session:
             repo = OrgRepository()
             await repo.ensure_org(session, args.org, clock.now())
             await repo.ensure_application(session, args.org, subject, clock.now())

@@ -10,7 +10,6 @@ from pathlib import Path
 from switchboard.server.app.config import Settings
 from switchboard.server.app.server import build_application, wait_for_shutdown_signal
 from switchboard.server.core.auth import Role
-from switchboard.server.core.db import transaction
 from switchboard.server.core.logging import configure_logging
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
 from switchboard.server.orgs.repository import OrgRepository
@@ -33,7 +32,7 @@ async def run_platform(settings: Settings) -> None:
     app = build_application(settings)
     await app.start()
     try:
-        async with transaction(app.sessions) as session:
+        async with app.db.write() as session:
             orgs = OrgRepository()
             now = app.clock.now()
             await orgs.ensure_org(session, DEMO_ORG, now)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
 from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 
@@ -18,7 +17,7 @@ from switchboard.server.app.config import Settings
 from switchboard.server.core import migrate
 from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, SystemClock
-from switchboard.server.core.db import create_engine, session_factory
+from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
@@ -43,8 +42,7 @@ class Application:
     """Everything one server process runs, started and stopped together."""
 
     settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    db: Database
     clock: Clock
     tokens: TokenService
     bus: EventBus
@@ -56,13 +54,17 @@ class Application:
 
     async def start(self) -> None:
         """Migrate, start workers, then serve on settings.grpc_host:grpc_port (0 = any free)."""
-        await migrate.upgrade(self.engine)
+        await migrate.upgrade(self.db.engine)
         self.sms.start()
         await self.dispatcher.start()
         server = grpc.aio.server(
             interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
             options=[
                 ("grpc.max_concurrent_streams", 1000),
+                # The edge forwards a REST body's key list as metadata (up to 8 KiB): the default
+                # 8 KiB soft limit on all metadata would refuse some of those requests.
+                ("grpc.max_metadata_size", 32 * 1024),
+                ("grpc.absolute_max_metadata_size", 32 * 1024),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -92,22 +94,22 @@ class Application:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
         await self.sms.stop()
-        await self.engine.dispose()
+        await self.db.dispose()
         log.info("stopped")
 
 
 def build_application(settings: Settings, clock: Clock | None = None) -> Application:
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    sessions = session_factory(engine)
+    db = Database(engine)
     bus = EventBus()
     events = EventLog()
-    feed = EventFeed(sessions, events, bus, clock, settings.stream_poll_seconds)
+    feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
     repository = SmsRepository()
     sandbox = SandboxProvider(settings.sandbox_delivery_delay)
     providers: dict[str, SmsProvider] = {channel.value: sandbox for channel in Channel}
     sms = SmsService(
-        sessions=sessions,
+        db=db,
         repository=repository,
         events=events,
         feed=feed,
@@ -121,7 +123,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
         after_commit=bus.notify,
     )
     dispatcher = SmsDispatcher(
-        sessions=sessions,
+        db=db,
         repository=repository,
         events=events,
         bus=bus,
@@ -133,8 +135,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
     return Application(
         settings=settings,
-        engine=engine,
-        sessions=sessions,
+        db=db,
         clock=clock,
         tokens=tokens,
         bus=bus,

@@ -13,6 +13,9 @@ import jwt
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
+_LEEWAY_SECONDS = 5
+_MAX_CACHED_TOKENS = 10_000
+
 
 class Role(StrEnum):
     """Roles as spelled in tokens and on the command line."""
@@ -56,6 +59,10 @@ class TokenService:
         self._secret = secret
         self._clock = clock
         self._public_key = public_key_file.read_text() if public_key_file else None
+        # Verified tokens by their text: clients send the same token with every request, and
+        # checking its signature again costs more than the rest of a no-op RPC. Expiry is still
+        # checked on every use.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(
         self,
@@ -80,6 +87,19 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if self._clock.now().timestamp() < expires + _LEEWAY_SECONDS:
+                return principal
+            del self._verified[token]
+        principal, expires = self._verify_signed(token)
+        if len(self._verified) >= _MAX_CACHED_TOKENS:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify_signed(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") == "RS256" and self._public_key:
@@ -91,7 +111,7 @@ class TokenService:
                 key,
                 algorithms=algorithms,
                 options={"require": ["exp", "sub", "org", "roles"], "verify_aud": False},
-                leeway=5,
+                leeway=_LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("bearer token has expired") from exc
@@ -102,12 +122,13 @@ class TokenService:
             raise Unauthenticated("bearer token has malformed org or roles claims")
         roles = frozenset(r for r in Role if r.value in roles_claim)
         audience = claims.get("aud")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             org=claims["org"],
             roles=roles,
             client_id=audience if isinstance(audience, str) else None,
         )
+        return principal, float(claims["exp"])
 
 
 def bearer_token(authorization: str | None) -> str:

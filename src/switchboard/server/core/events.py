@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
 
 # PostgreSQL hands out sequence numbers before commit, so two writers could commit out of order
@@ -57,10 +57,14 @@ class EventLog:
     async def append(self, session: AsyncSession, events: Sequence[NewEvent]) -> None:
         if not events:
             return
-        if session.get_bind().dialect.name == "postgresql":
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
-        await session.execute(
-            insert(EventRecord),
+        # Core on the session's connection: no ORM bookkeeping on the hottest write path.
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY}
+            )
+        await connection.execute(
+            insert(EventRecord.__table__),  # type: ignore[attr-defined]
             [
                 {
                     "org_id": e.org_id,
@@ -137,13 +141,13 @@ class EventFeed:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         log: EventLog,
         bus: EventBus,
         clock: Clock,
         poll_seconds: float,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._log = log
         self._bus = bus
         self._clock = clock
@@ -152,7 +156,7 @@ class EventFeed:
     async def start_cursor(self, after: str) -> int:
         """`after` as sent by a client: empty means "from now on"."""
         if not after:
-            async with self._sessions() as session:
+            async with self._db.read() as session:
                 return await self._log.last_seq(session)
         if not after.isdigit():
             raise InvalidArgument(
@@ -176,7 +180,7 @@ class EventFeed:
         next_beat = loop.time() + heartbeat_seconds
         while True:
             waiter = self._bus.waiter()
-            async with self._sessions() as session:
+            async with self._db.read() as session:
                 rows = await self._log.read(
                     session,
                     org_id=org_id,

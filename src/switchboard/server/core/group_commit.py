@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard.server.core.db import transaction
+from switchboard.server.core.db import Database
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -29,14 +29,14 @@ class GroupCommitter(Generic[Item, Result]):
     def __init__(
         self,
         name: str,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         handler: BatchHandler[Item, Result],
         *,
         max_batch: int = 256,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._name = name
-        self._sessions = sessions
+        self._db = db
         self._handler = handler
         self._max_batch = max_batch
         self._after_commit = after_commit
@@ -78,7 +78,7 @@ class GroupCommitter(Generic[Item, Result]):
     async def _commit_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            async with transaction(self._sessions) as session:
+            async with self._db.write() as session:
                 results = await self._handler(session, items)
         except Exception as exc:
             if len(batch) == 1:

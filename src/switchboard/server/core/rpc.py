@@ -24,7 +24,9 @@ from switchboard.server.core.errors import (
     PermissionDenied,
     internal_status,
     to_rpc_status,
+    validation_error,
 )
+from switchboard.server.core.json_fields import JSON_FIELDS_HEADER, BodyShape
 
 log = logging.getLogger("switchboard.rpc")
 
@@ -43,14 +45,16 @@ _ROLE_BY_PROTO = {
 
 
 class AccessPolicy:
-    """Method path → who may call it, from the services' descriptors."""
+    """Method path → who may call it and what its REST body may hold, from the descriptors."""
 
     def __init__(self, services: Iterable[ServiceDescriptor]) -> None:
         self._public: set[str] = set()
         self._roles: dict[str, frozenset[Role]] = {}
+        self._bodies: dict[str, BodyShape] = {}
         for service in services:
             for method in service.methods:
                 path = f"/{service.full_name}/{method.name}"
+                self._bodies[path] = BodyShape(method)
                 rule = method.GetOptions().Extensions[access_pb2.access]
                 if rule.public:
                     self._public.add(path)
@@ -65,6 +69,16 @@ class AccessPolicy:
         if allowed and not (allowed & principal.roles):
             names = ", ".join(sorted(r.value for r in allowed))
             raise PermissionDenied(f"this operation requires one of the roles: {names}")
+
+    def check_body_fields(self, method: str, metadata: Any) -> None:
+        """REST bodies only (the edge lists their keys): refuse keys the request lacks."""
+        listed = _metadata_value(metadata, JSON_FIELDS_HEADER)
+        shape = self._bodies.get(method)
+        if listed is None or shape is None:
+            return
+        violations = shape.unknown_fields(listed)
+        if violations:
+            raise validation_error(violations)
 
 
 def _metadata_value(metadata: Any, key: str) -> str | None:
@@ -97,9 +111,11 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_stream=call.wrap_stream(handler.unary_stream))
         return handler  # client-streaming RPCs are not part of the contract
 
-    def authenticate(self, method: str, metadata: Any) -> Principal:
+    def admit(self, method: str, metadata: Any) -> Principal:
+        """Who is calling, if they may, with a request whose body names only known fields."""
         principal = self._tokens.verify(bearer_token(_metadata_value(metadata, "authorization")))
         self._policy.authorize(method, principal)
+        self._policy.check_body_fields(method, metadata)
         return principal
 
 
@@ -114,7 +130,7 @@ class _Call:
 
     def _enter(self) -> None:
         rpc_context.request_id.set(self.request_id)
-        rpc_context.set_principal(self.gateway.authenticate(self.method, self.metadata))
+        rpc_context.set_principal(self.gateway.admit(self.method, self.metadata))
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception, start: float) -> None:
         elapsed_ms = round((time.perf_counter() - start) * 1000, 2)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class Receipt:
     error: str | None = None
 
 
-ReceiptSink = Callable[[Receipt], None]
+# Receives receipts in batches and returns once they are durable, so a provider whose peer
+# re-sends unacknowledged receipts (SMPP deliver_sm) can acknowledge only then.
+ReceiptSink = Callable[[Sequence[Receipt]], Coroutine[Any, Any, None]]
 
 
 class SmsProvider(Protocol):
@@ -49,7 +51,10 @@ class SmsProvider(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def submit(self, message: OutboundSms) -> SubmitResult: ...
+    async def submit_many(self, messages: Sequence[OutboundSms]) -> list[SubmitResult]:
+        """One result per message, in order. Providers pipeline or window as their protocol
+        allows; an exception fails the whole batch as a transient error."""
+        ...
 
     def resume(self, pending: Sequence[OutboundSms]) -> None:
         """After a restart: messages sent earlier whose receipts have not arrived yet."""

@@ -1,41 +1,48 @@
-"""Persistence of SMS messages. Every read is scoped by org; workers' claims are not (they serve
-all orgs) and never return data to a client."""
+"""Persistence of SMS messages. Every read for a client is scoped by org; workers' claims serve
+all orgs and never return data to a client.
+
+Hot paths (accepting, dispatching, receipts) use Core statements over many rows at once: one
+statement per batch instead of one per message is what keeps the single SQLite writer fast.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 
-_c = SmsRecord.__table__.c  # type: ignore[attr-defined]
+Row = Mapping[Any, Any]  # a row of sms_messages by column name (RowMapping or dict)
+_table: Table = SmsRecord.__table__  # type: ignore[attr-defined]
+_c = _table.c
 
 
 class SmsRepository:
-    async def get(self, session: AsyncSession, org_id: str, message_id: str) -> SmsRecord | None:
-        query = select(SmsRecord).where(_c.org_id == org_id, _c.id == message_id)
-        return (await session.execute(query)).scalar_one_or_none()
+    async def get(self, session: AsyncSession, org_id: str, message_id: str) -> Row | None:
+        query = select(_table).where(_c.org_id == org_id, _c.id == message_id)
+        return (await session.execute(query)).mappings().one_or_none()
 
     async def find_by_client_ids(
         self, session: AsyncSession, org_id: str, client_ids: Sequence[str]
-    ) -> dict[str, SmsRecord]:
-        query = select(SmsRecord).where(
+    ) -> dict[str, Row]:
+        query = select(_table).where(
             _c.org_id == org_id, _c.client_message_id.in_(list(client_ids))
         )
-        rows = (await session.execute(query)).scalars()
-        return {row.client_message_id: row for row in rows if row.client_message_id}
+        rows = (await session.execute(query)).mappings()
+        return {row["client_message_id"]: row for row in rows}
 
-    async def insert_many(self, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    async def insert_many(self, session: AsyncSession, rows: Sequence[Row]) -> None:
         if rows:
-            await session.execute(insert(SmsRecord), list(rows))
+            connection = await session.connection()  # Core: no ORM bookkeeping per row
+            await connection.execute(insert(_table), list(rows))
 
     async def claim_due(
         self, session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
-    ) -> list[SmsRecord]:
+    ) -> list[Row]:
         """Lease up to `limit` queued messages to this worker; an expired lease is up for grabs,
         so a worker that died mid-batch hands its work back."""
         due = (
@@ -48,38 +55,49 @@ class SmsRepository:
         if session.get_bind().dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         claim = (
-            update(SmsRecord)
+            update(_table)
             .where(_c.id.in_(due.scalar_subquery()))
             .values(lease_until=lease_until, attempts=_c.attempts + 1)
-            .returning(SmsRecord)
+            .returning(*_c)
         )
-        return list((await session.execute(claim)).scalars())
+        return list((await session.execute(claim)).mappings())
 
-    async def transition(
-        self,
-        session: AsyncSession,
-        message_id: str,
-        *,
-        from_statuses: Sequence[SmsStatus],
-        values: dict[str, Any],
-    ) -> SmsRecord | None:
-        """Apply `values` only if the message is still in one of `from_statuses` (so duplicate or
-        late receipts change nothing); returns the updated row or None."""
+    async def lock_in_status(
+        self, session: AsyncSession, ids: Sequence[str], status: SmsStatus
+    ) -> list[Row]:
+        """The given messages that are still in `status`, locked until the transaction ends."""
+        query = select(_table).where(_c.id.in_(list(ids)), _c.status == status.value)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        return list((await session.execute(query)).mappings())
+
+    async def update_many(
+        self, session: AsyncSession, from_status: SmsStatus, changes: Sequence[Row]
+    ) -> None:
+        """Apply per-message `changes` (each with `id` and the same other keys) to messages still
+        in `from_status`, in one executemany."""
+        if not changes:
+            return
+        columns = [key for key in changes[0] if key != "id"]
         statement = (
-            update(SmsRecord)
-            .where(_c.id == message_id, _c.status.in_([s.value for s in from_statuses]))
-            .values(**values)
-            .returning(SmsRecord)
+            update(_table)
+            .where(_c.id == bindparam("match_id"), _c.status == from_status.value)
+            .values({column: bindparam(f"new_{column}") for column in columns})
         )
-        return (await session.execute(statement)).scalar_one_or_none()
+        params = [
+            {"match_id": change["id"], **{f"new_{k}": change[k] for k in columns}}
+            for change in changes
+        ]
+        connection = await session.connection()
+        await connection.execute(statement, params)
 
     async def in_status(
         self, session: AsyncSession, status: SmsStatus, channels: Sequence[str], limit: int
-    ) -> list[SmsRecord]:
+    ) -> list[Row]:
         query = (
-            select(SmsRecord)
+            select(_table)
             .where(_c.status == status.value, _c.channel.in_(list(channels)))
             .order_by(_c.id)
             .limit(limit)
         )
-        return list((await session.execute(query)).scalars())
+        return list((await session.execute(query)).mappings())

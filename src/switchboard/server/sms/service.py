@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
 from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
 from switchboard.server.core.group_commit import GroupCommitter
 from switchboard.server.core.ids import new_id
 from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import segment_count
-from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsRecord, SmsStatus
-from switchboard.server.sms.repository import SmsRepository
+from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
+from switchboard.server.sms.repository import Row, SmsRepository
 
 CLIENT_MESSAGE_ID_MAX = 64
 MAX_STREAM_IDS = 1000
@@ -70,29 +70,32 @@ class _AcceptBatch:
     candidates: list[_Candidate]
 
 
-def snapshot(record: SmsRecord) -> dict[str, Any]:
-    """A message as events carry it (JSON-safe)."""
+def snapshot(row: Row, *, with_content: bool = True) -> dict[str, Any]:
+    """A stored message (a row of sms_messages) as clients see it (JSON-safe)."""
     return {
-        "api_message_id": record.id,
-        "client_message_id": record.client_message_id or "",
-        "channel": record.channel,
-        "to": record.destination,
-        "content": record.content,
-        "status": record.status,
-        "error": record.error,
-        "segments": record.segments,
-        "create_time": record.created_at.isoformat(),
-        "update_time": record.updated_at.isoformat(),
+        "api_message_id": row["id"],
+        "client_message_id": row["client_message_id"] or "",
+        "channel": row["channel"],
+        "to": row["destination"],
+        "content": row["content"] if with_content else "",
+        "status": row["status"],
+        "error": row["error"],
+        "segments": row["segments"],
+        "create_time": row["created_at"].isoformat(),
+        "update_time": row["updated_at"].isoformat(),
     }
 
 
-def status_event(record: SmsRecord) -> NewEvent:
+def status_event(row: Row) -> NewEvent:
+    """The event recording that a message entered its current status."""
     return NewEvent(
-        org_id=record.org_id,
-        type=SmsStatus(record.status).event_type,
-        resource_id=record.id,
-        payload=snapshot(record),
-        occurred_at=record.updated_at,
+        org_id=row["org_id"],
+        type=SmsStatus(row["status"]).event_type,
+        resource_id=row["id"],
+        # Events say what changed, not what was said: content stays out of the log (it can be
+        # 1600 characters, would be copied per state change, and streams fan out widely).
+        payload=snapshot(row, with_content=False),
+        occurred_at=row["updated_at"],
     )
 
 
@@ -100,7 +103,7 @@ class SmsService:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         repository: SmsRepository,
         events: EventLog,
         feed: EventFeed,
@@ -109,14 +112,14 @@ class SmsService:
         max_batch: int,
         after_commit: Any,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._repository = repository
         self._events = events
         self._feed = feed
         self._clock = clock
         self._limits = limits
         self._acceptor: GroupCommitter[_AcceptBatch, list[str | None]] = GroupCommitter(
-            "sms-accept", sessions, self._accept, max_batch=max_batch, after_commit=after_commit
+            "sms-accept", db, self._accept, max_batch=max_batch, after_commit=after_commit
         )
 
     def start(self) -> None:
@@ -227,7 +230,8 @@ class SmsService:
                     session, batch.org_id, [k for k in keys if k]
                 )
                 known = {
-                    key: (r.id, r.channel, r.destination, r.content) for key, r in existing.items()
+                    key: (r["id"], r["channel"], r["destination"], r["content"])
+                    for key, r in existing.items()
                 }
             ids: list[str | None] = []
             for candidate in batch.candidates:
@@ -237,30 +241,34 @@ class SmsService:
                     first_id, *first = known[key]
                     ids.append(first_id if tuple(first) == fingerprint else None)
                     continue
-                record = SmsRecord(
-                    id=new_id("sms_"),
-                    org_id=batch.org_id,
-                    client_message_id=key or None,
-                    channel=candidate.channel.value,
-                    destination=candidate.to,
-                    content=candidate.request.content,
-                    segments=segment_count(candidate.request.content),
-                    status=SmsStatus.ACCEPTED.value,
-                    created_at=now,
-                    updated_at=now,
-                )
+                row: dict[str, Any] = {
+                    "id": new_id("sms_"),
+                    "org_id": batch.org_id,
+                    "client_message_id": key or None,
+                    "channel": candidate.channel.value,
+                    "destination": candidate.to,
+                    "content": candidate.request.content,
+                    "segments": segment_count(candidate.request.content),
+                    "status": SmsStatus.ACCEPTED.value,
+                    "error": None,
+                    "provider_message_id": None,
+                    "attempts": 0,
+                    "lease_until": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 if key:
-                    known[key] = (record.id, *fingerprint)
-                rows.append(record.model_dump())
-                events.append(status_event(record))
-                ids.append(record.id)
+                    known[key] = (row["id"], *fingerprint)
+                rows.append(row)
+                events.append(status_event(row))
+                ids.append(row["id"])
             results.append(ids)
         await self._repository.insert_many(session, rows)
         await self._events.append(session, events)
         return results
 
-    async def get(self, org_id: str, api_message_id: str) -> SmsRecord:
-        async with self._sessions() as session:
+    async def get(self, org_id: str, api_message_id: str) -> Row:
+        async with self._db.read() as session:
             record = await self._repository.get(session, org_id, api_message_id)
         if record is None:
             raise NotFound(f"no SMS message {api_message_id!r}")
@@ -310,11 +318,3 @@ def _parse_channel(raw: str) -> Channel | None:
         return Channel(raw.strip().lower())
     except ValueError:
         return None
-
-
-def record_from_snapshot(payload: dict[str, Any]) -> dict[str, Any]:
-    """Event payloads keep ISO times; callers converting to protos want datetimes."""
-    converted = dict(payload)
-    for key in ("create_time", "update_time"):
-        converted[key] = datetime.fromisoformat(payload[key])
-    return converted

@@ -12,15 +12,15 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import transaction
+from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventLog, NewEvent, wait_for
 from switchboard.server.core.group_commit import GroupCommitter
 from switchboard.server.providers.base import OutboundSms, Receipt, SmsProvider, SubmitResult
-from switchboard.server.sms.models import SmsRecord, SmsStatus
-from switchboard.server.sms.repository import SmsRepository
+from switchboard.server.sms.models import SmsStatus
+from switchboard.server.sms.repository import Row, SmsRepository
 from switchboard.server.sms.service import status_event
 
 log = logging.getLogger("switchboard.dispatcher")
@@ -30,7 +30,7 @@ class SmsDispatcher:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
+        db: Database,
         repository: SmsRepository,
         events: EventLog,
         bus: EventBus,
@@ -42,7 +42,7 @@ class SmsDispatcher:
         lease: timedelta = timedelta(seconds=30),
         max_attempts: int = 5,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._repository = repository
         self._events = events
         self._bus = bus
@@ -53,16 +53,15 @@ class SmsDispatcher:
         self._batch_size = batch_size
         self._lease = lease
         self._max_attempts = max_attempts
-        self._receipts: GroupCommitter[Receipt, None] = GroupCommitter(
-            "sms-receipts", sessions, self._apply_receipts, after_commit=after_commit
+        self._receipts: GroupCommitter[Sequence[Receipt], None] = GroupCommitter(
+            "sms-receipts", db, self._apply_receipts, after_commit=after_commit
         )
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._receipts.start()
         for provider in set(self._providers.values()):
-            await provider.start(self._on_receipt)
+            await provider.start(self._record_receipts)
         await self._resume_sent()
         self._task = asyncio.create_task(self._run(), name="sms-dispatcher")
 
@@ -74,14 +73,12 @@ class SmsDispatcher:
             self._task = None
         for provider in set(self._providers.values()):
             await provider.stop()
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
         await self._receipts.stop()
 
     async def _resume_sent(self) -> None:
         """Messages handed over before a restart still await receipts: re-arm them."""
         for channel, provider in self._providers.items():
-            async with self._sessions() as session:
+            async with self._db.read() as session:
                 sent = await self._repository.in_status(session, SmsStatus.SENT, [channel], 100_000)
             provider.resume([_outbound(r) for r in sent])
 
@@ -97,96 +94,115 @@ class SmsDispatcher:
                 await wait_for(waiter, self._poll_seconds)
 
     async def dispatch_once(self) -> int:
+        """Claim a batch, hand it to the providers concurrently, record every outcome in one
+        transaction. Returns how many messages were claimed."""
         now = self._clock.now()
-        async with transaction(self._sessions) as session:
+        async with self._db.write() as session:
             claimed = await self._repository.claim_due(
                 session, now=now, lease_until=now + self._lease, limit=self._batch_size
             )
         if not claimed:
             return 0
-        results = await asyncio.gather(*(self._submit(record) for record in claimed))
-        async with transaction(self._sessions) as session:
-            events = []
-            for record, result in zip(claimed, results, strict=True):
-                updated = await self._record_submit(session, record, result)
-                if updated is not None:
-                    events.append(status_event(updated))
+        results = await self._submit(claimed)
+        now = self._clock.now()
+        sent: list[Row] = []
+        failed: list[Row] = []
+        retry: list[Row] = []
+        for row, result in zip(claimed, results, strict=True):
+            if result.accepted:
+                sent.append(
+                    {
+                        "id": row["id"],
+                        "status": SmsStatus.SENT.value,
+                        "provider_message_id": result.provider_message_id,
+                        "lease_until": None,
+                        "updated_at": now,
+                    }
+                )
+            elif result.permanent or row["attempts"] >= self._max_attempts:
+                failed.append(
+                    {
+                        "id": row["id"],
+                        "status": SmsStatus.FAILED.value,
+                        "error": result.error,
+                        "lease_until": None,
+                        "updated_at": now,
+                    }
+                )
+            else:
+                # Transient: it stays queued, and the lease doubles as the backoff timer.
+                backoff = timedelta(seconds=min(2 ** row["attempts"], 300))
+                retry.append({"id": row["id"], "error": result.error, "lease_until": now + backoff})
+        async with self._db.write() as session:
+            for changes in (sent, failed, retry):
+                await self._repository.update_many(session, SmsStatus.ACCEPTED, changes)
+            by_id = {row["id"]: row for row in claimed}
+            events = [status_event({**by_id[c["id"]], **c}) for c in (*sent, *failed)]
             await self._events.append(session, events)
         self._after_commit()
         return len(claimed)
 
-    async def _submit(self, record: SmsRecord) -> SubmitResult:
-        provider = self._providers.get(record.channel)
-        if provider is None:
-            return SubmitResult(error=f"no provider serves channel {record.channel!r}")
-        try:
-            return await provider.submit(_outbound(record))
-        except Exception as exc:
-            log.exception("provider submit crashed", extra={"provider": provider.name})
-            return SubmitResult(error=f"provider error: {type(exc).__name__}", permanent=False)
+    async def _submit(self, rows: Sequence[Row]) -> list[SubmitResult]:
+        """Hand each provider its share of the batch at once; results come back in row order."""
+        by_provider: dict[str, list[int]] = {}
+        results: list[SubmitResult] = [
+            SubmitResult(error=f"no provider serves channel {row['channel']!r}") for row in rows
+        ]
+        for index, row in enumerate(rows):
+            if row["channel"] in self._providers:
+                by_provider.setdefault(row["channel"], []).append(index)
+        for channel, indexes in by_provider.items():
+            provider = self._providers[channel]
+            try:
+                answers = await provider.submit_many([_outbound(rows[i]) for i in indexes])
+            except Exception as exc:
+                log.exception("provider submit crashed", extra={"provider": provider.name})
+                error = f"provider error: {type(exc).__name__}"
+                answers = [SubmitResult(error=error, permanent=False)] * len(indexes)
+            for index, answer in zip(indexes, answers, strict=True):
+                results[index] = answer
+        return results
 
-    async def _record_submit(
-        self, session: AsyncSession, record: SmsRecord, result: SubmitResult
-    ) -> SmsRecord | None:
-        now = self._clock.now()
-        if result.accepted:
-            values: dict[str, object] = {
-                "status": SmsStatus.SENT.value,
-                "provider_message_id": result.provider_message_id,
-                "lease_until": None,
-                "updated_at": now,
-            }
-        elif result.permanent or record.attempts >= self._max_attempts:
-            values = {
-                "status": SmsStatus.FAILED.value,
-                "error": result.error,
-                "lease_until": None,
-                "updated_at": now,
-            }
-        else:
-            # Transient: leave it queued; the lease doubles as the backoff timer.
-            backoff = timedelta(seconds=min(2**record.attempts, 300))
-            await self._repository.transition(
-                session,
-                record.id,
-                from_statuses=[SmsStatus.ACCEPTED],
-                values={"lease_until": now + backoff, "error": result.error},
-            )
-            return None
-        return await self._repository.transition(
-            session, record.id, from_statuses=[SmsStatus.ACCEPTED], values=values
-        )
-
-    def _on_receipt(self, receipt: Receipt) -> None:
-        task = asyncio.create_task(self._receipts.submit(receipt))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    async def _record_receipts(self, receipts: Sequence[Receipt]) -> None:
+        await self._receipts.submit(receipts)
 
     async def _apply_receipts(
-        self, session: AsyncSession, receipts: Sequence[Receipt]
+        self, session: AsyncSession, batches: Sequence[Sequence[Receipt]]
     ) -> list[None]:
+        """Only SENT messages take receipts: duplicates and late ones change nothing."""
+        receipts = [receipt for batch in batches for receipt in batch]
         now = self._clock.now()
+        awaiting = {
+            row["id"]: row
+            for row in await self._repository.lock_in_status(
+                session, [r.message_id for r in receipts], SmsStatus.SENT
+            )
+        }
+        changes: list[Row] = []
         events: list[NewEvent] = []
         for receipt in receipts:
+            row = awaiting.pop(receipt.message_id, None)  # popped: a repeat in the batch is ignored
+            if row is None:
+                continue
             status = SmsStatus.DELIVERED if receipt.delivered else SmsStatus.FAILED
-            # Only SENT messages take receipts: duplicates and late ones change nothing.
-            updated = await self._repository.transition(
-                session,
-                receipt.message_id,
-                from_statuses=[SmsStatus.SENT],
-                values={"status": status.value, "error": receipt.error, "updated_at": now},
-            )
-            if updated is not None:
-                events.append(status_event(updated))
+            change = {
+                "id": receipt.message_id,
+                "status": status.value,
+                "error": receipt.error,
+                "updated_at": now,
+            }
+            changes.append(change)
+            events.append(status_event({**row, **change}))
+        await self._repository.update_many(session, SmsStatus.SENT, changes)
         await self._events.append(session, events)
-        return [None] * len(receipts)
+        return [None] * len(batches)
 
 
-def _outbound(record: SmsRecord) -> OutboundSms:
+def _outbound(row: Row) -> OutboundSms:
     return OutboundSms(
-        message_id=record.id,
-        org_id=record.org_id,
-        channel=record.channel,
-        to=record.destination,
-        content=record.content,
+        message_id=row["id"],
+        org_id=row["org_id"],
+        channel=row["channel"],
+        to=row["destination"],
+        content=row["content"],
     )
