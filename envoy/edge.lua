@@ -272,16 +272,24 @@ end
 -- sorted, comma-separated. Parsed here rather than by the server because only the edge still has
 -- the JSON; the transcoder forwards the header as gRPC metadata.
 local JSON_FIELDS = "x-switchboard-json-fields"
--- The listener's buffer limit: a larger body declared by content-length goes on unlisted; one
--- sent without (chunked) cannot be buffered, and body() below makes that a 413.
+-- The listener's buffer limit and the largest JSON body accepted: a larger one is a 413, whether
+-- declared by content-length or sent chunked (body() below cannot buffer it).
 local JSON_FIELDS_MAX_BODY = 1048576
 
 local function report_json_fields(handle)
   local headers = handle:headers()
-  if not (headers:get("content-type") or ""):lower():find("^application/json") then return end
-  -- Decide from content-length before buffering: no body, or one too large to be worth it.
+  -- The transcoder reads any body as JSON whatever its content-type says, so every body is
+  -- listed, except multipart uploads (google.api.HttpBody methods take them as bytes).
+  if (headers:get("content-type") or ""):lower():find("^multipart/") then return end
+  -- Decide from content-length before buffering: no body, or one larger than any JSON request
+  -- may be (refused like a chunked one that outgrows the buffer).
   local declared = tonumber(headers:get("content-length") or "")
-  if declared and (declared == 0 or declared > JSON_FIELDS_MAX_BODY) then return end
+  if declared == 0 then return end
+  if declared and declared > JSON_FIELDS_MAX_BODY then
+    handle:respond({ [":status"] = "413" },
+                   "request body exceeds " .. JSON_FIELDS_MAX_BODY .. " bytes")
+    return
+  end
   local body = handle:body(true)
   local length = body:length()
   if length == 0 or length > JSON_FIELDS_MAX_BODY then return end
@@ -353,6 +361,7 @@ local PHRASES = {
 local SERVICESTACK = {
   [400] = "ValidationException", [401] = "Unauthorized", [402] = "PaymentRequired",
   [403] = "Forbidden", [404] = "NotFound", [409] = "Conflict", [412] = "PreconditionFailed",
+  [413] = "PayloadTooLarge",
   [429] = "TooManyRequests", [500] = "InternalServerError", [503] = "ServiceUnavailable",
 }
 

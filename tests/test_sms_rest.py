@@ -163,6 +163,21 @@ async def test_unknown_fields_are_refused_not_dropped(
     assert json.loads(first[5:])["envelope"]["type"] == "heartbeat"
 
 
+async def test_oversize_bodies_and_other_content_types(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    big = {"Messages": [message(content="x" * 1_100_000)]}
+    response = await http.post(SEND, json=big, headers=bearer)
+    assert response.status_code == 413
+    assert_response_status(response.json(), "PayloadTooLarge")
+    # The transcoder reads any body as JSON, so the unknown-key check must not depend on it.
+    raw = json.dumps({"Messages": [message(foo=1)]})
+    response = await http.post(SEND, content=raw, headers={**bearer, "content-type": "text/plain"})
+    assert response.status_code == 400
+    status = assert_response_status(response.json(), "ValidationException")
+    assert status["Errors"][0]["FieldName"] == "Messages[].foo"
+
+
 async def test_field_names_in_either_spelling_are_known(
     http: httpx.AsyncClient, bearer: dict[str, str]
 ) -> None:

@@ -709,9 +709,21 @@ async def test_form_body_keys_reach_upstream(edge: Edge, client: httpx.AsyncClie
         ("GET", "/diagnostics/ping", b"", None, None),
         ("GET", "/diagnostics/ping", b"", "application/json", None),
         ("GET", "/communication/message/sms/events", b"", None, None),
-        # The transcoder takes any body as JSON, but only JSON and form bodies are listed.
-        ("POST", "/communication/message/sms", b'{"Messages":[{"to":"+1"}]}', "text/plain", None),
-        ("POST", "/communication/message/sms", b'{"Messages":[{"to":"+1"}]}', None, None),
+        # The transcoder takes any body as JSON, so any body is listed, whatever its type says.
+        (
+            "POST",
+            "/communication/message/sms",
+            b'{"Messages":[{"to":"+1"}]}',
+            "text/plain",
+            "Messages,Messages[].to",
+        ),
+        (
+            "POST",
+            "/communication/message/sms",
+            b'{"Messages":[{"to":"+1"}]}',
+            None,
+            "Messages,Messages[].to",
+        ),
     ],
 )
 async def test_client_json_fields_header_is_removed(
