@@ -76,7 +76,8 @@ class Application:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [s.full_name for s in SERVICES]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = server.add_insecure_port(address)
         if self.port == 0:
