@@ -12,7 +12,7 @@ mkdir -p "$out"
 mapfile -t protos < <(cd proto && find switchboard -name '*.proto' | LC_ALL=C sort)
 python -m grpc_tools.protoc -Iproto -Ithird_party/googleapis \
   --python_out="$out" --grpc_python_out="$out" --mypy_out="$out" --mypy_grpc_out="$out" \
-  "${protos[@]}"
+  "${protos[@]}" 2> >(grep -v '^Writing mypy to' >&2)
 # Envoy needs every imported file, plus google.rpc's Status and error details so that
 # convert_grpc_status can print the details our errors carry.
 python -m grpc_tools.protoc -Iproto -Ithird_party/googleapis --include_imports \
