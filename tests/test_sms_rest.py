@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from switchboard.server.core.auth import Role
+from switchboard.server.core.logging import JsonFormatter
 from switchboard.server.edge.envoy import EnvoyProcess
 from tests.conftest import TokenFactory
 
@@ -286,3 +288,17 @@ async def test_access_log_carries_the_request_id(
         json.loads(line) for line in log_path.read_text().splitlines() if "trace-me-123" in line
     )
     assert entry["path"] == SEND and entry["status"] in ("200", 200)
+
+
+async def test_request_id_reaches_the_server_log(
+    http: httpx.AsyncClient, bearer: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switchboard.rpc")
+    headers = {**bearer, "x-request-id": "trace-fail-7"}
+    response = await http.post(SEND, json={"Messages": []}, headers=headers)
+    assert response.status_code == 400
+    [record] = [r for r in caplog.records if getattr(r, "request_id", None) == "trace-fail-7"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "trace-fail-7"
+    assert line["method"] == "/switchboard.sms.v1.SmsService/SendSms"
+    assert line["code"] == "INVALID_ARGUMENT" and "Messages" in line["msg"]

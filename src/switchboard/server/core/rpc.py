@@ -134,15 +134,13 @@ class _Call:
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception, start: float) -> None:
         elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+        where = {"method": self.method, "ms": elapsed_ms, "request_id": self.request_id}
         if isinstance(exc, DomainError):
             status = to_rpc_status(exc)
-            log.info(
-                "rpc failed",
-                extra={"method": self.method, "code": status.code.name, "ms": elapsed_ms},
-            )
+            log.info("rpc failed: %s", exc.message, extra={**where, "code": status.code.name})
         else:
             status = internal_status()
-            log.exception("rpc crashed", extra={"method": self.method, "ms": elapsed_ms})
+            log.exception("rpc crashed", extra=where)
         await context.abort_with_status(status)
 
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -159,7 +157,7 @@ class _Call:
             status = rpc_context.take_http_status()
             if status is not None:
                 await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(status)),))
-            log.debug("rpc ok", extra={"method": self.method})
+            log.debug("rpc ok", extra={"method": self.method, "request_id": self.request_id})
             return response
 
         return unary
