@@ -102,6 +102,7 @@ async def test_work_leased_by_a_crashed_worker_comes_back(
         org_id=org,
         channel="smpp",
         destination="+27821234567",
+        destination_type="MOBILE",
         content="orphaned",
         segments=1,
         status=SmsStatus.ACCEPTED.value,

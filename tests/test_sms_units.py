@@ -30,10 +30,14 @@ def test_bad_numbers_are_refused(raw: str) -> None:
 
 
 def test_only_sms_capable_numbers_pass() -> None:
-    assert phone.sms_incapable_reason("+27821234567") is None  # ZA mobile
-    assert phone.sms_incapable_reason("+12015550123") is None  # US: fixed line or mobile
-    assert "fixed line" in (phone.sms_incapable_reason("+27111234567") or "")
-    assert "toll-free" in (phone.sms_incapable_reason("+18005550123") or "")
+    def reason(number: str) -> str | None:
+        return phone.sms_incapable_reason(phone.classify(number))
+
+    assert reason("+27821234567") is None  # ZA mobile
+    assert reason("+12015550123") is None  # US: fixed line or mobile
+    assert reason("+27111234567") == "+27111234567 is a fixed line and cannot receive SMS"
+    assert "toll-free" in (reason("+18005550123") or "")
+    assert phone.classify("+27111234567").type == "FIXED_LINE"
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from switchboard.server.core.clock import Clock, SystemClock
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
+from switchboard.server.core.writer import Writer
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.providers.base import SmsProvider
 from switchboard.server.providers.sandbox import SandboxProvider
@@ -46,6 +47,7 @@ class Application:
     clock: Clock
     tokens: TokenService
     bus: EventBus
+    writer: Writer
     sms: SmsService
     dispatcher: SmsDispatcher
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
@@ -55,7 +57,7 @@ class Application:
     async def start(self) -> None:
         """Migrate, start workers, then serve on settings.grpc_host:grpc_port (0 = any free)."""
         await migrate.upgrade(self.db.engine)
-        self.sms.start()
+        self.writer.start()
         await self.dispatcher.start()
         server = grpc.aio.server(
             interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
@@ -94,7 +96,7 @@ class Application:
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
-        await self.sms.stop()
+        await self.writer.stop()
         await self.db.dispose()
         log.info("stopped")
 
@@ -102,8 +104,9 @@ class Application:
 def build_application(settings: Settings, clock: Clock | None = None) -> Application:
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    db = Database(engine)
+    db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
     bus = EventBus()
+    writer = Writer(db, max_batch=settings.group_commit_max_batch, after_commit=bus.notify)
     events = EventLog()
     feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
     repository = SmsRepository()
@@ -120,18 +123,17 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
             max_batch=settings.sms_max_batch,
             default_region=settings.sms_default_region,
         ),
-        max_batch=settings.group_commit_max_batch,
-        after_commit=bus.notify,
+        writer=writer,
     )
     dispatcher = SmsDispatcher(
         db=db,
+        writer=writer,
         repository=repository,
         events=events,
         bus=bus,
         clock=clock,
         providers=providers,
         poll_seconds=settings.dispatcher_poll_seconds,
-        after_commit=bus.notify,
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
     return Application(
@@ -139,6 +141,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
         db=db,
         clock=clock,
         tokens=tokens,
+        writer=writer,
         bus=bus,
         sms=sms,
         dispatcher=dispatcher,

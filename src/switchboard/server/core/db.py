@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime, event
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+T = TypeVar("T")
 
 
 def normalize_url(url: str) -> URL:
@@ -31,43 +36,64 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    mode = synchronous.upper()
+    if mode not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"invalid SQLite synchronous mode {synchronous!r}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets readers (streams, dispatcher) run beside the single writer; the busy
+        # timeout makes a writer of another process wait instead of failing.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA synchronous={mode}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
 def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, connect_args={"timeout": 30})
-        synchronous = sqlite_synchronous.upper()
-        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"invalid SQLite synchronous mode {sqlite_synchronous!r}")
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers (streams, dispatcher) run beside the single writer; the busy
-            # timeout makes a second writer wait instead of failing.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
+        # Every write transaction ends in an explicit commit or rollback, so the pool's rollback
+        # on return would only be one more round trip to the database thread per transaction.
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": 30}, pool_reset_on_return=None
+        )
+        _sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
         return engine
     return create_async_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def _sqlite_writer_engine(engine: AsyncEngine, sqlite_synchronous: str) -> Engine:
+    """A synchronous engine on the same SQLite file, for the writer thread."""
+    url = engine.url.set(drivername="sqlite+pysqlite")
+    sync = create_sync_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    _sqlite_pragmas(sync, sqlite_synchronous)
+    return sync
+
+
 class Database:
-    """The engine plus the two ways to use it: `read()` sessions and `write()` transactions.
+    """The engine and the ways to use it: `read()` sessions, `write()` transactions, and
+    `run_write()` for the hot, batched writes of the process's writer.
 
     SQLite allows one writer at a time. Writers of one process queue on an asyncio lock here
     instead of colliding inside SQLite, whose busy handler sleeps for up to 100 ms per retry and
     would cap throughput at a few commits a second. PostgreSQL needs no such gate.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_synchronous: str = "FULL") -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._writer_engine: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._writer_engine = _sqlite_writer_engine(engine, sqlite_synchronous)
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
     @property
     def dialect(self) -> str:
@@ -87,7 +113,33 @@ class Database:
             await stack.enter_async_context(session.begin())
             yield session
 
+    async def run_write(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction, committed if it returns.
+
+        On SQLite the whole transaction runs on a dedicated thread with a synchronous connection:
+        through aiosqlite every statement is a round trip to the event loop, and a busy loop made
+        each of those cost milliseconds while the write lock was held. On PostgreSQL it runs on
+        an async session (`run_sync` bridges the same synchronous code to asyncpg).
+        """
+        if self._writer_thread is None:
+            async with self.write() as session:
+                return await session.run_sync(work)
+        assert self._write_gate is not None
+        async with self._write_gate:  # async writers of this process wait, SQLite never does
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer_thread, self._run_sync, work)
+
+    def _run_sync(self, work: Callable[[Session], T]) -> T:
+        assert self._writer_engine is not None
+        with Session(self._writer_engine, expire_on_commit=False) as session, session.begin():
+            return work(session)
+
     async def dispose(self) -> None:
+        if self._writer_thread is not None:
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
+        if self._writer_engine is not None:
+            self._writer_engine.dispose()
         await self.engine.dispose()
 
 

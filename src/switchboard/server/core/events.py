@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
@@ -54,16 +55,15 @@ class NewEvent:
 
 
 class EventLog:
-    async def append(self, session: AsyncSession, events: Sequence[NewEvent]) -> None:
+    def append(self, session: Session, events: Sequence[NewEvent]) -> None:
+        """Inside the writer's transaction (synchronous: see Database.run_write)."""
         if not events:
             return
         # Core on the session's connection: no ORM bookkeeping on the hottest write path.
-        connection = await session.connection()
+        connection = session.connection()
         if connection.dialect.name == "postgresql":
-            await connection.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY}
-            )
-        await connection.execute(
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
+        connection.execute(
             insert(EventRecord.__table__),  # type: ignore[attr-defined]
             [
                 {

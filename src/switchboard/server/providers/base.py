@@ -6,13 +6,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from switchboard.server.sms.phone import PhoneNumber
+
 
 @dataclass(frozen=True)
 class OutboundSms:
     message_id: str
     org_id: str
     channel: str
-    to: str  # E.164
+    to: PhoneNumber
     content: str
 
 

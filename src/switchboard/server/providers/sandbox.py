@@ -35,7 +35,7 @@ class SandboxProvider:
         results = []
         delivered = []
         for message in messages:
-            reason = sms_incapable_reason(message.to)
+            reason = sms_incapable_reason(message.to)  # a carrier knows its number plan
             if reason is not None:
                 results.append(SubmitResult(error=reason, permanent=True))
             else:

@@ -43,6 +43,7 @@ class SmsRecord(SQLModel, table=True):
     client_message_id: str | None = Field(default=None, max_length=64)
     channel: str = Field(max_length=16)
     destination: str = Field(max_length=20)  # E.164
+    destination_type: str = Field(max_length=24)  # MOBILE, FIXED_LINE, … (libphonenumber)
     content: str = Field(sa_type=Text)
     segments: int
     status: str = Field(max_length=16)

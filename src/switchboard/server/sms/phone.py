@@ -1,27 +1,44 @@
-"""Phone numbers: normalisation to E.164 and whether a number can receive SMS."""
+"""Phone numbers: normalisation to E.164, and what kind of line a number is."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 # Number types a handset behind them can receive SMS on. FIXED_LINE_OR_MOBILE is ambiguous
 # (e.g. the US) and is given the benefit of the doubt, as carriers do.
-_SMS_CAPABLE = frozenset(
-    {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.PAGER}
-)
+_SMS_CAPABLE = frozenset({"MOBILE", "FIXED_LINE_OR_MOBILE", "PAGER"})
+_KIND = {
+    "FIXED_LINE": "a fixed line",
+    "TOLL_FREE": "a toll-free number",
+    "PREMIUM_RATE": "a premium-rate number",
+    "SHARED_COST": "a shared-cost number",
+    "VOIP": "a VoIP number",
+    "UAN": "a universal access number",
+    "VOICEMAIL": "a voicemail access number",
+    "PERSONAL_NUMBER": "a personal forwarding number",
+}
+_TYPE_NAMES = {
+    value: name for name, value in vars(PhoneNumberType).items() if isinstance(value, int)
+}
+_DIALLABLE = re.compile(r"^\+?[(]?[0-9][0-9 ().\-]{2,30}$")
 
 
 class InvalidNumber(ValueError):
     """`to` is not a phone number; the message says why in a client's words."""
 
 
-_DIALLABLE = re.compile(r"^\+?[(]?[0-9][0-9 ().\-]{2,30}$")
+@dataclass(frozen=True)
+class PhoneNumber:
+    e164: str
+    type: str  # libphonenumber's type name: MOBILE, FIXED_LINE, TOLL_FREE, …
 
 
-def normalize(raw: str, default_region: str | None = None) -> str:
+def classify(raw: str, default_region: str | None = None) -> PhoneNumber:
+    """Parse, validate and type a number in one pass (typing is most of validation's cost)."""
     text = raw.strip()
     if not _DIALLABLE.match(text):
         raise InvalidNumber(f"{raw!r} is not a phone number")
@@ -33,24 +50,20 @@ def normalize(raw: str, default_region: str | None = None) -> str:
         number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except NumberParseException as exc:
         raise InvalidNumber(f"{raw!r} is not a phone number: {exc._msg}") from exc
-    if not phonenumbers.is_valid_number(number):
+    number_type = phonenumbers.number_type(number)  # UNKNOWN exactly when it is not valid
+    if number_type == PhoneNumberType.UNKNOWN:
         raise InvalidNumber(f"{raw!r} is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return PhoneNumber(e164, _TYPE_NAMES.get(number_type, "UNKNOWN"))
 
 
-def sms_incapable_reason(e164: str) -> str | None:
-    """Why an E.164 number cannot receive SMS (e.g. it is a fixed line), or None if it can."""
-    number_type = phonenumbers.number_type(phonenumbers.parse(e164, None))
-    if number_type in _SMS_CAPABLE:
+def normalize(raw: str, default_region: str | None = None) -> str:
+    return classify(raw, default_region).e164
+
+
+def sms_incapable_reason(number: PhoneNumber) -> str | None:
+    """Why a number cannot receive SMS (e.g. it is a fixed line), or None if it can."""
+    if number.type in _SMS_CAPABLE:
         return None
-    kind = {
-        PhoneNumberType.FIXED_LINE: "a fixed line",
-        PhoneNumberType.TOLL_FREE: "a toll-free number",
-        PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
-        PhoneNumberType.SHARED_COST: "a shared-cost number",
-        PhoneNumberType.VOIP: "a VoIP number",
-        PhoneNumberType.UAN: "a universal access number",
-        PhoneNumberType.VOICEMAIL: "a voicemail access number",
-        PhoneNumberType.PERSONAL_NUMBER: "a personal forwarding number",
-    }.get(number_type, "not a mobile number")
-    return f"{e164} is {kind} and cannot receive SMS"
+    kind = _KIND.get(number.type, "not a mobile number")
+    return f"{number.e164} is {kind} and cannot receive SMS"

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 
@@ -26,22 +27,23 @@ class SmsRepository:
         query = select(_table).where(_c.org_id == org_id, _c.id == message_id)
         return (await session.execute(query)).mappings().one_or_none()
 
-    async def find_by_client_ids(
-        self, session: AsyncSession, org_id: str, client_ids: Sequence[str]
+    # Writes run inside the writer's transaction, synchronously (see Database.run_write).
+
+    def find_by_client_ids(
+        self, session: Session, org_id: str, client_ids: Sequence[str]
     ) -> dict[str, Row]:
         query = select(_table).where(
             _c.org_id == org_id, _c.client_message_id.in_(list(client_ids))
         )
-        rows = (await session.execute(query)).mappings()
+        rows = session.connection().execute(query).mappings()
         return {row["client_message_id"]: row for row in rows}
 
-    async def insert_many(self, session: AsyncSession, rows: Sequence[Row]) -> None:
+    def insert_many(self, session: Session, rows: Sequence[Row]) -> None:
         if rows:
-            connection = await session.connection()  # Core: no ORM bookkeeping per row
-            await connection.execute(insert(_table), list(rows))
+            session.connection().execute(insert(_table), list(rows))  # Core: no ORM per row
 
-    async def claim_due(
-        self, session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
+    def claim_due(
+        self, session: Session, *, now: datetime, lease_until: datetime, limit: int
     ) -> list[Row]:
         """Lease up to `limit` queued messages to this worker; an expired lease is up for grabs,
         so a worker that died mid-batch hands its work back."""
@@ -60,20 +62,16 @@ class SmsRepository:
             .values(lease_until=lease_until, attempts=_c.attempts + 1)
             .returning(*_c)
         )
-        return list((await session.execute(claim)).mappings())
+        return list(session.connection().execute(claim).mappings())
 
-    async def lock_in_status(
-        self, session: AsyncSession, ids: Sequence[str], status: SmsStatus
-    ) -> list[Row]:
+    def lock_in_status(self, session: Session, ids: Sequence[str], status: SmsStatus) -> list[Row]:
         """The given messages that are still in `status`, locked until the transaction ends."""
         query = select(_table).where(_c.id.in_(list(ids)), _c.status == status.value)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        return list((await session.execute(query)).mappings())
+        return list(session.connection().execute(query).mappings())
 
-    async def update_many(
-        self, session: AsyncSession, from_status: SmsStatus, changes: Sequence[Row]
-    ) -> None:
+    def update_many(self, session: Session, from_status: SmsStatus, changes: Sequence[Row]) -> None:
         """Apply per-message `changes` (each with `id` and the same other keys) to messages still
         in `from_status`, in one executemany."""
         if not changes:
@@ -88,8 +86,7 @@ class SmsRepository:
             {"match_id": change["id"], **{f"new_{k}": change[k] for k in columns}}
             for change in changes
         ]
-        connection = await session.connection()
-        await connection.execute(statement, params)
+        session.connection().execute(statement, params)
 
     async def in_status(
         self, session: AsyncSession, status: SmsStatus, channels: Sequence[str], limit: int

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
 from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
-from switchboard.server.core.group_commit import GroupCommitter
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.writer import Writer
 from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import segment_count
 from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
@@ -60,7 +60,7 @@ class SmsOutcome:
 class _Candidate:
     index: int
     channel: Channel
-    to: str
+    to: phone.PhoneNumber
     request: SmsRequest
 
 
@@ -109,8 +109,7 @@ class SmsService:
         feed: EventFeed,
         clock: Clock,
         limits: SmsLimits,
-        max_batch: int,
-        after_commit: Any,
+        writer: Writer,
     ) -> None:
         self._db = db
         self._repository = repository
@@ -118,15 +117,7 @@ class SmsService:
         self._feed = feed
         self._clock = clock
         self._limits = limits
-        self._acceptor: GroupCommitter[_AcceptBatch, list[str | None]] = GroupCommitter(
-            "sms-accept", db, self._accept, max_batch=max_batch, after_commit=after_commit
-        )
-
-    def start(self) -> None:
-        self._acceptor.start()
-
-    async def stop(self) -> None:
-        await self._acceptor.stop()
+        self._acceptor = writer.channel("sms-accept", self._accept)
 
     async def send(self, org_id: str, requests: Sequence[SmsRequest]) -> list[SmsOutcome]:
         """Validate the whole request (nothing is applied if it is malformed), route each message,
@@ -142,7 +133,7 @@ class SmsService:
                 outcomes[index] = SmsOutcome(index, request, None, request.to, error=error)
                 continue
             try:
-                to = phone.normalize(request.to, self._limits.default_region)
+                to = phone.classify(request.to, self._limits.default_region)
             except phone.InvalidNumber as exc:
                 outcomes[index] = SmsOutcome(index, request, channel, request.to, error=str(exc))
                 continue
@@ -162,7 +153,7 @@ class SmsService:
                     candidate.index,
                     candidate.request,
                     candidate.channel,
-                    candidate.to,
+                    candidate.to.e164,
                     api_message_id=api_id or "",
                     error=conflict,
                 )
@@ -213,9 +204,7 @@ class SmsService:
         if violations:
             raise validation_error(violations)
 
-    async def _accept(
-        self, session: AsyncSession, batches: Sequence[_AcceptBatch]
-    ) -> list[list[str | None]]:
+    def _accept(self, session: Session, batches: Sequence[_AcceptBatch]) -> list[list[str | None]]:
         """Group-commit handler: one transaction for many requests. A message whose
         clientMessageId exists already gets the earlier id (or None when its content differs)."""
         now = self._clock.now()
@@ -226,7 +215,7 @@ class SmsService:
             keys = [c.request.client_message_id for c in batch.candidates]
             known: dict[str, tuple[str, str, str, str]] = {}
             if any(keys):
-                existing = await self._repository.find_by_client_ids(
+                existing = self._repository.find_by_client_ids(
                     session, batch.org_id, [k for k in keys if k]
                 )
                 known = {
@@ -236,7 +225,11 @@ class SmsService:
             ids: list[str | None] = []
             for candidate in batch.candidates:
                 key = candidate.request.client_message_id
-                fingerprint = (candidate.channel.value, candidate.to, candidate.request.content)
+                fingerprint = (
+                    candidate.channel.value,
+                    candidate.to.e164,
+                    candidate.request.content,
+                )
                 if key and key in known:
                     first_id, *first = known[key]
                     ids.append(first_id if tuple(first) == fingerprint else None)
@@ -246,7 +239,8 @@ class SmsService:
                     "org_id": batch.org_id,
                     "client_message_id": key or None,
                     "channel": candidate.channel.value,
-                    "destination": candidate.to,
+                    "destination": candidate.to.e164,
+                    "destination_type": candidate.to.type,
                     "content": candidate.request.content,
                     "segments": segment_count(candidate.request.content),
                     "status": SmsStatus.ACCEPTED.value,
@@ -263,8 +257,8 @@ class SmsService:
                 events.append(status_event(row))
                 ids.append(row["id"])
             results.append(ids)
-        await self._repository.insert_many(session, rows)
-        await self._events.append(session, events)
+        self._repository.insert_many(session, rows)
+        self._events.append(session, events)
         return results
 
     async def get(self, org_id: str, api_message_id: str) -> Row:

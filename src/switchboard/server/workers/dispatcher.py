@@ -7,19 +7,19 @@ can share the queue and a crash mid-batch hands the work back when the lease run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventLog, NewEvent, wait_for
-from switchboard.server.core.group_commit import GroupCommitter
+from switchboard.server.core.writer import Writer
 from switchboard.server.providers.base import OutboundSms, Receipt, SmsProvider, SubmitResult
 from switchboard.server.sms.models import SmsStatus
+from switchboard.server.sms.phone import PhoneNumber
 from switchboard.server.sms.repository import Row, SmsRepository
 from switchboard.server.sms.service import status_event
 
@@ -31,14 +31,15 @@ class SmsDispatcher:
         self,
         *,
         db: Database,
+        writer: Writer,
         repository: SmsRepository,
         events: EventLog,
         bus: EventBus,
         clock: Clock,
         providers: Mapping[str, SmsProvider],
         poll_seconds: float,
-        after_commit: Callable[[], None],
         batch_size: int = 200,
+        min_claim_interval: float = 0.01,
         lease: timedelta = timedelta(seconds=30),
         max_attempts: int = 5,
     ) -> None:
@@ -49,31 +50,33 @@ class SmsDispatcher:
         self._clock = clock
         self._providers = providers  # channel → provider
         self._poll_seconds = poll_seconds
-        self._after_commit = after_commit
         self._batch_size = batch_size
+        self._min_claim_interval = min_claim_interval
         self._lease = lease
         self._max_attempts = max_attempts
-        self._receipts: GroupCommitter[Sequence[Receipt], None] = GroupCommitter(
-            "sms-receipts", db, self._apply_receipts, after_commit=after_commit
-        )
+        # Every write goes through the process's writer, sharing its transactions with accepts.
+        self._claims = writer.channel("sms-claim", self._claim)
+        self._outcomes = writer.channel("sms-submitted", self._apply_outcomes)
+        self._receipts = writer.channel("sms-receipts", self._apply_receipts)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
-        self._receipts.start()
         for provider in set(self._providers.values()):
             await provider.start(self._record_receipts)
         await self._resume_sent()
         self._task = asyncio.create_task(self._run(), name="sms-dispatcher")
 
     async def stop(self) -> None:
+        """Finish the batch in hand (a cancelled transaction could leave SQLite locked), then
+        stop providers and flush receipts that already arrived."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._bus.notify()
+            await self._task
             self._task = None
         for provider in set(self._providers.values()):
             await provider.stop()
-        await self._receipts.stop()
 
     async def _resume_sent(self) -> None:
         """Messages handed over before a restart still await receipts: re-arm them."""
@@ -83,64 +86,74 @@ class SmsDispatcher:
             provider.resume([_outbound(r) for r in sent])
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             waiter = self._bus.waiter()
             try:
                 handled = await self.dispatch_once()
             except Exception:
                 log.exception("dispatch failed; retrying")
                 handled = 0
-            if handled < self._batch_size:
+            if handled < self._batch_size and not self._stopping:
                 await wait_for(waiter, self._poll_seconds)
+                # Under load every accept wakes us: pausing briefly lets a batch build up, so a
+                # message costs a share of one claim and one update instead of its own (at the
+                # price of at most this much queueing delay).
+                await asyncio.sleep(self._min_claim_interval)
 
     async def dispatch_once(self) -> int:
-        """Claim a batch, hand it to the providers concurrently, record every outcome in one
-        transaction. Returns how many messages were claimed."""
-        now = self._clock.now()
-        async with self._db.write() as session:
-            claimed = await self._repository.claim_due(
-                session, now=now, lease_until=now + self._lease, limit=self._batch_size
-            )
+        """Claim a batch, hand it to the providers, record every outcome. Returns how many
+        messages were claimed."""
+        claimed = await self._claims.submit(self._batch_size)
         if not claimed:
             return 0
         results = await self._submit(claimed)
+        await self._outcomes.submit(list(zip(claimed, results, strict=True)))
+        return len(claimed)
+
+    def _claim(self, session: Session, limits: Sequence[int]) -> list[list[Row]]:
+        now = self._clock.now()
+        return [
+            self._repository.claim_due(session, now=now, lease_until=now + self._lease, limit=limit)
+            for limit in limits
+        ]
+
+    def _apply_outcomes(
+        self, session: Session, batches: Sequence[Sequence[tuple[Row, SubmitResult]]]
+    ) -> list[None]:
         now = self._clock.now()
         sent: list[Row] = []
         failed: list[Row] = []
         retry: list[Row] = []
-        for row, result in zip(claimed, results, strict=True):
+        events: list[NewEvent] = []
+        for row, result in (pair for batch in batches for pair in batch):
             if result.accepted:
-                sent.append(
-                    {
-                        "id": row["id"],
-                        "status": SmsStatus.SENT.value,
-                        "provider_message_id": result.provider_message_id,
-                        "lease_until": None,
-                        "updated_at": now,
-                    }
-                )
+                change: Row = {
+                    "id": row["id"],
+                    "status": SmsStatus.SENT.value,
+                    "provider_message_id": result.provider_message_id,
+                    "lease_until": None,
+                    "updated_at": now,
+                }
+                sent.append(change)
             elif result.permanent or row["attempts"] >= self._max_attempts:
-                failed.append(
-                    {
-                        "id": row["id"],
-                        "status": SmsStatus.FAILED.value,
-                        "error": result.error,
-                        "lease_until": None,
-                        "updated_at": now,
-                    }
-                )
+                change = {
+                    "id": row["id"],
+                    "status": SmsStatus.FAILED.value,
+                    "error": result.error,
+                    "lease_until": None,
+                    "updated_at": now,
+                }
+                failed.append(change)
             else:
                 # Transient: it stays queued, and the lease doubles as the backoff timer.
                 backoff = timedelta(seconds=min(2 ** row["attempts"], 300))
                 retry.append({"id": row["id"], "error": result.error, "lease_until": now + backoff})
-        async with self._db.write() as session:
-            for changes in (sent, failed, retry):
-                await self._repository.update_many(session, SmsStatus.ACCEPTED, changes)
-            by_id = {row["id"]: row for row in claimed}
-            events = [status_event({**by_id[c["id"]], **c}) for c in (*sent, *failed)]
-            await self._events.append(session, events)
-        self._after_commit()
-        return len(claimed)
+                continue
+            events.append(status_event({**row, **change}))
+        for changes in (sent, failed, retry):
+            self._repository.update_many(session, SmsStatus.ACCEPTED, changes)
+        self._events.append(session, events)
+        return [None] * len(batches)
 
     async def _submit(self, rows: Sequence[Row]) -> list[SubmitResult]:
         """Hand each provider its share of the batch at once; results come back in row order."""
@@ -166,15 +179,13 @@ class SmsDispatcher:
     async def _record_receipts(self, receipts: Sequence[Receipt]) -> None:
         await self._receipts.submit(receipts)
 
-    async def _apply_receipts(
-        self, session: AsyncSession, batches: Sequence[Sequence[Receipt]]
-    ) -> list[None]:
+    def _apply_receipts(self, session: Session, batches: Sequence[Sequence[Receipt]]) -> list[None]:
         """Only SENT messages take receipts: duplicates and late ones change nothing."""
         receipts = [receipt for batch in batches for receipt in batch]
         now = self._clock.now()
         awaiting = {
             row["id"]: row
-            for row in await self._repository.lock_in_status(
+            for row in self._repository.lock_in_status(
                 session, [r.message_id for r in receipts], SmsStatus.SENT
             )
         }
@@ -193,8 +204,8 @@ class SmsDispatcher:
             }
             changes.append(change)
             events.append(status_event({**row, **change}))
-        await self._repository.update_many(session, SmsStatus.SENT, changes)
-        await self._events.append(session, events)
+        self._repository.update_many(session, SmsStatus.SENT, changes)
+        self._events.append(session, events)
         return [None] * len(batches)
 
 
@@ -203,6 +214,6 @@ def _outbound(row: Row) -> OutboundSms:
         message_id=row["id"],
         org_id=row["org_id"],
         channel=row["channel"],
-        to=row["destination"],
+        to=PhoneNumber(row["destination"], row["destination_type"]),
         content=row["content"],
     )

@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("client_message_id", sa.String(length=64), nullable=True),
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("destination", sa.String(length=20), nullable=False),
+        sa.Column("destination_type", sa.String(length=24), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
         sa.Column("segments", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
