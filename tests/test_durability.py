@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -27,7 +29,7 @@ from switchboard.server.core.db import create_engine
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.models import metadata
 from switchboard.server.sms.models import SmsRecord, SmsStatus
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_SECRET, free_port, make_settings
 from tests.helpers import Metadata, collect_events, sms
 
 
@@ -170,3 +172,36 @@ def _token(org: str) -> str:
     return TokenService(TEST_SECRET, SystemClock()).issue(
         org=org, roles=[Role.CLIENT], subject="restart-test"
     )
+
+
+async def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db",
+        "SWITCHBOARD_VAR_DIR": str(tmp_path),
+        "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
+        "SWITCHBOARD_GRPC_PORT": str(port),
+        "SWITCHBOARD_DRAIN_SECONDS": "5",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "switchboard.server.cli",
+        "serve",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    auth = [("authorization", "Bearer " + _token("org-drain"))]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = sms_service_pb2_grpc.SmsServiceStub(ch)
+            request = pb.SendSmsRequest(messages=[sms()])
+            reply = await stub.SendSms(request, metadata=auth, wait_for_ready=True, timeout=20)
+            assert reply.smpp_msg_response.messages[0].accepted
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    logged = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert logged[-1]["msg"] == "stopped"

@@ -266,6 +266,19 @@ async def test_events_stream_as_sse_and_resume(
     ]
 
 
+async def test_fixed_line_fails_with_a_clear_error_event(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    payload = {"Messages": [message(channel="grandcom", to="+27 11 123 4567")]}
+    sent = (await http.post(SEND, json=payload, headers=bearer)).json()
+    accepted = sent["grandcomMsgResponse"]["messages"][0]
+    assert accepted["accepted"] is True and accepted["to"] == "+27111234567"
+    query = f"after=0&apiMessageIds={accepted['apiMessageId']}"
+    events = await sse_events(http, bearer, query, until=2)
+    assert [e["envelope"]["type"] for e in events] == ["sms.accepted", "sms.failed"]
+    assert events[1]["message"]["error"] == "+27111234567 is a fixed line and cannot receive SMS"
+
+
 async def test_stream_errors_are_visible(http: httpx.AsyncClient, bearer: dict[str, str]) -> None:
     response = await http.get(f"{SEND}/events?states=LOST", headers=bearer)
     assert response.status_code == 400

@@ -68,3 +68,15 @@ def test_gsm7_detection() -> None:
 def test_bearer_header_is_required(value: str | None) -> None:
     with pytest.raises(Unauthenticated):
         bearer_token(value)
+
+
+def test_a_path_org_must_be_the_tokens_own_unless_admin() -> None:
+    from switchboard.server.core.auth import Principal, Role
+    from switchboard.server.core.errors import PermissionDenied
+
+    client = Principal(subject="app", org="acme", roles=frozenset({Role.CLIENT}), client_id=None)
+    client.require_org("acme")
+    with pytest.raises(PermissionDenied):
+        client.require_org("globex")
+    admin = Principal(subject="ops", org="ops", roles=frozenset({Role.ADMIN}), client_id=None)
+    admin.require_org("globex")
