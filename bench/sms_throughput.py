@@ -44,6 +44,9 @@ from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
 RESULTS = Path(__file__).parent / "results"
 SECRET = "bench-secret-0123456789-0123456789-0123456789"
 MESSAGE = {"channel": "smpp", "to": "+27821234567", "content": "Your code is 4711"}
+PING = "switchboard.common.v1.DiagnosticsService/Ping"
+SEND = "switchboard.sms.v1.SmsService/SendSms"
+SEND_PATH = "/communication/message/sms"
 
 
 @dataclass
@@ -159,66 +162,29 @@ async def main(seconds: int, warmup: int, concurrencies: list[int]) -> None:
         )
         async with EnvoyProcess(settings, work / "envoy"):
             timing = ["-D", str(seconds), "--warm-up-time", str(warmup)]
-            grpc_headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
-            for c in concurrencies:
+
+            def grpc_call(c: int, method: str, body: str) -> list[str]:
+                # A few connections with many streams each, as gRPC clients multiplex.
                 conns = min(4, c)
-                streams = max(1, c // conns)
-                grpc_load = [tool, *timing, "-c", str(conns), "-m", str(streams), "-H", auth]
+                return [
+                    tool, *timing, "-c", str(conns), "-m", str(max(1, c // conns)), "-H", auth,
+                    "-H", "content-type: application/grpc", "-H", "te: trailers",
+                    "-d", str(work / body), f"{grpc_base}/{method}",
+                ]  # fmt: skip
+
+            def rest_call(c: int, path: str, body: str | None = None) -> list[str]:
+                # HTTP/1.1, one request in flight per connection, as REST clients do.
+                args = [tool, *timing, "--h1", "-c", str(c), "-H", auth]
+                if body:
+                    args += ["-H", "content-type: application/json", "-d", str(work / body)]
+                return [*args, f"{rest_base}{path}"]
+
+            for c in concurrencies:
                 scenarios = [
-                    (
-                        "Ping (ceiling)",
-                        "gRPC",
-                        [
-                            *grpc_load,
-                            *grpc_headers,
-                            "-d",
-                            str(work / "ping.bin"),
-                            f"{grpc_base}/switchboard.common.v1.DiagnosticsService/Ping",
-                        ],
-                    ),
-                    (
-                        "SendSms",
-                        "gRPC",
-                        [
-                            *grpc_load,
-                            *grpc_headers,
-                            "-d",
-                            str(work / "send.bin"),
-                            f"{grpc_base}/switchboard.sms.v1.SmsService/SendSms",
-                        ],
-                    ),
-                    (
-                        "Ping",
-                        "REST via Envoy",
-                        [
-                            tool,
-                            *timing,
-                            "--h1",
-                            "-c",
-                            str(c),
-                            "-H",
-                            auth,
-                            f"{rest_base}/diagnostics/ping",
-                        ],
-                    ),
-                    (
-                        "SendSms",
-                        "REST via Envoy",
-                        [
-                            tool,
-                            *timing,
-                            "--h1",
-                            "-c",
-                            str(c),
-                            "-H",
-                            auth,
-                            "-H",
-                            "content-type: application/json",
-                            "-d",
-                            str(work / "send.json"),
-                            f"{rest_base}/communication/message/sms",
-                        ],
-                    ),
+                    ("Ping (ceiling)", "gRPC", grpc_call(c, PING, "ping.bin")),
+                    ("SendSms", "gRPC", grpc_call(c, SEND, "send.bin")),
+                    ("Ping", "REST via Envoy", rest_call(c, "/diagnostics/ping")),
+                    ("SendSms", "REST via Envoy", rest_call(c, SEND_PATH, "send.json")),
                 ]
                 for scenario, transport, args in scenarios:
                     before = count_rows(db)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.server.edge import (
+from switchboard.server.edge.envoy import (
     TRANSCODED_SERVICES,
     EnvoyError,
     EnvoySettings,

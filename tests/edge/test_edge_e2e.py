@@ -30,7 +30,7 @@ from grpc_tools import protoc  # type: ignore[import-untyped]
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc, event_pb2
 from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 
-from switchboard.server.edge import TRANSCODED_SERVICES, EnvoyProcess, EnvoySettings
+from switchboard.server.edge.envoy import TRANSCODED_SERVICES, EnvoyProcess, EnvoySettings
 
 pytestmark = pytest.mark.envoy
 
