@@ -238,7 +238,8 @@ def report(runs: list[Run], seconds: int) -> None:
             if r.scenario == "Ping" and r.transport == "REST via Envoy"
         ),
         "",
-        "Every accepted SendSms is a committed row: rows created per run "
+        "Every accepted SendSms is a committed row. Rows created per run (warm-up requests "
+        "included, so more than h2load counted): "
         + ", ".join(
             f"{r.transport} c={r.concurrency}: {r.rows_created} (h2load counted {r.succeeded})"
             for r in runs

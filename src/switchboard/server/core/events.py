@@ -45,6 +45,9 @@ class EventRecord(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UtcDateTime)
 
 
+_INSERT_EVENTS = insert(EventRecord.__table__)  # type: ignore[attr-defined]  # built once
+
+
 @dataclass(frozen=True)
 class NewEvent:
     org_id: str
@@ -64,7 +67,7 @@ class EventLog:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
         connection.execute(
-            insert(EventRecord.__table__),  # type: ignore[attr-defined]
+            _INSERT_EVENTS,
             [
                 {
                     "org_id": e.org_id,
