@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import struct
 import subprocess
 import sys
@@ -54,6 +56,7 @@ class Run:
     scenario: str
     transport: str
     concurrency: int
+    round: int
     requests_per_second: float
     succeeded: int
     failed: int
@@ -121,7 +124,7 @@ async def wait_serving(port: int) -> None:
     raise RuntimeError("server did not start")
 
 
-async def main(seconds: int, warmup: int, concurrencies: list[int]) -> None:
+async def main(seconds: int, warmup: int, rounds: int, concurrencies: list[int]) -> None:
     tool = ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     db = work / "bench.db"
@@ -179,7 +182,9 @@ async def main(seconds: int, warmup: int, concurrencies: list[int]) -> None:
                     args += ["-H", "content-type: application/json", "-d", str(work / body)]
                 return [*args, f"{rest_base}{path}"]
 
-            for c in concurrencies:
+            # Rounds interleave the ceiling and the measured RPCs, so a noisy neighbour on a shared
+            # machine slows both alike instead of skewing one ratio.
+            for c, round_ in itertools.product(concurrencies, range(rounds)):
                 scenarios = [
                     ("Ping (ceiling)", "gRPC", grpc_call(c, PING, "ping.bin")),
                     ("SendSms", "gRPC", grpc_call(c, SEND, "send.bin")),
@@ -190,24 +195,38 @@ async def main(seconds: int, warmup: int, concurrencies: list[int]) -> None:
                     before = count_rows(db)
                     rps, ok, failed, mean, worst = h2load(args)
                     rows = count_rows(db) - before if scenario == "SendSms" else None
-                    run = Run(scenario, transport, c, rps, ok, failed, mean, worst, rows)
+                    run = Run(scenario, transport, c, round_, rps, ok, failed, mean, worst, rows)
                     runs.append(run)
                     print(json.dumps(asdict(run)), flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    report(runs, seconds)
+    report(runs, seconds, rounds)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def report(runs: list[Run], seconds: int) -> None:
-    by_key = {(r.scenario, r.transport, r.concurrency): r for r in runs}
+def report(runs: list[Run], seconds: int, rounds: int) -> None:
+    def rps(scenario: str, transport: str, c: int) -> list[float]:
+        return [
+            r.requests_per_second
+            for r in sorted(runs, key=lambda r: r.round)
+            if (r.scenario, r.transport, r.concurrency) == (scenario, transport, c)
+        ]
+
+    def latency(scenario: str, transport: str, c: int) -> float:
+        return statistics.median(
+            r.latency_mean_ms
+            for r in runs
+            if (r.scenario, r.transport, r.concurrency) == (scenario, transport, c)
+        )
+
     lines = [
         "# SendSms throughput",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-        f"{os.cpu_count()} cores; {seconds}s per run after warm-up; one server process, "
-        "SQLite (WAL, synchronous=FULL), Envoy --concurrency 1, h2load as the client.",
+        f"{os.cpu_count()} cores; {rounds} interleaved rounds of {seconds}s per figure after "
+        "warm-up, medians shown; one server process, SQLite (WAL, synchronous=FULL), Envoy "
+        "--concurrency 1, h2load as the client.",
         "",
         "| concurrency | Ping gRPC (ceiling) req/s | SendSms gRPC req/s | gRPC / ceiling "
         "| SendSms REST req/s | REST / gRPC | SendSms gRPC mean ms | SendSms REST mean ms |",
@@ -215,36 +234,43 @@ def report(runs: list[Run], seconds: int) -> None:
     ]
     summary = []
     for c in sorted({r.concurrency for r in runs}):
-        ping = by_key[("Ping (ceiling)", "gRPC", c)]
-        send = by_key[("SendSms", "gRPC", c)]
-        rest = by_key[("SendSms", "REST via Envoy", c)]
-        grpc_ratio = send.requests_per_second / ping.requests_per_second
-        rest_ratio = rest.requests_per_second / send.requests_per_second
+        ping = rps("Ping (ceiling)", "gRPC", c)
+        send = rps("SendSms", "gRPC", c)
+        rest = rps("SendSms", "REST via Envoy", c)
+        # Ratios per round (same minute, same neighbours), then their median.
+        grpc_ratios = [s / p for s, p in zip(send, ping, strict=True)]
+        rest_ratios = [r / s for r, s in zip(rest, send, strict=True)]
+        grpc_ratio, rest_ratio = statistics.median(grpc_ratios), statistics.median(rest_ratios)
         summary.append(
-            {"concurrency": c, "grpc_vs_ceiling": grpc_ratio, "rest_vs_grpc": rest_ratio}
+            {
+                "concurrency": c,
+                "grpc_vs_ceiling": grpc_ratio,
+                "grpc_vs_ceiling_per_round": grpc_ratios,
+                "rest_vs_grpc": rest_ratio,
+                "rest_vs_grpc_per_round": rest_ratios,
+            }
         )
         lines.append(
-            f"| {c} | {ping.requests_per_second:,.0f} | {send.requests_per_second:,.0f} | "
-            f"{grpc_ratio:.0%} | {rest.requests_per_second:,.0f} | {rest_ratio:.0%} | "
-            f"{send.latency_mean_ms:.1f} | {rest.latency_mean_ms:.1f} |"
+            f"| {c} | {statistics.median(ping):,.0f} | {statistics.median(send):,.0f} | "
+            f"{grpc_ratio:.0%} ({min(grpc_ratios):.0%}-{max(grpc_ratios):.0%}) | "
+            f"{statistics.median(rest):,.0f} | "
+            f"{rest_ratio:.0%} ({min(rest_ratios):.0%}-{max(rest_ratios):.0%}) | "
+            f"{latency('SendSms', 'gRPC', c):.1f} | {latency('SendSms', 'REST via Envoy', c):.1f} |"
         )
     lines += [
         "",
         "Targets: SendSms over gRPC ≥ 50% of the ceiling; REST via Envoy ≥ 75% of gRPC.",
-        "Ping over REST via Envoy, for reference: "
+        "Ratios in brackets: the range over the rounds. Ping over REST via Envoy, for reference "
+        "(median req/s): "
         + ", ".join(
-            f"c={r.concurrency}: {r.requests_per_second:,.0f} req/s"
-            for r in runs
-            if r.scenario == "Ping" and r.transport == "REST via Envoy"
+            f"c={c}: {statistics.median(rps('Ping', 'REST via Envoy', c)):,.0f}"
+            for c in sorted({r.concurrency for r in runs})
         ),
         "",
-        "Every accepted SendSms is a committed row. Rows created per run (warm-up requests "
-        "included, so more than h2load counted): "
-        + ", ".join(
-            f"{r.transport} c={r.concurrency}: {r.rows_created} (h2load counted {r.succeeded})"
-            for r in runs
-            if r.scenario == "SendSms"
-        ),
+        "Every accepted SendSms is a committed row: over all SendSms runs h2load counted "
+        f"{sum(r.succeeded for r in runs if r.scenario == 'SendSms'):,} successes and the "
+        f"database gained {sum(r.rows_created or 0 for r in runs):,} rows (warm-up requests "
+        "included, which h2load does not count).",
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sms_throughput.json").write_text(
@@ -256,8 +282,9 @@ def report(runs: list[Run], seconds: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.warmup, args.concurrency))
+    asyncio.run(main(args.seconds, args.warmup, args.rounds, args.concurrency))
