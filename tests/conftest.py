@@ -19,6 +19,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from switchboard.server.app.config import Settings
 from switchboard.server.app.platform import descriptor_set_path
@@ -131,3 +132,20 @@ async def http(envoy: EnvoyProcess) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def bearer(org: str, make_token: TokenFactory) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(org)}"}
+
+
+@pytest.fixture
+async def fresh_database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
+    shared = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
+    if not shared:
+        yield f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
+        return
+    name = f"sb_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(shared).execution_options(isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(shared).set(database=name).render_as_string(hide_password=False)
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()

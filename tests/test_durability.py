@@ -9,16 +9,12 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
@@ -31,23 +27,6 @@ from switchboard.server.core.models import metadata
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 from tests.conftest import TEST_SECRET, free_port, make_settings
 from tests.helpers import Metadata, collect_events, sms
-
-
-@pytest.fixture
-async def fresh_database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
-    shared = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
-    if not shared:
-        yield f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
-        return
-    name = f"sb_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(shared).execution_options(isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(shared).set(database=name).render_as_string(hide_password=False)
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
 
 
 async def _started(tmp: Path, url: str, delay: float) -> Application:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     dispatcher_poll_seconds: float = Field(
         default=1.0, description="How often workers look for due work without a wake-up."
     )
+    dispatcher_max_attempts: int = Field(
+        default=5, description="Submits per message before a transient failure becomes FAILED."
+    )
+    dispatcher_retry_base_seconds: float = Field(
+        default=2.0, description="First retry delay after a transient failure; doubles per try."
+    )
     stream_poll_seconds: float = Field(
         default=1.0, description="How often streams re-read the event log without a wake-up."
     )

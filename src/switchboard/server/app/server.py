@@ -101,7 +101,13 @@ class Application:
         log.info("stopped")
 
 
-def build_application(settings: Settings, clock: Clock | None = None) -> Application:
+def build_application(
+    settings: Settings,
+    clock: Clock | None = None,
+    providers: dict[str, SmsProvider] | None = None,
+) -> Application:
+    """Everything a server process runs. `providers` maps channels to SMS providers; the default
+    is the sandbox carrier on every channel."""
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
@@ -110,8 +116,9 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
     events = EventLog()
     feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
     repository = SmsRepository()
-    sandbox = SandboxProvider(settings.sandbox_delivery_delay)
-    providers: dict[str, SmsProvider] = {channel.value: sandbox for channel in Channel}
+    if providers is None:
+        sandbox = SandboxProvider(settings.sandbox_delivery_delay)
+        providers = {channel.value: sandbox for channel in Channel}
     sms = SmsService(
         db=db,
         repository=repository,
@@ -134,6 +141,8 @@ def build_application(settings: Settings, clock: Clock | None = None) -> Applica
         clock=clock,
         providers=providers,
         poll_seconds=settings.dispatcher_poll_seconds,
+        max_attempts=settings.dispatcher_max_attempts,
+        retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
     return Application(

@@ -42,6 +42,7 @@ class SmsDispatcher:
         min_claim_interval: float = 0.01,
         lease: timedelta = timedelta(seconds=30),
         max_attempts: int = 5,
+        retry_base_seconds: float = 2.0,
     ) -> None:
         self._db = db
         self._repository = repository
@@ -54,6 +55,7 @@ class SmsDispatcher:
         self._min_claim_interval = min_claim_interval
         self._lease = lease
         self._max_attempts = max_attempts
+        self._retry_base_seconds = retry_base_seconds
         # Every write goes through the process's writer, sharing its transactions with accepts.
         self._claims = writer.channel("sms-claim", self._claim)
         self._outcomes = writer.channel("sms-submitted", self._apply_outcomes)
@@ -146,7 +148,8 @@ class SmsDispatcher:
                 failed.append(change)
             else:
                 # Transient: it stays queued, and the lease doubles as the backoff timer.
-                backoff = timedelta(seconds=min(2 ** row["attempts"], 300))
+                delay = self._retry_base_seconds * 2 ** (row["attempts"] - 1)
+                backoff = timedelta(seconds=min(delay, 300))
                 retry.append({"id": row["id"], "error": result.error, "lease_until": now + backoff})
                 continue
             events.append(status_event({**row, **change}))
