@@ -184,3 +184,27 @@ async def test_serve_drains_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None
     assert process.returncode == 0, stderr.decode()[-2000:]
     logged = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
     assert logged[-1]["msg"] == "stopped"
+
+
+async def test_two_replicas_racing_on_one_client_message_id_send_once(
+    tmp_path: Path, fresh_database_url: str
+) -> None:
+    """Replicas share a database; the unique key, not process memory, decides who wins."""
+    auth = [("authorization", "Bearer " + _token("org-race"))]
+    replicas = [await _started(tmp_path, fresh_database_url, delay=3600) for _ in range(2)]
+    try:
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") for r in replicas]
+        stubs = [sms_service_pb2_grpc.SmsServiceStub(ch) for ch in channels]
+        request = pb.SendSmsRequest(messages=[sms(client_message_id="once-only")])
+        replies = await asyncio.gather(
+            *(stub.SendSms(request, metadata=auth) for stub in stubs for _ in range(10))
+        )
+        ids = {r.smpp_msg_response.messages[0].api_message_id for r in replies}
+        assert len(ids) == 1 and "" not in ids
+        accepted = await collect_events(stubs[0], auth, until=1, after="0", states=["ACCEPTED"])
+        assert [e.message.api_message_id for e in accepted] == list(ids)
+        for ch in channels:
+            await ch.close()
+    finally:
+        for replica in replicas:
+            await replica.stop()

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, Update, bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,12 @@ _c = _table.c
 
 
 _INSERT = insert(_table)
+_INSERT_NEW_KEYS = {
+    dialect.dialect.name: dialect.insert(_table)
+    .on_conflict_do_nothing(index_elements=["org_id", "client_message_id"])
+    .returning(_c.id)
+    for dialect in (postgresql, sqlite)
+}
 _BY_CLIENT_IDS = select(_table).where(
     _c.org_id == bindparam("org_id"),
     _c.client_message_id.in_(bindparam("client_ids", expanding=True)),
@@ -82,6 +89,15 @@ class SmsRepository:
     def insert_many(self, session: Session, rows: Sequence[Row]) -> None:
         if rows:
             session.connection().execute(_INSERT, list(rows))
+
+    def insert_unless_key_taken(self, session: Session, rows: Sequence[Row]) -> set[str]:
+        """Insert rows that carry a clientMessageId unless another transaction already took the
+        key (it may have committed since we looked); returns the ids actually inserted."""
+        if not rows:
+            return set()
+        connection = session.connection()
+        statement = _INSERT_NEW_KEYS[connection.dialect.name]
+        return set(connection.execute(statement, list(rows)).scalars())
 
     def claim_due(
         self, session: Session, *, now: datetime, lease_until: datetime, limit: int

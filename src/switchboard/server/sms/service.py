@@ -209,7 +209,6 @@ class SmsService:
         clientMessageId exists already gets the earlier id (or None when its content differs)."""
         now = self._clock.now()
         rows: list[dict[str, Any]] = []
-        events: list[NewEvent] = []
         results: list[list[str | None]] = []
         for batch in batches:
             keys = [c.request.client_message_id for c in batch.candidates]
@@ -254,12 +253,32 @@ class SmsService:
                 if key:
                     known[key] = (row["id"], *fingerprint)
                 rows.append(row)
-                events.append(status_event(row))
                 ids.append(row["id"])
             results.append(ids)
-        self._repository.insert_many(session, rows)
-        self._events.append(session, events)
+        self._repository.insert_many(session, [r for r in rows if not r["client_message_id"]])
+        keyed = [r for r in rows if r["client_message_id"]]
+        inserted = self._repository.insert_unless_key_taken(session, keyed)
+        # Another replica may have committed the same key since we looked: its message stands.
+        replaced = self._resolve_lost_races(session, [r for r in keyed if r["id"] not in inserted])
+        if replaced:
+            rows = [r for r in rows if r["id"] not in replaced]
+            results = [[replaced.get(i, i) if i else i for i in ids] for ids in results]
+        self._events.append(session, [status_event(r) for r in rows])
         return results
+
+    def _resolve_lost_races(self, session: Session, lost: Sequence[Row]) -> dict[str, str | None]:
+        """For keyed rows not inserted: the winner's id, or None when it says something else."""
+        winners: dict[str, str | None] = {}
+        for org_id in {row["org_id"] for row in lost}:
+            mine = [row for row in lost if row["org_id"] == org_id]
+            existing = self._repository.find_by_client_ids(
+                session, org_id, [row["client_message_id"] for row in mine]
+            )
+            for row in mine:
+                winner = existing[row["client_message_id"]]
+                same = all(winner[k] == row[k] for k in ("channel", "destination", "content"))
+                winners[row["id"]] = winner["id"] if same else None
+        return winners
 
     async def get(self, org_id: str, api_message_id: str) -> Row:
         async with self._db.read() as session:
