@@ -141,21 +141,15 @@ class SmsService:
         if candidates:
             ids = await self._acceptor.submit(_AcceptBatch(org_id, candidates))
             for candidate, api_id in zip(candidates, ids, strict=True):
-                conflict = (
-                    None
-                    if api_id
-                    else (
-                        f"clientMessageId {candidate.request.client_message_id!r} was already "
-                        "used for a different message"
-                    )
-                )
+                key = candidate.request.client_message_id
+                conflict = f"clientMessageId {key!r} was already used for a different message"
                 outcomes[candidate.index] = SmsOutcome(
                     candidate.index,
                     candidate.request,
                     candidate.channel,
                     candidate.to.e164,
                     api_message_id=api_id or "",
-                    error=conflict,
+                    error=None if api_id else conflict,
                 )
         return [o for o in outcomes if o is not None]
 
