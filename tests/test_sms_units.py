@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jwt
 import pytest
 
 from switchboard.server.core.auth import bearer_token
@@ -80,3 +83,32 @@ def test_a_path_org_must_be_the_tokens_own_unless_admin() -> None:
         client.require_org("globex")
     admin = Principal(subject="ops", org="ops", roles=frozenset({Role.ADMIN}), client_id=None)
     admin.require_org("globex")
+
+
+def test_rs256_tokens_verify_against_the_configured_public_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from switchboard.server.core.auth import Role, TokenService
+    from switchboard.server.core.clock import SystemClock
+
+    def keypair() -> tuple[bytes, bytes]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return private, public
+
+    (private, public), (stranger, _) = keypair(), keypair()
+    (tmp_path / "issuer.pem").write_bytes(public)
+    tokens = TokenService("hs-secret-" * 5, SystemClock(), tmp_path / "issuer.pem")
+    claims = {"sub": "idp-app", "org": "acme", "roles": ["Partner"], "exp": 4_000_000_000}
+    principal = tokens.verify(jwt.encode(claims, private, algorithm="RS256"))
+    assert principal.org == "acme" and principal.roles == {Role.PARTNER}
+    with pytest.raises(Unauthenticated):
+        tokens.verify(jwt.encode(claims, stranger, algorithm="RS256"))
