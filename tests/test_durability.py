@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from switchboard.sms.v1 import sms_message_pb2 as pb
@@ -205,6 +206,42 @@ async def test_two_replicas_racing_on_one_client_message_id_send_once(
         assert [e.message.api_message_id for e in accepted] == list(ids)
         for ch in channels:
             await ch.close()
+    finally:
+        for replica in replicas:
+            await replica.stop()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SWITCHBOARD_TEST_DATABASE_URL", "").startswith("postgres"),
+    reason="LISTEN/NOTIFY fan-out is PostgreSQL's; SQLite runs one process",
+)
+async def test_a_stream_on_one_replica_sees_another_replicas_events_at_once(
+    tmp_path: Path, fresh_database_url: str
+) -> None:
+    auth = [("authorization", "Bearer " + _token("org-fanout"))]
+    slow_polls = {"stream_poll_seconds": 30.0, "dispatcher_poll_seconds": 30.0}
+    replicas = []
+    for _ in range(2):
+        settings = make_settings(tmp_path, database_url=fresh_database_url, **slow_polls)
+        replica = build_application(settings)
+        await replica.start()
+        replicas.append(replica)
+    try:
+        writer, reader = (grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") for r in replicas)
+        follow = sms_service_pb2_grpc.SmsServiceStub(reader).StreamSmsEvents(
+            pb.StreamSmsEventsRequest(heartbeat_seconds=60), metadata=auth
+        )
+        await asyncio.sleep(0.3)  # the stream is open and waiting
+        sent = await sms_service_pb2_grpc.SmsServiceStub(writer).SendSms(
+            pb.SendSmsRequest(messages=[sms()]), metadata=auth
+        )
+        # Without the notification the reader would only look again after 30 s.
+        event = await asyncio.wait_for(follow.read(), 3)
+        assert event.envelope.type == "sms.accepted"
+        assert event.message.api_message_id == sent.smpp_msg_response.messages[0].api_message_id
+        follow.cancel()
+        await writer.close()
+        await reader.close()
     finally:
         for replica in replicas:
             await replica.stop()

@@ -57,6 +57,8 @@ class Application:
     async def start(self) -> None:
         """Migrate, start workers, then serve on settings.grpc_host:grpc_port (0 = any free)."""
         await migrate.upgrade(self.db.engine)
+        if self.db.dialect == "postgresql":
+            await self.bus.listen_postgres(self.db.engine)
         self.writer.start()
         await self.dispatcher.start()
         server = grpc.aio.server(
@@ -97,6 +99,7 @@ class Application:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
         await self.writer.stop()
+        await self.bus.close()
         await self.db.dispose()
         log.info("stopped")
 

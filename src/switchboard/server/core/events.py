@@ -14,13 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database, UtcDateTime
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
+
+NOTIFY_CHANNEL = "switchboard_events"
+EVENTS_APPENDED = "switchboard.events_appended"  # Session.info key
 
 # PostgreSQL hands out sequence numbers before commit, so two writers could commit out of order
 # and a reader at cursor N could skip N-1. Event writers take this transaction-scoped advisory
@@ -62,10 +65,13 @@ class EventLog:
         """Inside the writer's transaction (synchronous: see Database.run_write)."""
         if not events:
             return
+        session.info[EVENTS_APPENDED] = True  # the writer wakes readers only after such commits
         # Core on the session's connection: no ORM bookkeeping on the hottest write path.
         connection = session.connection()
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
+            # Delivered at commit to every replica's EventBus.listen_postgres.
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         connection.execute(
             _INSERT_EVENTS,
             [
@@ -107,10 +113,27 @@ class EventLog:
 
 
 class EventBus:
-    """Wakes in-process readers when new events were committed."""
+    """Wakes readers when new events were committed: at once for this process's commits, and on
+    PostgreSQL for every replica's too (LISTEN/NOTIFY). Readers still poll the log now and then,
+    so a lost notification delays an event but never loses it."""
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
+        self._listener: AsyncConnection | None = None
+
+    async def listen_postgres(self, engine: AsyncEngine) -> None:
+        """Hold one connection that LISTENs for other replicas' commits."""
+        connection = await engine.connect()
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.add_listener(  # type: ignore[union-attr]
+            NOTIFY_CHANNEL, lambda *_: self.notify()
+        )
+        self._listener = connection
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
     def notify(self) -> None:
         self._changed.set()

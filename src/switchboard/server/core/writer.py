@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.db import Database
+from switchboard.server.core.events import EVENTS_APPENDED
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -118,15 +119,15 @@ class Writer:
         for entry in batch:
             by_channel.setdefault(entry.channel, []).append(entry)
 
-        def work(session: Session) -> list[tuple[_Entry, Any]]:
+        def work(session: Session) -> tuple[list[tuple[_Entry, Any]], bool]:
             answers: list[tuple[_Entry, Any]] = []
             for channel, entries in by_channel.items():
                 results = channel.handler(session, [e.item for e in entries])
                 answers.extend(zip(entries, results, strict=True))
-            return answers
+            return answers, bool(session.info.get(EVENTS_APPENDED))
 
         try:
-            answers = await self._db.run_write(work)
+            answers, appended = await self._db.run_write(work)
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("write failed", extra={"channel": batch[0].channel.name})
@@ -137,7 +138,9 @@ class Writer:
             for entry in batch:
                 await self._commit([entry])
             return
-        if self._after_commit is not None:
+        # Only commits that appended events wake readers: an empty claim must not set the
+        # dispatcher and every stream polling again.
+        if appended and self._after_commit is not None:
             self._after_commit()
         for entry, result in answers:
             if not entry.future.done():  # a cancelled caller's write stands regardless
