@@ -23,13 +23,13 @@ from switchboard.server.sms.encoding import is_gsm7, segment_count
     ],
 )
 def test_numbers_normalise_to_e164(raw: str, region: str | None, expected: str) -> None:
-    assert phone.normalize(raw, region) == expected
+    assert phone.classify(raw, region).e164 == expected
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "+1", "082 123 4567", "+27 82 123 456 789 012"])
 def test_bad_numbers_are_refused(raw: str) -> None:
     with pytest.raises(phone.InvalidNumber):
-        phone.normalize(raw)
+        phone.classify(raw)
 
 
 def test_only_sms_capable_numbers_pass() -> None:

@@ -57,10 +57,6 @@ def classify(raw: str, default_region: str | None = None) -> PhoneNumber:
     return PhoneNumber(e164, _TYPE_NAMES.get(number_type, "UNKNOWN"))
 
 
-def normalize(raw: str, default_region: str | None = None) -> str:
-    return classify(raw, default_region).e164
-
-
 def sms_incapable_reason(number: PhoneNumber) -> str | None:
     """Why a number cannot receive SMS (e.g. it is a fixed line), or None if it can."""
     if number.type in _SMS_CAPABLE:
