@@ -13,8 +13,8 @@ from switchboard.common.v1 import diagnostics_service_pb2_grpc
 
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import SystemClock
-from switchboard.server.core.context import set_http_status
-from switchboard.server.core.rpc import HTTP_STATUS_HEADER, AccessPolicy, RpcGateway
+from switchboard.server.core.context import HTTP_STATUS_HEADER, set_http_status
+from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from tests.conftest import TEST_SECRET
 

@@ -176,6 +176,16 @@ __all__ = [
     "Unauthenticated",
     "UniqueKeyViolated",
     "internal_status",
+    "require_version",
     "to_rpc_status",
     "validation_error",
 ]
+
+
+def require_version(current: int, expected: int | None, resource: str) -> None:
+    """Optimistic locking: a write that expected another version fails with 409 / 1001."""
+    if expected is not None and expected != current:
+        raise StaleData(
+            f"{resource} is at version {current}, not {expected}: refresh it and retry",
+            metadata={"version_number": str(current)},
+        )

@@ -35,7 +35,6 @@ PUBLIC_SERVICE_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-HTTP_STATUS_HEADER = "x-switchboard-http-status"
 
 _ROLE_BY_PROTO = {
     access_pb2.ROLE_CLIENT: Role.CLIENT,
@@ -98,7 +97,7 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or self._policy.is_public(method):
@@ -109,7 +108,10 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_unary=call.wrap_unary(handler.unary_unary))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=call.wrap_stream(handler.unary_stream))
-        return handler  # client-streaming RPCs are not part of the contract
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=call.wrap_unary(handler.stream_unary))
+        # Bidirectional streams are not part of the contract: refuse rather than run unguarded.
+        return None
 
     def admit(self, method: str, metadata: Any) -> Principal:
         """Who is calling, if they may, with a request whose body names only known fields."""
@@ -144,6 +146,7 @@ class _Call:
         await context.abort_with_status(status)
 
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        # Also wraps client-streaming handlers: `request` is then the request iterator.
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
@@ -154,9 +157,9 @@ class _Call:
             except Exception as exc:
                 await self._fail(context, exc, start)
                 raise  # abort_with_status always raises; this keeps the type checker honest
-            status = rpc_context.take_http_status()
-            if status is not None:
-                await context.send_initial_metadata(((HTTP_STATUS_HEADER, str(status)),))
+            headers = rpc_context.take_response_headers()
+            if headers:
+                await context.send_initial_metadata(tuple(headers.items()))
             log.debug("rpc ok", extra={"method": self.method, "request_id": self.request_id})
             return response
 

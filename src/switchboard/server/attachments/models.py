@@ -1,0 +1,48 @@
+"""Stored files: uploaded import CSVs, produced export CSVs (and, with messaging, attachments).
+
+Content lives in the database as ordered chunks, so every replica can read what another wrote,
+a file never has to fit in memory, and a restart loses nothing that was committed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, LargeBinary
+from sqlmodel import Column, Field, SQLModel
+
+from switchboard.server.core.db import UtcDateTime
+
+
+class AttachmentState(StrEnum):
+    CREATED = "CREATED"  # exists, content not (completely) uploaded
+    UPLOADED = "UPLOADED"  # content complete and readable
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(index=True, max_length=64)
+    purpose: str = Field(max_length=32)  # contact_import, contact_export, contact_import_failures
+    state: str = Field(max_length=16)
+    content_type: str = Field(max_length=128)
+    filename: str = Field(default="", max_length=256)
+    size_bytes: int = 0
+    application_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    version: int = 1
+
+
+class AttachmentChunk(SQLModel, table=True):
+    __tablename__ = "attachment_chunks"
+
+    attachment_id: str = Field(
+        sa_column_args=[ForeignKey("attachments.id", ondelete="CASCADE")],
+        primary_key=True,
+        max_length=64,
+    )
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

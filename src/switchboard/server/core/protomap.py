@@ -1,0 +1,70 @@
+"""Servicer helpers shared by every domain: proto ⇄ plain data, list responses, If-Match.
+
+Domain services speak plain dicts ("snapshots": JSON-safe, times as RFC 3339 strings, keys as
+the proto field names), so the same snapshot serves an RPC response and an event payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from switchboard.server.core import context as rpc_context
+from switchboard.server.core.errors import FieldViolation, validation_error
+
+M = TypeVar("M", bound=Message)
+
+
+def present(message: Message) -> dict[str, Any]:
+    """The fields a client set (for `optional` fields, presence; scalars as they are)."""
+    return {field.name: value for field, value in message.ListFields()}
+
+
+def given_filters(request: Message, names: Iterable[str]) -> dict[str, str]:
+    """The filter query parameters a list request carried (all `optional string`)."""
+    return {name: getattr(request, name) for name in names if request.HasField(name)}
+
+
+def iso(value: datetime | None) -> str | None:
+    """A UTC time as the RFC 3339 string snapshots carry."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_message(cls: type[M], snapshot: Mapping[str, Any]) -> M:
+    """`snapshot` (proto field names; None means unset) as a `cls` message."""
+    clean = {k: v for k, v in snapshot.items() if v is not None}
+    return json_format.ParseDict(clean, cls(), ignore_unknown_fields=True)
+
+
+def bare_list(field: str) -> None:
+    """Mark this RPC's response as a family-B list: REST clients get `field` as a bare array."""
+    rpc_context.set_bare_list(field)
+
+
+def if_match(context: grpc.aio.ServicerContext) -> int | None:
+    """The version an `If-Match` header expects (`3`, `"3"` or `W/"3"`), if one was sent."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "if-match":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            stripped = text.strip().removeprefix("W/").strip('"')
+            if not stripped.isdigit():
+                violation = FieldViolation("If-Match", "must be the resource's version_number")
+                raise validation_error([violation])
+            return int(stripped)
+    return None
+
+
+def expected_version(body_version: int | None, context: grpc.aio.ServicerContext) -> int | None:
+    """The version a write expects: `version_number` in the body, else If-Match; both must agree."""
+    header = if_match(context)
+    if body_version is not None and header is not None and body_version != header:
+        violation = FieldViolation("version_number", "differs from the If-Match header")
+        raise validation_error([violation])
+    return body_version if body_version is not None else header
