@@ -4,9 +4,12 @@
 --
 -- Request side:  SSE resume (Last-Event-ID -> ?after=), family B form bodies -> JSON, and the
 --                keys of a JSON body (x-switchboard-json-fields) for the unknown-key check.
--- Response side: documented success codes (x-switchboard-http-status), and every error body
---                (google.rpc.Status from the transcoder, or Envoy's own JSON local reply)
---                rewritten into the route family's documented shape.
+-- Response side: documented success codes (x-switchboard-http-status); family B bare-array
+--                lists (x-switchboard-bare-list names the list field: the body becomes that
+--                array's text, next_page_token the X-Next-Page-Token header); and every error
+--                body (google.rpc.Status from the transcoder, or Envoy's own JSON local reply)
+--                rewritten into the route family's documented shape. Only lists and errors are
+--                buffered: any other success may be an unbounded stream and passes untouched.
 --
 -- The family (A, B or C) comes from the route's metadata under this filter's name; `sse` marks
 -- a Server-Sent Events route. Envoy's Lua has no JSON library, hence the small one below.
@@ -439,7 +442,11 @@ end
 local function family_b(err)
   local description = err.message
   for _, v in ipairs(err.violations) do
-    description = description .. "; " .. v.field .. ": " .. v.description
+    local detail = v.field .. ": " .. v.description
+    -- Messages built from the violations already say it (core.errors.validation_error).
+    if not description:find(detail, 1, true) then
+      description = description .. "; " .. detail
+    end
   end
   return object("error_code", err.reason, "error_description", description)
 end
@@ -488,18 +495,115 @@ local function rewrite_error(handle, status, family)
   end
 end
 
+-- Family B lists are bare arrays. The list RPC names its repeated field in the response header
+-- x-switchboard-bare-list; the body becomes that field's JSON text exactly as the transcoder
+-- printed it (the span is cut out rather than decoded and re-encoded, which would lose the
+-- elements' key order), [] when the field is absent, and a non-empty next_page_token moves to
+-- the X-Next-Page-Token header.
+local BARE_LIST = "x-switchboard-bare-list"
+
+-- Where the value starting at s[i] ends (the index after it), for strict JSON as the transcoder
+-- prints it. Arrays and objects are scanned with string.find from bracket to quote to bracket:
+-- decode_value would build every element only to throw it away, which took twice as long on a
+-- 1 MB list (about 0.2 s of the worker's time rather than 0.1 s).
+local function skip_value(s, i)
+  local c = s:sub(i, i)
+  if c ~= "[" and c ~= "{" then
+    local _, j = decode_value(s, i, 1)
+    return j
+  end
+  local depth = 0
+  while true do
+    i = s:find('[][{}"]', i)
+    if not i then error("unterminated value") end
+    c = s:byte(i)
+    if c == 34 then -- a string: on to its closing quote, past escaped characters
+      repeat
+        i = s:find('["\\]', i + 1)
+        if not i then error("unterminated string") end
+        local escaped = s:byte(i) == 92
+        if escaped then i = i + 1 end
+      until not escaped
+    elseif c == 91 or c == 123 then
+      depth = depth + 1
+    else
+      depth = depth - 1
+      if depth == 0 then return i + 1 end
+    end
+    i = i + 1
+  end
+end
+
+-- The text of the top-level `field` of the JSON object `s` (nil when absent), and the top-level
+-- next_page_token. Errors when `s` is not an object or the field is not an array.
+local function cut_list(s, field)
+  local i = skip(s, 1)
+  if s:sub(i, i) ~= "{" then error("not a JSON object") end
+  i = skip(s, i + 1)
+  local list, token
+  while s:sub(i, i) ~= "}" do
+    local key
+    key, i = decode_string(s, i)
+    i = skip(s, i)
+    if s:sub(i, i) ~= ":" then error("expected ':'") end
+    local start = skip(s, i + 1)
+    if key == field then
+      if s:sub(start, start) ~= "[" then error(field .. " is not an array") end
+      i = skip_value(s, start)
+      list = s:sub(start, i - 1)
+    elseif key == "next_page_token" then
+      token, i = decode_value(s, start, 1)
+    else
+      i = skip_value(s, start)
+    end
+    i = skip(s, i)
+    local c = s:sub(i, i)
+    if c == "," then
+      i = skip(s, i + 1)
+    elseif c ~= "}" then
+      error("expected ',' or '}'")
+    end
+  end
+  return list, token
+end
+
+local function unwrap_list(handle, field)
+  local body = handle:body(true)
+  local headers = handle:headers() -- the one taken before body() went stale while it waited
+  local raw = body:length() > 0 and body:getBytes(0, body:length()) or ""
+  local ok, list, token = pcall(cut_list, raw, field)
+  if not ok then -- a server bug: leave the body as it is rather than break it further
+    handle:logErr("edge.lua: cannot unwrap list " .. field .. ": " .. tostring(list))
+    return
+  end
+  list = list or "[]"
+  body:setBytes(list)
+  headers:replace("content-length", tostring(#list))
+  if type(token) == "string" and token ~= "" then
+    headers:replace("x-next-page-token", token)
+  end
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local status = tonumber(headers:get(":status")) or 500
   local wanted = headers:get("x-switchboard-http-status")
   if wanted then headers:remove("x-switchboard-http-status") end
+  local list_field = headers:get(BARE_LIST)
+  if list_field then headers:remove(BARE_LIST) end
+  local meta = handle:metadata()
+  local family = meta:get("family") or "B"
   if status < 400 then
     -- Documented success codes (201, 202, 206, ...) arrive as gRPC initial metadata.
     if wanted and status == 200 and wanted:match("^[23]%d%d$") then
       headers:replace(":status", wanted)
     end
-    return -- never buffer a success: it may be an unbounded stream
+    -- Otherwise never buffer a success: it may be an unbounded stream. A unary list response
+    -- (only those carry the header) is buffered to cut out its array.
+    if list_field and status == 200 and family == "B" and not meta:get("sse") then
+      unwrap_list(handle, list_field)
+    end
+    return
   end
-  local meta = handle:metadata()
-  rewrite_error(handle, status, meta:get("family") or "B")
+  rewrite_error(handle, status, family)
 end

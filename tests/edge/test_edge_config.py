@@ -62,6 +62,7 @@ def test_rendered_config_names_every_service_and_setting() -> None:
         '"reject_unknown_query_parameters": true',
         '"reject_binding_body_field_collisions": true',
         '"always_print_primitive_fields": true',
+        '"max_response_body_size": 16777216',  # lists past the listener's 1 MiB
         '"preserve_proto_field_names": true',  # family B override
         '"stream_sse_style_delimited": true',  # SSE override
         "enable_trailers: true",

@@ -21,13 +21,20 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.api import httpbody_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, empty_pb2, message_factory
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from grpc_tools import protoc  # type: ignore[import-untyped]
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc, event_pb2
+from switchboard.contacts.v1 import (
+    contact_pb2,
+    contacts_service_pb2,
+    contacts_service_pb2_grpc,
+    fast_access_pb2,
+)
 from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 
 from switchboard.server.edge.envoy import TRANSCODED_SERVICES, EnvoyProcess, EnvoySettings
@@ -75,8 +82,21 @@ def descriptor_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass(frozen=True)
 class ThingMessages:
-    request: type[Message]
-    response: type[Message]
+    """Message classes of edgetest.proto, by full name."""
+
+    pool: descriptor_pool.DescriptorPool
+
+    def __call__(self, name: str) -> type[Message]:
+        cls: type[Message] = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
+        return cls
+
+    @property
+    def request(self) -> type[Message]:
+        return self("edgetest.v1.CreateThingRequest")
+
+    @property
+    def response(self) -> type[Message]:
+        return self("edgetest.v1.Thing")
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +105,7 @@ def thing_messages(descriptor_set: Path) -> ThingMessages:
     pool = descriptor_pool.DescriptorPool()
     for file in files.file:  # protoc lists dependencies first
         pool.Add(file)
-    return ThingMessages(
-        request=message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("edgetest.v1.CreateThingRequest")
-        ),
-        response=message_factory.GetMessageClass(pool.FindMessageTypeByName("edgetest.v1.Thing")),
-    )
+    return ThingMessages(pool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +176,8 @@ INVALID = rich_status(
 # What JSON can make hard for the Lua codec: quotes, backslashes, control characters, HTML
 # characters (protobuf escapes them as \u003c), non-ASCII and a character outside the BMP.
 TRICKY = '<b>"quoted"</b>\n\tC:\\path \x01 é € 😀'
+# In list elements: what would trip a careless cut of the array out of its wrapper.
+LIST_TEXT = 'a "]}," [{ \\" next_page_token'
 SCENARIOS: dict[str, Any] = {
     "tricky": rich_status(code_pb2.INVALID_ARGUMENT, TRICKY, "400", 400, [(TRICKY, TRICKY, "")]),
     "invalid": INVALID,
@@ -171,22 +188,29 @@ SCENARIOS: dict[str, Any] = {
 
 
 async def play(
-    recorder: Recorder, server: str, method: str, request: Message, context: Any
+    recorder: Recorder,
+    server: str,
+    method: str,
+    request: Message,
+    context: Any,
+    initial: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Record the call, then do what its x-edge-test metadata says."""
+    """Record the call, then do what its x-edge-test metadata says; send `initial` metadata."""
     metadata = dict(context.invocation_metadata())
     recorder.calls.append(Call(server, method, metadata, request))
     scenario = str(metadata.get("x-edge-test", ""))
     if scenario in SCENARIOS:
         await context.abort_with_status(SCENARIOS[scenario])
     elif scenario.startswith("status:"):
-        await context.send_initial_metadata((("x-switchboard-http-status", scenario[7:]),))
+        initial = (*initial, ("x-switchboard-http-status", scenario[7:]))
     elif scenario == "late-error":
         # Initial metadata (with a success code) first, then the failure.
-        await context.send_initial_metadata((("x-switchboard-http-status", "201"),))
+        await context.send_initial_metadata((*initial, ("x-switchboard-http-status", "201")))
         await context.abort_with_status(SCENARIOS["payment"])
     elif scenario == "crash":
         raise RuntimeError("secret internals: /srv/switchboard.db password=hunter2")
+    if initial:
+        await context.send_initial_metadata(tuple(initial))
 
 
 class Diagnostics(diagnostics_service_pb2_grpc.DiagnosticsServiceServicer):
@@ -247,25 +271,168 @@ class Upstream:
 METADATA_LIMITS = (("grpc.max_metadata_size", 32768), ("grpc.absolute_max_metadata_size", 32768))
 
 
+BARE_LIST = "x-switchboard-bare-list"
+
+
+class Contacts(contacts_service_pb2_grpc.ContactsServiceServicer):
+    """The real contract's RPCs whose REST paths need a route or path-matching care."""
+
+    def __init__(self, recorder: Recorder, name: str) -> None:
+        self.recorder, self.name = recorder, name
+
+    async def ListContacts(
+        self, request: contacts_service_pb2.ListContactsRequest, context: Any
+    ) -> contacts_service_pb2.ListContactsResponse:
+        await play(
+            self.recorder, self.name, "ListContacts", request, context, [(BARE_LIST, "contacts")]
+        )
+        contacts = [contact_pb2.Contact(id=f"c{i}", first_name="Ada") for i in range(2)]
+        return contacts_service_pb2.ListContactsResponse(contacts=contacts, next_page_token="p2")
+
+    async def ListFastAccessRules(
+        self, request: contacts_service_pb2.ListFastAccessRulesRequest, context: Any
+    ) -> contacts_service_pb2.ListFastAccessRulesResponse:
+        await play(
+            self.recorder,
+            self.name,
+            "ListFastAccessRules",
+            request,
+            context,
+            [(BARE_LIST, "rules")],
+        )
+        return contacts_service_pb2.ListFastAccessRulesResponse()
+
+    async def GetFastAccessRule(
+        self, request: contacts_service_pb2.GetFastAccessRuleRequest, context: Any
+    ) -> fast_access_pb2.FastAccessRule:
+        await play(self.recorder, self.name, "GetFastAccessRule", request, context)
+        return fast_access_pb2.FastAccessRule(id=request.rule_id)
+
+    async def GetContact(
+        self, request: contacts_service_pb2.GetContactRequest, context: Any
+    ) -> contact_pb2.Contact:
+        await play(self.recorder, self.name, "GetContact", request, context)
+        return contact_pb2.Contact(id=request.contact_id)
+
+    async def ReplaceContact(
+        self, request: contacts_service_pb2.ReplaceContactRequest, context: Any
+    ) -> empty_pb2.Empty:
+        await play(self.recorder, self.name, "ReplaceContact", request, context)
+        return empty_pb2.Empty()
+
+    async def RemoveBlacklistEntry(
+        self, request: contacts_service_pb2.RemoveBlacklistEntryRequest, context: Any
+    ) -> contacts_service_pb2.RemoveBlacklistEntryResponse:
+        await play(self.recorder, self.name, "RemoveBlacklistEntry", request, context)
+        return contacts_service_pb2.RemoveBlacklistEntryResponse(id=request.address)
+
+    async def DownloadContactExport(
+        self, request: contacts_service_pb2.DownloadContactExportRequest, context: Any
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        await play(self.recorder, self.name, "DownloadContactExport", request, context)
+        gate = dict(context.invocation_metadata()).get("x-edge-gate")
+        for index, chunk in enumerate(export_chunks(request.job_id)):
+            if index == 1 and gate:
+                await self.recorder.gate(str(gate)).wait()
+            # Only the first message's content_type counts.
+            content_type = "text/csv" if index == 0 else "application/x-ignored"
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
+
+    async def StreamContactsEvents(
+        self, request: contacts_service_pb2.StreamContactsEventsRequest, context: Any
+    ) -> AsyncIterator[contacts_service_pb2.ContactsEvent]:
+        await play(self.recorder, self.name, "StreamContactsEvents", request, context)
+        for cursor in (1, 2):
+            envelope = event_pb2.EventEnvelope(
+                cursor=str(cursor), type="contact.created", resource_id=f"c{cursor}"
+            )
+            yield contacts_service_pb2.ContactsEvent(
+                envelope=envelope, contact=contact_pb2.Contact(id=f"c{cursor}")
+            )
+
+
+EXPORT_CHUNK = 256 * 1024
+EXPORT_CHUNKS = 12  # 3 MiB: past every buffer limit on the way
+
+
+def export_chunks(job_id: str) -> list[bytes]:
+    """A CSV file of EXPORT_CHUNKS chunks; every line says where it is, so any loss shows."""
+    chunks = []
+    for index in range(EXPORT_CHUNKS):
+        line = f"{job_id},{index:04d},".encode()
+        lines = (line + b"x" * (63 - len(line)) + b"\n") * (EXPORT_CHUNK // 64)
+        chunks.append(lines)
+    return chunks
+
+
+def thing_handlers(
+    recorder: Recorder, name: str, messages: ThingMessages
+) -> grpc.GenericRpcHandler:
+    """edgetest.v1.EdgeTestService: echoes, in the shape of the RPC it mirrors."""
+    Thing = messages("edgetest.v1.Thing")
+    ListThingsResponse = messages("edgetest.v1.ListThingsResponse")
+
+    async def create_thing(request: Any, context: Any) -> Message:
+        await play(recorder, name, "CreateThing", request, context)
+        return Thing.FromString(request.SerializeToString())  # same field numbers
+
+    async def list_things(request: Any, context: Any) -> Message:
+        field = request.list_field or "things"
+        await play(recorder, name, "ListThings", request, context, [(BARE_LIST, field)])
+        things = [
+            Thing(org=f"o{i}", display_name=LIST_TEXT, count=i, active=i % 2 == 1, tags=["t"])
+            for i in range(request.count)
+        ]
+        return ListThingsResponse(
+            things=things, next_page_token=request.page_token, total=request.count
+        )
+
+    async def list_special_things(request: Any, context: Any) -> Message:
+        await play(recorder, name, "ListSpecialThings", request, context)
+        return ListThingsResponse()
+
+    async def get_thing(request: Any, context: Any) -> Message:
+        await play(recorder, name, "GetThing", request, context)
+        return Thing(org=request.org, display_name=request.thing_id)
+
+    async def get_special_thing(request: Any, context: Any) -> Message:
+        await play(recorder, name, "GetSpecialThing", request, context)
+        return Thing(display_name=request.thing_id)
+
+    async def replace_thing(request: Message, context: Any) -> Message:
+        await play(recorder, name, "ReplaceThing", request, context)
+        return request
+
+    implementations = {
+        "CreateThing": (create_thing, "CreateThingRequest", "Thing"),
+        "ListThings": (list_things, "ListThingsRequest", "ListThingsResponse"),
+        "ListSpecialThings": (list_special_things, None, "ListThingsResponse"),
+        "GetThing": (get_thing, "GetThingRequest", "Thing"),
+        "GetSpecialThing": (get_special_thing, "GetThingRequest", "Thing"),
+        "ReplaceThing": (replace_thing, "ReplaceThingRequest", "ReplaceThingRequest"),
+    }
+    handlers = {}
+    for method, (function, request_name, response_name) in implementations.items():
+        request_class = messages(f"edgetest.v1.{request_name}") if request_name else empty_pb2.Empty
+        response_class = messages(f"edgetest.v1.{response_name}")
+        handlers[method] = grpc.unary_unary_rpc_method_handler(
+            function,
+            request_deserializer=request_class.FromString,
+            response_serializer=response_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(TEST_SERVICE, handlers)
+
+
 async def start_upstream(name: str, recorder: Recorder, messages: ThingMessages) -> Upstream:
     server = grpc.aio.server(options=METADATA_LIMITS)
     diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
         Diagnostics(recorder, name), server
     )
     sms_service_pb2_grpc.add_SmsServiceServicer_to_server(Sms(recorder, name), server)
-
-    async def create_thing(request: Message, context: Any) -> Message:
-        await play(recorder, name, "CreateThing", request, context)
-        return messages.response.FromString(request.SerializeToString())  # same field numbers
-
-    handler = grpc.unary_unary_rpc_method_handler(
-        create_thing,
-        request_deserializer=messages.request.FromString,
-        response_serializer=messages.response.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(TEST_SERVICE, {"CreateThing": handler}),)
-    )
+    # Contacts implements only the RPCs these tests call; the others answer UNIMPLEMENTED.
+    contacts = Contacts(recorder, name)  # type: ignore[abstract]
+    contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(contacts, server)
+    server.add_generic_rpc_handlers((thing_handlers(recorder, name, messages),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return Upstream(name, port, server)
@@ -970,3 +1137,299 @@ async def test_dead_replica_is_skipped(edge: Edge, descriptor_set: Path, tmp_pat
     ):
         for _ in range(6):
             assert (await http.get("/diagnostics/ping")).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Family B lists: bare arrays (x-switchboard-bare-list), next_page_token as a header
+# ---------------------------------------------------------------------------------------------
+
+
+def printed_thing(i: int) -> str:
+    """A Thing as the transcoder prints it (field order, always_print_primitive_fields)."""
+    text = json.dumps(LIST_TEXT)
+    active = "true" if i % 2 else "false"
+    return f'{{"org":"o{i}","display_name":{text},"count":{i},"active":{active},"tags":["t"]}}'
+
+
+async def test_list_is_a_bare_array(client: httpx.AsyncClient) -> None:
+    response = await client.get("/things", params={"count": 3, "page_token": "p2]},"})
+    assert response.status_code == 200, response.text
+    # The array exactly as the transcoder printed it: elements, key order, escapes.
+    assert response.text == "[" + ",".join(printed_thing(i) for i in range(3)) + "]"
+    assert response.headers["x-next-page-token"] == "p2]},"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.headers["content-type"] == "application/json"
+    assert BARE_LIST not in response.headers
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"count": 0},  # the field prints as []
+        {"count": 2, "list_field": "nothing"},  # no such field
+    ],
+)
+async def test_empty_list_is_an_empty_array(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    response = await client.get("/things", params=params)
+    assert response.status_code == 200, response.text
+    assert response.text == "[]"
+    assert "x-next-page-token" not in response.headers
+    assert response.headers["content-length"] == "2"
+
+
+async def test_large_list_is_unwrapped(client: httpx.AsyncClient) -> None:
+    # Past the listener's 1 MiB buffer limit, where the transcoder (both families) and edge.lua
+    # (family B) would answer 500 without max_response_body_size.
+    count = 12000
+    params: dict[str, str | int] = {"count": count, "page_token": "p"}
+    response = await client.get("/v2/things", params=params)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) > 1 << 20
+    assert response.json()["nextPageToken"] == "p"  # family A: wrapped
+    response = await client.get("/things", params=params)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.content) > 1 << 20
+    assert [t["count"] for t in response.json()] == list(range(count))
+    assert response.headers["x-next-page-token"] == "p"
+
+
+async def test_list_with_success_code_and_errors(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/things", params={"count": 1}, headers={"x-edge-test": "status:206"}
+    )
+    assert response.status_code == 206
+    assert response.text == f"[{printed_thing(0)}]"
+    for scenario, status, code in (("invalid", 400, "1023"), ("late-error", 402, "402")):
+        response = await client.get(
+            "/things", params={"count": 1}, headers={"x-edge-test": scenario}
+        )
+        assert response.status_code == status
+        assert response.json()["error_code"] == code
+        assert BARE_LIST not in response.headers
+
+
+async def test_real_list_contract(client: httpx.AsyncClient) -> None:
+    response = await client.get("/contacts", params={"limit": 2})
+    assert response.status_code == 200, response.text
+    assert [c["id"] for c in response.json()] == ["c0", "c1"]
+    assert response.headers["x-next-page-token"] == "p2"
+    response = await client.get("/contacts/fast_access")
+    assert (response.status_code, response.text) == (200, "[]")
+
+
+async def test_family_a_list_is_not_unwrapped(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v2/things", params={"count": 1, "page_token": "p"})
+    assert response.status_code == 200
+    assert BARE_LIST not in response.headers
+    assert "x-next-page-token" not in response.headers
+    document = response.json()
+    assert (len(document["things"]), document["nextPageToken"], document["total"]) == (1, "p", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Path matching: a literal segment wins over a variable one
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "rpc", "field", "value"),
+    [
+        ("GET", "/things/special", "ListSpecialThings", None, None),
+        ("GET", "/things/special/s1", "GetSpecialThing", "thing_id", "s1"),
+        ("GET", "/things/t1", "GetThing", "thing_id", "t1"),
+        ("GET", "/things/specials", "GetThing", "thing_id", "specials"),
+        # The real contract: /contacts/{contact_id} next to its literal siblings.
+        ("GET", "/contacts/fast_access", "ListFastAccessRules", None, None),
+        ("GET", "/contacts/fast_access/r1", "GetFastAccessRule", "rule_id", "r1"),
+        ("GET", "/contacts/c1", "GetContact", "contact_id", "c1"),
+        ("GET", "/contacts/events", "StreamContactsEvents", None, None),
+        ("GET", "/contacts/fast_access_x", "GetContact", "contact_id", "fast_access_x"),
+        # A method the literal path lacks falls back to the variable one.
+        ("PUT", "/contacts/fast_access", "ReplaceContact", "contact_id", "fast_access"),
+    ],
+)
+async def test_literal_path_wins_over_variable(
+    edge: Edge,
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    rpc: str,
+    field: str | None,
+    value: str | None,
+) -> None:
+    request_id = rid()
+    body: dict[str, str] | None = {} if method == "PUT" else None
+    response = await client.request(method, path, json=body, headers={"x-request-id": request_id})
+    assert response.status_code == 200, response.text
+    call = edge.recorder.by_request_id(request_id)
+    assert call.method == rpc
+    if field is not None:
+        assert getattr(call.request, field) == value
+
+
+# ---------------------------------------------------------------------------------------------
+# Form bodies into a sub-field (body: "body", like ReplaceContact)
+# ---------------------------------------------------------------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def test_form_put_into_sub_field_body(edge: Edge, client: httpx.AsyncClient) -> None:
+    request_id = rid()
+    response = await client.put(
+        "/things/t1",
+        content="display_name=Ada+L%C3%B6velace&note=&version_number=3&tags=a&active=false",
+        headers={"content-type": FORM, "x-request-id": request_id},
+    )
+    assert response.status_code == 200, response.text
+    call = edge.recorder.by_request_id(request_id)
+    request: Any = call.request
+    assert request.thing_id == "t1"
+    assert request.body.display_name == "Ada Lövelace"
+    assert request.body.HasField("note") and request.body.note == ""  # present, empty
+    assert request.body.version_number == 3  # sent as the JSON string "3"
+    assert list(request.body.tags) == ["a"]
+    assert request.body.HasField("active") and request.body.active is False
+    # Keys relative to the HTTP body, i.e. to the sub-field.
+    assert call.metadata[FIELDS] == "active,display_name,note,tags,version_number"
+
+
+async def test_form_put_into_real_replace_contact(edge: Edge, client: httpx.AsyncClient) -> None:
+    request_id = rid()
+    response = await client.put(
+        "/contacts/c1",
+        content="first_name=Ada&primary_mdn=%2B34600111222&version_number=3",
+        headers={"content-type": FORM, "x-request-id": request_id},
+    )
+    assert response.status_code == 200, response.text
+    request = edge.recorder.by_request_id(request_id).request
+    assert isinstance(request, contacts_service_pb2.ReplaceContactRequest)
+    assert request.contact_id == "c1"
+    assert request.body.first_name == "Ada"
+    assert request.body.primary_mdn == "+34600111222"
+    assert request.body.HasField("version_number") and request.body.version_number == 3
+    assert not request.body.HasField("last_name")
+
+
+async def test_form_put_bad_number_is_a_family_b_400(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/things/t1", content="version_number=three", headers={"content-type": FORM}
+    )
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "400"
+
+
+# ---------------------------------------------------------------------------------------------
+# Percent-encoded path variables arrive decoded
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [
+        ("%2B34600111222", "+34600111222"),
+        ("+34600111222", "+34600111222"),  # a literal + in a path is not a space
+        ("ada%40example.com", "ada@example.com"),
+        ("ada@example.com", "ada@example.com"),
+        ("ada.lovelace%2Btag@example.com", "ada.lovelace+tag@example.com"),
+        ("a%20b%3Ac%2Cd", "a b:c,d"),
+        ("a%2Fb", "a/b"),  # a single-segment variable is decoded whole
+    ],
+)
+async def test_path_variables_are_decoded(
+    edge: Edge, client: httpx.AsyncClient, segment: str, expected: str
+) -> None:
+    request_id = rid()
+    headers = {"x-request-id": request_id}
+    # Family A (DELETE /v2/orgs/{org}/blacklist/{address}'s pattern) and family B.
+    response = await client.delete(f"/v2/orgs/o1/thing-blacklist/{segment}", headers=headers)
+    assert response.status_code == 200, response.text
+    request: Any = edge.recorder.by_request_id(request_id).request
+    assert (request.org, request.thing_id) == ("o1", expected)
+    request_id = rid()
+    response = await client.get(f"/things/{segment}", headers={"x-request-id": request_id})
+    assert response.status_code == 200, response.text
+    request = edge.recorder.by_request_id(request_id).request
+    assert request.thing_id == expected
+
+
+async def test_real_blacklist_address_is_decoded(edge: Edge, client: httpx.AsyncClient) -> None:
+    for segment, expected in (("%2B34600111222", "+34600111222"), ("a%40b.es", "a@b.es")):
+        request_id = rid()
+        response = await client.delete(
+            f"/v2/orgs/o1/blacklist/{segment}", headers={"x-request-id": request_id}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == expected
+        request = edge.recorder.by_request_id(request_id).request
+        assert isinstance(request, contacts_service_pb2.RemoveBlacklistEntryRequest)
+        assert (request.org, request.address) == ("o1", expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Contacts streams: SSE events, and the export download (stream google.api.HttpBody)
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_contacts_events_are_sse_in_snake_case(edge: Edge, client: httpx.AsyncClient) -> None:
+    request_id = rid()
+    response = await client.get(
+        "/contacts/events", headers={"x-request-id": request_id, "last-event-id": "41"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line]
+    assert [e["envelope"]["resource_id"] for e in events] == ["c1", "c2"]
+    assert events[0]["contact"]["id"] == "c1"
+    request: Any = edge.recorder.by_request_id(request_id).request
+    assert request.after == "41"
+
+
+async def test_export_download_streams_intact(edge: Edge, client: httpx.AsyncClient) -> None:
+    response = await client.get("/contactexport/j1/content")
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"] == "text/csv"
+    assert response.content == b"".join(export_chunks("j1"))  # 3 MiB, in order
+
+
+async def test_export_download_is_not_buffered(edge: Edge, client: httpx.AsyncClient) -> None:
+    gate = f"gate-{uuid.uuid4()}"
+    async with client.stream(
+        "GET", "/contactexport/j2/content", headers={"x-edge-gate": gate}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/csv"
+        received = b""
+        chunks = response.aiter_raw()
+        while len(received) < EXPORT_CHUNK:
+            received += await asyncio.wait_for(anext(chunks), 5)
+        # The upstream still holds the rest back: the first chunk was not buffered.
+        assert not edge.recorder.gate(gate).is_set()
+        edge.recorder.gate(gate).set()
+        received += b"".join([chunk async for chunk in chunks])
+    assert received == b"".join(export_chunks("j2"))
+
+
+async def test_export_download_error_keeps_family_b_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/contactexport/j1/content", headers={"x-edge-test": "conflict"})
+    assert response.status_code == 409
+    assert response.json()["error_code"] == "1001"
+
+
+async def test_stream_routes_have_no_timeout(edge: Edge) -> None:
+    """The download and events routes use the stream settings, not the unary 60 s timeout."""
+    url = f"{edge.envoy.admin_url}/config_dump?resource=static_listeners"
+    dump = await asyncio.to_thread(lambda: httpx.get(url, trust_env=False).json())
+    manager = dump["configs"][0]["listener"]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    by_match = {json.dumps(r["match"], sort_keys=True): r for r in routes}
+    for match in (
+        {"path": "/contacts/events"},
+        {"safe_regex": {"regex": "^/contactexport/[^/]+/content$"}},
+    ):
+        route = by_match[json.dumps(match, sort_keys=True)]
+        assert route["route"]["timeout"] == "0s"
+        assert route["route"]["idle_timeout"] == "0s"
+    assert by_match[json.dumps({"prefix": "/"}, sort_keys=True)]["route"]["timeout"] == "60s"

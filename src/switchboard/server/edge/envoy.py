@@ -43,8 +43,13 @@ __all__ = [
 #: lands (switchboard.{communications,templates,messaging,calling,contacts}.v1.*Service).
 TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.sms.v1.SmsService",
+    "switchboard.contacts.v1.ContactsService",
     "switchboard.common.v1.DiagnosticsService",
 )
+
+#: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list
+#: items must fit. Streams, server-streaming HttpBody downloads included, are not buffered.
+MAX_RESPONSE_BODY = 16 * 1024 * 1024
 
 _TRANSCODER_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
@@ -117,6 +122,14 @@ def transcoder_config(
         # path (onto the native gRPC route), so the REST route's family metadata, Lua
         # enablement and stream timeouts would not apply to the response (checked on 1.40).
         "match_incoming_request_route": True,
+        # A unary response is buffered whole, by the transcoder and again by edge.lua when it
+        # unwraps a family B list. Both stop at the stream's buffer limit, by default the
+        # listener's 1 MiB (a 500 past it: response_buffer_size_limit_reached, or
+        # response_payload_too_large from Lua); this raises it for the whole stream.
+        "max_response_body_size": MAX_RESPONSE_BODY,
+        # Query strings are form-encoded: `+` is a space (`?first_name=Ana+María`), as every
+        # HTTP client library sends it; a literal plus is `%2B`.
+        "query_param_unescape_plus": True,
         "print_options": {
             "always_print_primitive_fields": True,
             "always_print_enums_as_ints": False,
