@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 T = TypeVar("T")
+# Session.info key set by EventLog.append: the transaction carries events for readers.
+EVENTS_APPENDED = "switchboard.events_appended"
 
 
 def normalize_url(url: str) -> URL:
@@ -87,6 +89,9 @@ class Database:
 
     def __init__(self, engine: AsyncEngine, *, sqlite_synchronous: str = "FULL") -> None:
         self.engine = engine
+        # Called after every commit that appended events (see EVENTS_APPENDED): the event bus
+        # wakes the streams and workers reading them.
+        self.on_events_committed: Callable[[], None] | None = None
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_gate = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._writer_engine: Engine | None = None
@@ -123,16 +128,25 @@ class Database:
         """
         if self._writer_thread is None:
             async with self.write() as session:
-                return await session.run_sync(work)
-        assert self._write_gate is not None
-        async with self._write_gate:  # async writers of this process wait, SQLite never does
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer_thread, self._run_sync, work)
+                result = await session.run_sync(work)
+                appended = bool(session.info.get(EVENTS_APPENDED))
+        else:
+            assert self._write_gate is not None
+            async with self._write_gate:  # async writers of this process wait, SQLite never does
+                loop = asyncio.get_running_loop()
+                result, appended = await loop.run_in_executor(
+                    self._writer_thread, self._run_sync, work
+                )
+        if appended and self.on_events_committed is not None:
+            self.on_events_committed()
+        return result
 
-    def _run_sync(self, work: Callable[[Session], T]) -> T:
+    def _run_sync(self, work: Callable[[Session], T]) -> tuple[T, bool]:
         assert self._writer_engine is not None
-        with Session(self._writer_engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
+        with Session(self._writer_engine, expire_on_commit=False) as session:
+            with session.begin():
+                result = work(session)
+            return result, bool(session.info.get(EVENTS_APPENDED))
 
     async def dispose(self) -> None:
         if self._writer_thread is not None:

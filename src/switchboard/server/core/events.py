@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, select, text
+from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import EVENTS_APPENDED, Database, UtcDateTime
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
 
 NOTIFY_CHANNEL = "switchboard_events"
-EVENTS_APPENDED = "switchboard.events_appended"  # Session.info key
 
 # PostgreSQL hands out sequence numbers before commit, so two writers could commit out of order
 # and a reader at cursor N could skip N-1. Event writers take this transaction-scoped advisory
@@ -65,7 +64,7 @@ class EventLog:
         """Inside the writer's transaction (synchronous: see Database.run_write)."""
         if not events:
             return
-        session.info[EVENTS_APPENDED] = True  # the writer wakes readers only after such commits
+        session.info[EVENTS_APPENDED] = True  # readers are woken only after such commits
         # Core on the session's connection: no ORM bookkeeping on the hottest write path.
         connection = session.connection()
         if connection.dialect.name == "postgresql":
@@ -95,11 +94,18 @@ class EventLog:
         types: Sequence[str],
         resource_ids: Sequence[str] = (),
         limit: int = 500,
+        type_prefixes: Sequence[str] = (),
     ) -> list[EventRecord]:
+        """Events of `org_id` after `after`: of `types`, or else of types with `type_prefixes`."""
         columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+        wanted = (
+            columns.type.in_(types)
+            if types
+            else or_(*(columns.type.startswith(p, autoescape=True) for p in type_prefixes))
+        )
         query = (
             select(EventRecord)
-            .where(columns.org_id == org_id, columns.seq > after, columns.type.in_(types))
+            .where(columns.org_id == org_id, columns.seq > after, wanted)
             .order_by(columns.seq)
             .limit(limit)
         )
@@ -200,6 +206,7 @@ class EventFeed:
         resource_ids: Sequence[str],
         heartbeat_seconds: float,
         batch: int = 500,
+        type_prefixes: Sequence[str] = (),
     ) -> AsyncIterator[EventRecord | Heartbeat]:
         cursor = after
         loop = asyncio.get_running_loop()
@@ -212,6 +219,7 @@ class EventFeed:
                     org_id=org_id,
                     after=cursor,
                     types=types,
+                    type_prefixes=type_prefixes,
                     resource_ids=resource_ids,
                     limit=batch,
                 )

@@ -21,7 +21,6 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.db import Database
-from switchboard.server.core.events import EVENTS_APPENDED
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -61,11 +60,9 @@ class Writer:
         db: Database,
         *,
         max_batch: int = 256,
-        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._max_batch = max_batch
-        self._after_commit = after_commit
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -119,15 +116,17 @@ class Writer:
         for entry in batch:
             by_channel.setdefault(entry.channel, []).append(entry)
 
-        def work(session: Session) -> tuple[list[tuple[_Entry, Any]], bool]:
+        def work(session: Session) -> list[tuple[_Entry, Any]]:
             answers: list[tuple[_Entry, Any]] = []
             for channel, entries in by_channel.items():
                 results = channel.handler(session, [e.item for e in entries])
                 answers.extend(zip(entries, results, strict=True))
-            return answers, bool(session.info.get(EVENTS_APPENDED))
+            return answers
 
         try:
-            answers, appended = await self._db.run_write(work)
+            # Commits that appended events wake their readers (Database.on_events_committed);
+            # an empty claim does not set the dispatcher and every stream polling again.
+            answers = await self._db.run_write(work)
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("write failed", extra={"channel": batch[0].channel.name})
@@ -138,10 +137,6 @@ class Writer:
             for entry in batch:
                 await self._commit([entry])
             return
-        # Only commits that appended events wake readers: an empty claim must not set the
-        # dispatcher and every stream polling again.
-        if appended and self._after_commit is not None:
-            self._after_commit()
         for entry, result in answers:
             if not entry.future.done():  # a cancelled caller's write stands regardless
                 entry.future.set_result(result)
