@@ -44,6 +44,7 @@ test: proto-check lint typecheck
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput
+	$(BIN)/python -m bench.contacts_import
 
 clean:
 	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

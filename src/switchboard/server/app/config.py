@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     dispatcher_retry_base_seconds: float = Field(
         default=2.0, description="First retry delay after a transient failure; doubles per try."
     )
+    access_token_ttl_seconds: int = Field(
+        default=3600, description="Lifetime of access tokens (attachment content, contacts)."
+    )
+    contact_job_batch_rows: int = Field(
+        default=1000, description="Contacts an import/export job handles per transaction."
+    )
+    contact_job_poll_seconds: float = Field(
+        default=1.0, description="How often job workers look for queued jobs without a wake-up."
+    )
+    contact_job_lease_seconds: float = Field(
+        default=60.0, description="A running job not renewed for this long is resumed elsewhere."
+    )
     stream_poll_seconds: float = Field(
         default=1.0, description="How often streams re-read the event log without a wake-up."
     )

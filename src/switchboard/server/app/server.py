@@ -11,9 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
+from switchboard.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
+from switchboard.server.contacts.servicer import ContactsServicer
+from switchboard.server.contacts.wiring import ContactsDomain, build_contacts_domain
 from switchboard.server.core import migrate
 from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, SystemClock
@@ -34,6 +37,7 @@ log = logging.getLogger("switchboard.server")
 
 SERVICES = (
     sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
+    contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
 )
 
@@ -50,6 +54,7 @@ class Application:
     writer: Writer
     sms: SmsService
     dispatcher: SmsDispatcher
+    contacts: ContactsDomain
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -61,6 +66,8 @@ class Application:
             await self.bus.listen_postgres(self.db.engine)
         self.writer.start()
         await self.dispatcher.start()
+        for worker in self.contacts.workers:
+            await worker.start()
         server = grpc.aio.server(
             interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
             options=[
@@ -75,6 +82,9 @@ class Application:
             ],
         )
         sms_service_pb2_grpc.add_SmsServiceServicer_to_server(SmsServicer(self.sms), server)
+        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(
+            ContactsServicer(self.contacts), server
+        )
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
             DiagnosticsServicer(), server
         )
@@ -98,6 +108,8 @@ class Application:
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
+        for worker in reversed(self.contacts.workers):
+            await worker.stop()
         await self.writer.stop()
         await self.bus.close()
         await self.db.dispose()
@@ -115,7 +127,8 @@ def build_application(
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
     bus = EventBus()
-    writer = Writer(db, max_batch=settings.group_commit_max_batch, after_commit=bus.notify)
+    db.on_events_committed = bus.notify
+    writer = Writer(db, max_batch=settings.group_commit_max_batch)
     events = EventLog()
     feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
     repository = SmsRepository()
@@ -148,6 +161,9 @@ def build_application(
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
+    contacts = build_contacts_domain(
+        db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
+    )
     return Application(
         settings=settings,
         db=db,
@@ -157,6 +173,7 @@ def build_application(
         bus=bus,
         sms=sms,
         dispatcher=dispatcher,
+        contacts=contacts,
     )
 
 

@@ -95,13 +95,13 @@ class ContactRecord(SQLModel, table=True):
     primary_email_addr: str = Field(default="", max_length=320)
     primary_social_handle: str = Field(default="", max_length=256)
     # The JSON fields are stored parsed, so criteria and JSONPath can look inside them.
-    address_list: Any = Field(default=None, sa_column=Column(JSON))
-    customer_account_list: Any = Field(default=None, sa_column=Column(JSON))
-    customer_device_list: Any = Field(default=None, sa_column=Column(JSON))
-    interest_list: Any = Field(default=None, sa_column=Column(JSON))
-    demographic_list: Any = Field(default=None, sa_column=Column(JSON))
-    extended_attributes: Any = Field(default=None, sa_column=Column(JSON))
-    fast_access: Any = Field(default=None, sa_column=Column(JSON))  # {name: value}
+    address_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    customer_account_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    customer_device_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    interest_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    demographic_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    extended_attributes: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    fast_access: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # {name: value}
     fast_access_1: str | None = Field(default=None, max_length=256)
     fast_access_2: str | None = Field(default=None, max_length=256)
     fast_access_3: str | None = Field(default=None, max_length=256)
@@ -294,7 +294,7 @@ class ContactJobRecord(SQLModel, table=True):
     failed_count: int = 0
     exported_count: int = 0
     checkpoint: str = Field(default="", max_length=64)  # export: last contact id written
-    failures: Any = Field(default=None, sa_column=Column(JSON))  # first failed rows
+    failures: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # first failed rows
     failure_details: str = Field(default="", sa_type=Text)
     lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

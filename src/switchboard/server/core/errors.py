@@ -60,6 +60,12 @@ class MessageTooLarge(InvalidArgument):
     reason = Reason.ERROR_REASON_MESSAGE_TOO_LARGE
 
 
+class InvalidCriteria(InvalidArgument):
+    """A dynamic group's (or a list's) criteria expression is not valid (1017)."""
+
+    reason = Reason.ERROR_REASON_INVALID_CRITERIA
+
+
 class Unauthenticated(DomainError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
     http_status = 401
@@ -165,6 +171,7 @@ __all__ = [
     "FieldViolation",
     "InternalError",
     "InvalidArgument",
+    "InvalidCriteria",
     "MessageTooLarge",
     "NotFound",
     "PaymentRequired",

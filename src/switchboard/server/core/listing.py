@@ -75,6 +75,12 @@ def _day(value: str) -> tuple[datetime, datetime] | None:
     return start, start + timedelta(days=1)
 
 
+def parse_instant(value: str) -> datetime | None:
+    """An RFC 3339 time, or the start (UTC) of a `YYYY-MM-DD` day; None if neither."""
+    day = _day(value)
+    return day[0] if day is not None else _instant(value)
+
+
 def _instant(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

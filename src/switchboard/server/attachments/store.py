@@ -1,0 +1,166 @@
+"""Stored files as ordered database chunks: write them as they arrive, read them back in order.
+
+Writes are synchronous and take the caller's transaction (see Database.run_write), so a chunk can
+be committed together with whatever it belongs to (an export batch and its job's checkpoint, an
+import job and its CSV). Reads are async and fetch one chunk per query: a file of any size is
+streamed without ever being held in memory whole. Every read a client can reach is org-scoped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from switchboard.server.attachments.models import Attachment, AttachmentChunk, AttachmentState
+from switchboard.server.core.db import Database
+from switchboard.server.core.ids import new_id
+
+CHUNK_BYTES = 256 * 1024  # stored chunk size: big enough to be cheap, small enough to stream
+
+Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
+_attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
+_chunks: Table = AttachmentChunk.__table__  # type: ignore[attr-defined]
+_a = _attachments.c
+_k = _chunks.c
+
+
+_NEXT_CHUNK = (
+    select(_k.seq, _k.data)
+    .where(_k.attachment_id == bindparam("id"), _k.seq >= bindparam("seq"))
+    .order_by(_k.seq)
+    .limit(1)
+)
+
+
+class AttachmentPurpose:
+    CONTACT_IMPORT = "contact_import"
+    CONTACT_EXPORT = "contact_export"
+    CONTACT_IMPORT_FAILURES = "contact_import_failures"
+
+
+def split(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
+    """`data` cut into stored-chunk-sized pieces (none when empty)."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+class AttachmentStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # Writes: synchronous, inside the caller's transaction.
+
+    def create(
+        self,
+        session: Session,
+        *,
+        org_id: str,
+        application_id: str,
+        purpose: str,
+        content_type: str,
+        now: datetime,
+        filename: str = "",
+    ) -> str:
+        """A new, empty attachment in state CREATED; returns its id."""
+        attachment_id = new_id("att_")
+        session.connection().execute(
+            insert(_attachments),
+            {
+                "id": attachment_id,
+                "org_id": org_id,
+                "purpose": purpose,
+                "state": AttachmentState.CREATED.value,
+                "content_type": content_type,
+                "filename": filename,
+                "size_bytes": 0,
+                "application_id": application_id,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            },
+        )
+        return attachment_id
+
+    def append(
+        self, session: Session, attachment_id: str, pieces: Sequence[bytes], *, first_seq: int
+    ) -> int:
+        """Store `pieces` as chunks `first_seq`, `first_seq + 1`, …; returns the next free seq.
+
+        Also adds their length to the attachment's size, so a file being written reports how far
+        it got."""
+        if not pieces:
+            return first_seq
+        connection = session.connection()
+        connection.execute(
+            insert(_chunks),
+            [
+                {"attachment_id": attachment_id, "seq": first_seq + i, "data": piece}
+                for i, piece in enumerate(pieces)
+            ],
+        )
+        connection.execute(
+            update(_attachments)
+            .where(_a.id == attachment_id)
+            .values(size_bytes=_a.size_bytes + sum(len(p) for p in pieces))
+        )
+        return first_seq + len(pieces)
+
+    def next_seq(self, session: Session, attachment_id: str) -> int:
+        """The seq the next appended chunk takes."""
+        query = select(func.coalesce(func.max(_k.seq) + 1, 0)).where(
+            _k.attachment_id == attachment_id
+        )
+        return int(session.connection().execute(query).scalar_one())
+
+    def finalize(self, session: Session, attachment_id: str, now: datetime) -> None:
+        """The content is complete: UPLOADED (readable by whoever may read it)."""
+        session.connection().execute(
+            update(_attachments)
+            .where(_a.id == attachment_id)
+            .values(state=AttachmentState.UPLOADED.value, updated_at=now, version=_a.version + 1)
+        )
+
+    def delete(self, session: Session, org_id: str, attachment_ids: Sequence[str]) -> None:
+        """Remove the org's attachments and their chunks (the chunks explicitly: SQLite honours
+        ON DELETE CASCADE only with foreign keys on, which a foreign tool may not set)."""
+        ids = [i for i in attachment_ids if i]
+        if not ids:
+            return
+        connection = session.connection()
+        owned = select(_a.id).where(_a.org_id == org_id, _a.id.in_(ids))
+        connection.execute(delete(_chunks).where(_k.attachment_id.in_(owned)))
+        connection.execute(delete(_attachments).where(_a.org_id == org_id, _a.id.in_(ids)))
+
+    def get_sync(self, session: Session, org_id: str, attachment_id: str) -> Row | None:
+        query = select(_attachments).where(_a.org_id == org_id, _a.id == attachment_id)
+        return session.connection().execute(query).mappings().one_or_none()
+
+    # Reads: async, on read sessions.
+
+    async def get(self, org_id: str, attachment_id: str) -> Row | None:
+        """The org's attachment (metadata only), or None (also for another org's)."""
+        async with self._db.read() as session:
+            query = select(_attachments).where(_a.org_id == org_id, _a.id == attachment_id)
+            return (await session.execute(query)).mappings().one_or_none()
+
+    async def chunks(
+        self, org_id: str, attachment_id: str, *, start_seq: int = 0
+    ) -> AsyncIterator[bytes]:
+        """The attachment's content in order, one stored chunk per item (nothing for another
+        org's attachment). Each chunk is its own short read, so no transaction stays open while
+        the consumer works on a chunk."""
+        if await self.get(org_id, attachment_id) is None:
+            return
+        seq = start_seq
+        while True:
+            async with self._db.read() as session:
+                row = (
+                    await session.execute(_NEXT_CHUNK, {"id": attachment_id, "seq": seq})
+                ).first()
+            if row is None:
+                return
+            seq = int(row.seq) + 1
+            yield bytes(row.data)

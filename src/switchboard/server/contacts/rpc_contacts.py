@@ -1,0 +1,330 @@
+"""ContactsService RPCs for contacts, fast access rules, groups and their members, and the
+domain's event stream. Proto ⇄ plain data only; the rules live in the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import empty_pb2
+from switchboard.common.v1 import event_pb2, resource_pb2
+from switchboard.contacts.v1 import (
+    consent_pb2,
+    contact_group_pb2,
+    contact_job_pb2,
+    contact_pb2,
+    fast_access_pb2,
+)
+from switchboard.contacts.v1 import contacts_service_pb2 as pb
+
+from switchboard.server.contacts import fast_access, groups, service
+from switchboard.server.contacts.wiring import ContactsDomain
+from switchboard.server.core import listing
+from switchboard.server.core.context import current_principal
+from switchboard.server.core.errors import FieldViolation, validation_error
+from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.protomap import (
+    bare_list,
+    expected_version,
+    given_filters,
+    iso,
+    present,
+    to_message,
+)
+from switchboard.server.core.validation import Checks
+
+Context: TypeAlias = grpc.aio.ServicerContext
+EVENT_PREFIXES = (
+    "contact.",
+    "contact_group.",
+    "contact_address_status.",
+    "contact_import_job.",
+    "contact_export_job.",
+    "fast_access_rule.",
+)
+# Event type prefix → the ContactsEvent field carrying the resource, and its message.
+_EVENT_RESOURCES: dict[str, tuple[str, Any]] = {
+    "contact.": ("contact", contact_pb2.Contact),
+    "contact_group.": ("contact_group", contact_group_pb2.ContactGroup),
+    "contact_address_status.": ("contact_address_status", consent_pb2.ContactAddressStatus),
+    "contact_import_job.": ("contact_import_job", contact_job_pb2.ContactImportJob),
+    "contact_export_job.": ("contact_export_job", contact_job_pb2.ContactExportJob),
+}
+MAX_STREAM_IDS = 1000
+
+
+def _page(request: Any, checks: Checks) -> listing.Page:
+    return listing.page(checks, request.limit, request.offset, request.page_token)
+
+
+def _version(body: Any, context: Context) -> int | None:
+    return expected_version(
+        body.version_number if body.HasField("version_number") else None, context
+    )
+
+
+class ContactRpcs:
+    domain: ContactsDomain
+
+    # -- contacts ------------------------------------------------------------------------------
+
+    async def ListContacts(
+        self, request: pb.ListContactsRequest, context: Context
+    ) -> pb.ListContactsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, service.FILTERS)
+        items, token = await self.domain.contacts.list_page(
+            current_principal().org, given, request.criteria, page, checks
+        )
+        bare_list("contacts")
+        return pb.ListContactsResponse(
+            contacts=[to_message(contact_pb2.Contact, i) for i in items], next_page_token=token
+        )
+
+    async def CreateContact(
+        self, request: pb.CreateContactRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        body = present(request.body)
+        _refuse_id(body)
+        principal = current_principal()
+        contact_id = await self.domain.contacts.create(principal.org, principal.subject, body)
+        return resource_pb2.ResourceId(id=contact_id)
+
+    async def GetContact(
+        self, request: pb.GetContactRequest, context: Context
+    ) -> contact_pb2.Contact:
+        data = await self.domain.contacts.get(current_principal().org, request.contact_id)
+        return to_message(contact_pb2.Contact, data)
+
+    async def UpdateContact(
+        self, request: pb.UpdateContactRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        body = present(request.body)
+        _refuse_id(body)
+        await self.domain.contacts.update(
+            current_principal().org, request.contact_id, body, _version(request.body, context)
+        )
+        return resource_pb2.ResourceId(id=request.contact_id)
+
+    async def ReplaceContact(
+        self, request: pb.ReplaceContactRequest, context: Context
+    ) -> empty_pb2.Empty:
+        body = present(request.body)
+        _refuse_id(body)
+        await self.domain.contacts.update(
+            current_principal().org,
+            request.contact_id,
+            body,
+            _version(request.body, context),
+            replace=True,
+        )
+        return empty_pb2.Empty()
+
+    async def DeleteContact(
+        self, request: pb.DeleteContactRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.contacts.delete(current_principal().org, request.contact_id)
+        return empty_pb2.Empty()
+
+    # -- fast access rules ---------------------------------------------------------------------
+
+    async def ListFastAccessRules(
+        self, request: pb.ListFastAccessRulesRequest, context: Context
+    ) -> pb.ListFastAccessRulesResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, fast_access.FILTERS)
+        items, token = await self.domain.fast_access.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("rules")
+        return pb.ListFastAccessRulesResponse(
+            rules=[to_message(fast_access_pb2.FastAccessRule, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def CreateFastAccessRule(
+        self, request: pb.CreateFastAccessRuleRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        rule_id = await self.domain.fast_access.create(
+            principal.org, principal.subject, present(request.body)
+        )
+        return resource_pb2.ResourceId(id=rule_id)
+
+    async def GetFastAccessRule(
+        self, request: pb.GetFastAccessRuleRequest, context: Context
+    ) -> fast_access_pb2.FastAccessRule:
+        data = await self.domain.fast_access.get(current_principal().org, request.rule_id)
+        return to_message(fast_access_pb2.FastAccessRule, data)
+
+    async def UpdateFastAccessRule(
+        self, request: pb.UpdateFastAccessRuleRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.fast_access.update(
+            current_principal().org,
+            request.rule_id,
+            present(request.body),
+            _version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.rule_id)
+
+    async def DeleteFastAccessRule(
+        self, request: pb.DeleteFastAccessRuleRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.fast_access.delete(current_principal().org, request.rule_id)
+        return empty_pb2.Empty()
+
+    # -- groups --------------------------------------------------------------------------------
+
+    async def ListContactGroups(
+        self, request: pb.ListContactGroupsRequest, context: Context
+    ) -> pb.ListContactGroupsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, groups.FILTERS)
+        items, token = await self.domain.groups.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("contact_groups")
+        return pb.ListContactGroupsResponse(
+            contact_groups=[to_message(contact_group_pb2.ContactGroup, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def CreateContactGroup(
+        self, request: pb.CreateContactGroupRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        group_id = await self.domain.groups.create(
+            principal.org, principal.subject, present(request.body)
+        )
+        return resource_pb2.ResourceId(id=group_id)
+
+    async def GetContactGroup(
+        self, request: pb.GetContactGroupRequest, context: Context
+    ) -> contact_group_pb2.ContactGroup:
+        data = await self.domain.groups.get(current_principal().org, request.group_id)
+        return to_message(contact_group_pb2.ContactGroup, data)
+
+    async def UpdateContactGroup(
+        self, request: pb.UpdateContactGroupRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.groups.update(
+            current_principal().org,
+            request.group_id,
+            present(request.body),
+            _version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.group_id)
+
+    async def ReplaceContactGroup(
+        self, request: pb.ReplaceContactGroupRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.groups.update(
+            current_principal().org,
+            request.group_id,
+            present(request.body),
+            _version(request.body, context),
+            replace=True,
+        )
+        return empty_pb2.Empty()
+
+    async def DeleteContactGroup(
+        self, request: pb.DeleteContactGroupRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.groups.delete(current_principal().org, request.group_id)
+        return empty_pb2.Empty()
+
+    async def ListGroupContacts(
+        self, request: pb.ListGroupContactsRequest, context: Context
+    ) -> pb.ListGroupContactsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, service.FILTERS)
+        items, token = await self.domain.groups.list_members(
+            current_principal().org, request.group_id, given, page, checks
+        )
+        bare_list("contacts")
+        return pb.ListGroupContactsResponse(
+            contacts=[to_message(contact_pb2.Contact, i) for i in items], next_page_token=token
+        )
+
+    async def AddGroupContact(
+        self, request: pb.AddGroupContactRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        contact_id = await self.domain.groups.add_member(
+            principal.org, principal.subject, request.group_id, present(request.body)
+        )
+        return resource_pb2.ResourceId(id=contact_id)
+
+    async def GetGroupContact(
+        self, request: pb.GetGroupContactRequest, context: Context
+    ) -> contact_pb2.Contact:
+        data = await self.domain.groups.get_member(
+            current_principal().org, request.group_id, request.contact_id
+        )
+        return to_message(contact_pb2.Contact, data)
+
+    async def RemoveGroupContact(
+        self, request: pb.RemoveGroupContactRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.groups.remove_member(
+            current_principal().org, request.group_id, request.contact_id
+        )
+        return empty_pb2.Empty()
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def StreamContactsEvents(
+        self, request: pb.StreamContactsEventsRequest, context: Context
+    ) -> AsyncIterator[pb.ContactsEvent]:
+        checks = Checks()
+        types = list(request.types)
+        for i, name in enumerate(types):
+            if not name.startswith(EVENT_PREFIXES):
+                checks.fail(f"types[{i}]", f"{name!r} is not a contacts event type")
+        if len(request.resource_ids) > MAX_STREAM_IDS:
+            checks.fail("resource_ids", f"at most {MAX_STREAM_IDS} ids", "Range")
+        heartbeat = request.heartbeat_seconds or 15
+        if not 1 <= heartbeat <= 300:
+            checks.fail("heartbeat_seconds", "must be between 1 and 300", "Range")
+        checks.raise_if_failed()
+        feed = self.domain.feed
+        after = await feed.start_cursor(request.after)
+        async for item in feed.follow(
+            org_id=current_principal().org,
+            after=after,
+            types=types,
+            type_prefixes=() if types else EVENT_PREFIXES,
+            resource_ids=list(request.resource_ids),
+            heartbeat_seconds=heartbeat,
+        ):
+            yield _event(item)
+
+
+def _refuse_id(body: dict[str, Any]) -> None:
+    if "id" in body:
+        raise validation_error(
+            [FieldViolation("id", "is assigned by the server (only group membership takes it)")]
+        )
+
+
+def _event(item: EventRecord | Heartbeat) -> pb.ContactsEvent:
+    if isinstance(item, Heartbeat):
+        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type="heartbeat")
+        envelope.occur_time.FromDatetime(item.at)
+        return pb.ContactsEvent(envelope=envelope)
+    envelope = event_pb2.EventEnvelope(
+        cursor=str(item.seq), type=item.type, resource_id=item.resource_id
+    )
+    envelope.occur_time.FromJsonString(iso(item.occurred_at) or "")
+    event = pb.ContactsEvent(envelope=envelope)
+    for prefix, (field, message) in _EVENT_RESOURCES.items():
+        if item.type.startswith(prefix):
+            getattr(event, field).CopyFrom(to_message(message, item.payload))
+            break
+    return event
