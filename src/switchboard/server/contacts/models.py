@@ -101,7 +101,9 @@ class ContactRecord(SQLModel, table=True):
     interest_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     demographic_list: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     extended_attributes: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
-    fast_access: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # {name: value}
+    fast_access: Any = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )  # {name: value}
     fast_access_1: str | None = Field(default=None, max_length=256)
     fast_access_2: str | None = Field(default=None, max_length=256)
     fast_access_3: str | None = Field(default=None, max_length=256)
@@ -294,7 +296,9 @@ class ContactJobRecord(SQLModel, table=True):
     failed_count: int = 0
     exported_count: int = 0
     checkpoint: str = Field(default="", max_length=64)  # export: last contact id written
-    failures: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True)))  # first failed rows
+    failures: Any = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )  # first failed rows
     failure_details: str = Field(default="", sa_type=Text)
     lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
