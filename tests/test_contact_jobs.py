@@ -701,3 +701,41 @@ async def test_rest_export_and_download(
     assert (
         await http.get(f"/contactexport/{export_id}/content", headers=bearer)
     ).status_code == 404
+
+
+@pytest.mark.envoy
+async def test_rest_download_of_an_imports_failed_rows(
+    http: httpx.AsyncClient, bearer: dict[str, str], make_token: TokenFactory
+) -> None:
+    created = await http.post(
+        "/contactimport",
+        json={"csv": "external_id,birth_date\nf1,1990-01-01\nf2,yesterday\nf3,1990-02-30\n"},
+        headers=bearer,
+    )
+    job_id = created.json()["id"]
+    async with asyncio.timeout(20):
+        while (job := (await http.get(f"/contactimport/{job_id}", headers=bearer)).json())[
+            "state"
+        ] not in FINISHED:
+            await asyncio.sleep(0.05)
+    assert (job["imported_count"], job["failed_count"]) == (1, 2)
+    failures = await http.get(f"/contactimport/{job_id}/failures", headers=bearer)
+    assert failures.status_code == 200
+    assert failures.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(failures.text)))
+    assert rows[0] == ["line", "reason"]
+    assert [(r[0], r[1].split(":")[0]) for r in rows[1:]] == [
+        ("3", "birth_date"),
+        ("4", "birth_date"),
+    ]
+    other = {"Authorization": f"Bearer {make_token('org-f-' + uuid.uuid4().hex[:8])}"}
+    assert (await http.get(f"/contactimport/{job_id}/failures", headers=other)).status_code == 404
+    clean = await http.post("/contactimport", json={"csv": "first_name\nOk\n"}, headers=bearer)
+    clean_id = clean.json()["id"]
+    async with asyncio.timeout(20):
+        while (await http.get(f"/contactimport/{clean_id}", headers=bearer)).json()[
+            "state"
+        ] not in FINISHED:
+            await asyncio.sleep(0.05)
+    none = await http.get(f"/contactimport/{clean_id}/failures", headers=bearer)
+    assert none.status_code == 404 and none.json()["error_code"] == "404"

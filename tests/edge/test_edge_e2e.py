@@ -1427,7 +1427,7 @@ async def test_stream_routes_have_no_timeout(edge: Edge) -> None:
     by_match = {json.dumps(r["match"], sort_keys=True): r for r in routes}
     for match in (
         {"path": "/contacts/events"},
-        {"safe_regex": {"regex": "^/contactexport/[^/]+/content$"}},
+        {"safe_regex": {"regex": "^/(contactexport/[^/]+/content|contactimport/[^/]+/failures)$"}},
     ):
         route = by_match[json.dumps(match, sort_keys=True)]
         assert route["route"]["timeout"] == "0s"

@@ -2878,6 +2878,28 @@ class DeleteContactImportJobRequest(_message.Message):
 Global___DeleteContactImportJobRequest: _TypeAlias = DeleteContactImportJobRequest  # noqa: Y015
 
 @_typing.final
+class DownloadContactImportFailuresRequest(_message.Message):
+    """Request for DownloadContactImportFailures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Path: the import job id."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadContactImportFailuresRequest: _TypeAlias = DownloadContactImportFailuresRequest  # noqa: Y015
+
+@_typing.final
 class UploadContactImportFileRequest(_message.Message):
     """One chunk of an uploaded CSV file."""
 

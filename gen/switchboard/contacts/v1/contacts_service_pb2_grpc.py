@@ -275,6 +275,11 @@ class ContactsServiceStub:
                 request_serializer=switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactImportJobRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.DownloadContactImportFailures = channel.unary_stream(
+                '/switchboard.contacts.v1.ContactsService/DownloadContactImportFailures',
+                request_serializer=switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DownloadContactImportFailuresRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.UploadContactImportFile = channel.stream_unary(
                 '/switchboard.contacts.v1.ContactsService/UploadContactImportFile',
                 request_serializer=switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.UploadContactImportFileRequest.SerializeToString,
@@ -644,8 +649,16 @@ class ContactsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadContactImportFailures(self, request, context):
+        """Streams the CSV of an import's failed rows (line, reason; text/csv). 404 when the job had
+        no failures, 400 while it is still running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UploadContactImportFile(self, request_iterator, context):
-        """gRPC only: uploads a CSV file of any size in chunks; it is written to disk as it arrives.
+        """gRPC only: uploads a CSV file of any size in chunks; they are stored as they arrive.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -932,6 +945,11 @@ def add_ContactsServiceServicer_to_server(servicer, server):
                     servicer.DeleteContactImportJob,
                     request_deserializer=switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactImportJobRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DownloadContactImportFailures': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadContactImportFailures,
+                    request_deserializer=switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DownloadContactImportFailuresRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'UploadContactImportFile': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadContactImportFile,
@@ -2218,6 +2236,33 @@ class ContactsService:
             '/switchboard.contacts.v1.ContactsService/DeleteContactImportJob',
             switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DeleteContactImportJobRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadContactImportFailures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.contacts.v1.ContactsService/DownloadContactImportFailures',
+            switchboard_dot_contacts_dot_v1_dot_contacts__service__pb2.DownloadContactImportFailuresRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -136,8 +136,12 @@ class ContactsServiceStub:
     """Returns an import job and its progress."""
     DeleteContactImportJob: _grpc.UnaryUnaryMultiCallable[_contacts_service_pb2.DeleteContactImportJobRequest, _empty_pb2.Empty]
     """Deletes an import job; a RUNNING one stops after its current batch (imported contacts stay)."""
+    DownloadContactImportFailures: _grpc.UnaryStreamMultiCallable[_contacts_service_pb2.DownloadContactImportFailuresRequest, _httpbody_pb2.HttpBody]
+    """Streams the CSV of an import's failed rows (line, reason; text/csv). 404 when the job had
+    no failures, 400 while it is still running.
+    """
     UploadContactImportFile: _grpc.StreamUnaryMultiCallable[_contacts_service_pb2.UploadContactImportFileRequest, _contacts_service_pb2.UploadContactImportFileResponse]
-    """gRPC only: uploads a CSV file of any size in chunks; it is written to disk as it arrives."""
+    """gRPC only: uploads a CSV file of any size in chunks; they are stored as they arrive."""
     CreateContactExportJob: _grpc.UnaryUnaryMultiCallable[_contacts_service_pb2.CreateContactExportJobRequest, _resource_pb2.ResourceId]
     """Queues an export of contacts to CSV; returns the job id."""
     ListContactExportJobs: _grpc.UnaryUnaryMultiCallable[_contacts_service_pb2.ListContactExportJobsRequest, _contacts_service_pb2.ListContactExportJobsResponse]
@@ -252,8 +256,12 @@ class ContactsServiceAsyncStub(ContactsServiceStub):
     """Returns an import job and its progress."""
     DeleteContactImportJob: _aio.UnaryUnaryMultiCallable[_contacts_service_pb2.DeleteContactImportJobRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes an import job; a RUNNING one stops after its current batch (imported contacts stay)."""
+    DownloadContactImportFailures: _aio.UnaryStreamMultiCallable[_contacts_service_pb2.DownloadContactImportFailuresRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """Streams the CSV of an import's failed rows (line, reason; text/csv). 404 when the job had
+    no failures, 400 while it is still running.
+    """
     UploadContactImportFile: _aio.StreamUnaryMultiCallable[_contacts_service_pb2.UploadContactImportFileRequest, _contacts_service_pb2.UploadContactImportFileResponse]  # type: ignore[assignment]
-    """gRPC only: uploads a CSV file of any size in chunks; it is written to disk as it arrives."""
+    """gRPC only: uploads a CSV file of any size in chunks; they are stored as they arrive."""
     CreateContactExportJob: _aio.UnaryUnaryMultiCallable[_contacts_service_pb2.CreateContactExportJobRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
     """Queues an export of contacts to CSV; returns the job id."""
     ListContactExportJobs: _aio.UnaryUnaryMultiCallable[_contacts_service_pb2.ListContactExportJobsRequest, _contacts_service_pb2.ListContactExportJobsResponse]  # type: ignore[assignment]
@@ -643,12 +651,22 @@ class ContactsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes an import job; a RUNNING one stops after its current batch (imported contacts stay)."""
 
     @_abc_1.abstractmethod
+    def DownloadContactImportFailures(
+        self,
+        request: _contacts_service_pb2.DownloadContactImportFailuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """Streams the CSV of an import's failed rows (line, reason; text/csv). 404 when the job had
+        no failures, 400 while it is still running.
+        """
+
+    @_abc_1.abstractmethod
     def UploadContactImportFile(
         self,
         request_iterator: _MaybeAsyncIterator[_contacts_service_pb2.UploadContactImportFileRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_contacts_service_pb2.UploadContactImportFileResponse, _abc.Awaitable[_contacts_service_pb2.UploadContactImportFileResponse]]:
-        """gRPC only: uploads a CSV file of any size in chunks; it is written to disk as it arrives."""
+        """gRPC only: uploads a CSV file of any size in chunks; they are stored as they arrive."""
 
     @_abc_1.abstractmethod
     def CreateContactExportJob(

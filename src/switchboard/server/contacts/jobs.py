@@ -494,6 +494,25 @@ class ContactJobService:
             raise NotFound(f"the file of export job {job_id!r} no longer exists")
         return self._whole_file(org_id, attachment)
 
+    async def failures_file(self, org_id: str, job_id: str) -> AsyncIterator[bytes]:
+        """The CSV of an import's failed rows, chunk by chunk. Raises before the first chunk:
+        404 for an unknown job or one without failures, 400 while it is still running."""
+        job = await self._get(org_id, JobKind.IMPORT, job_id)
+        if job["state"] not in (JobState.COMPLETED.value, JobState.FAILED.value):
+            raise InvalidArgument(
+                f"import job {job_id!r} is {job['state']}: its failures can be downloaded once "
+                "it has finished",
+                violations=[FieldViolation("job_id", "the import has not finished", "State")],
+            )
+        attachment = (
+            await self.store.get(org_id, job["failures_attachment_id"])
+            if job["failures_attachment_id"]
+            else None
+        )
+        if attachment is None:
+            raise NotFound(f"import job {job_id!r} has no failed rows")
+        return self._whole_file(org_id, attachment)
+
     async def _whole_file(self, org_id: str, attachment: Row) -> AsyncIterator[bytes]:
         """The file's chunks; an error rather than a short file if it is deleted meanwhile."""
         sent = 0

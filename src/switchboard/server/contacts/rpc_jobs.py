@@ -131,9 +131,22 @@ class ContactJobRpcs:
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         # Checked before the first message, so a refusal is a plain error status (404 / 400).
         chunks = await self.domain.jobs.export_file(current_principal().org, request.job_id)
-        content_type = jobs.CSV_CONTENT_TYPE + "; charset=utf-8"
-        async for data in chunks:
-            yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
-            content_type = ""  # the transcoder takes it from the first message
-        if content_type:  # an empty file still answers with its content type
-            yield httpbody_pb2.HttpBody(content_type=content_type)
+        async for body in _csv_bodies(chunks):
+            yield body
+
+    async def DownloadContactImportFailures(
+        self, request: pb.DownloadContactImportFailuresRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        chunks = await self.domain.jobs.failures_file(current_principal().org, request.job_id)
+        async for body in _csv_bodies(chunks):
+            yield body
+
+
+async def _csv_bodies(chunks: AsyncIterator[bytes]) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """A CSV file as HttpBody messages: the transcoder takes the type from the first one."""
+    content_type = jobs.CSV_CONTENT_TYPE + "; charset=utf-8"
+    async for data in chunks:
+        yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+        content_type = ""
+    if content_type:  # an empty file still answers with its content type
+        yield httpbody_pb2.HttpBody(content_type=content_type)
