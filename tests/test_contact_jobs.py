@@ -341,6 +341,19 @@ async def test_upload_limits(app: Application, stub: Stub, auth: Metadata, org: 
     assert left == []
 
 
+async def test_uploads_need_a_valid_token(stub: Stub, make_token: TokenFactory) -> None:
+    """Client-streaming RPCs pass the same gateway: no token, an expired one, no upload."""
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.UploadContactImportFile(_pieces([b"first_name\nA\n"]))
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    expired = make_token("org-expired", ttl=timedelta(seconds=-60))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.UploadContactImportFile(
+            _pieces([b"first_name\nA\n"]), metadata=[("authorization", f"Bearer {expired}")]
+        )
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_jobs_of_another_org_are_not_found(
     stub: Stub, auth: Metadata, make_token: TokenFactory
 ) -> None:

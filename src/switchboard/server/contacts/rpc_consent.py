@@ -50,11 +50,6 @@ def _fields(body: Message) -> dict[str, Any]:
     return fields
 
 
-def _expected(body: Any, context: grpc.aio.ServicerContext) -> int | None:
-    version = body.version_number if body.HasField("version_number") else None
-    return protomap.expected_version(version, context)
-
-
 class ConsentRpc:
     domain: ContactsDomain
 
@@ -102,7 +97,7 @@ class ConsentRpc:
             principal.subject,
             request.address_status_id,
             _fields(request.body),
-            _expected(request.body, context),
+            protomap.body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=status_id)
 

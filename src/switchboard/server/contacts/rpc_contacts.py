@@ -26,7 +26,7 @@ from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.protomap import (
     bare_list,
-    expected_version,
+    body_version,
     given_filters,
     iso,
     present,
@@ -56,12 +56,6 @@ MAX_STREAM_IDS = 1000
 
 def _page(request: Any, checks: Checks) -> listing.Page:
     return listing.page(checks, request.limit, request.offset, request.page_token)
-
-
-def _version(body: Any, context: Context) -> int | None:
-    return expected_version(
-        body.version_number if body.HasField("version_number") else None, context
-    )
 
 
 class ContactRpcs:
@@ -104,7 +98,7 @@ class ContactRpcs:
         body = present(request.body)
         _refuse_id(body)
         await self.domain.contacts.update(
-            current_principal().org, request.contact_id, body, _version(request.body, context)
+            current_principal().org, request.contact_id, body, body_version(request.body, context)
         )
         return resource_pb2.ResourceId(id=request.contact_id)
 
@@ -117,7 +111,7 @@ class ContactRpcs:
             current_principal().org,
             request.contact_id,
             body,
-            _version(request.body, context),
+            body_version(request.body, context),
             replace=True,
         )
         return empty_pb2.Empty()
@@ -167,7 +161,7 @@ class ContactRpcs:
             current_principal().org,
             request.rule_id,
             present(request.body),
-            _version(request.body, context),
+            body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=request.rule_id)
 
@@ -216,7 +210,7 @@ class ContactRpcs:
             current_principal().org,
             request.group_id,
             present(request.body),
-            _version(request.body, context),
+            body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=request.group_id)
 
@@ -227,7 +221,7 @@ class ContactRpcs:
             current_principal().org,
             request.group_id,
             present(request.body),
-            _version(request.body, context),
+            body_version(request.body, context),
             replace=True,
         )
         return empty_pb2.Empty()

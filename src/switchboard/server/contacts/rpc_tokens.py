@@ -44,13 +44,6 @@ def _app_fields(body: access_token_pb2.ContactApplicationTokenInput) -> dict[str
     return fields
 
 
-def _expected(
-    body: access_token_pb2.ContactApplicationTokenInput, context: grpc.aio.ServicerContext
-) -> int | None:
-    version = body.version_number if body.HasField("version_number") else None
-    return protomap.expected_version(version, context)
-
-
 class TokensRpc:
     domain: ContactsDomain
 
@@ -194,7 +187,7 @@ class TokensRpc:
             request.contact_id,
             request.application_token_id,
             _app_fields(request.body),
-            _expected(request.body, context),
+            protomap.body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=token_id)
 
@@ -206,7 +199,7 @@ class TokensRpc:
             request.contact_id,
             request.application_token_id,
             _app_fields(request.body),
-            _expected(request.body, context),
+            protomap.body_version(request.body, context),
         )
         return empty_pb2.Empty()
 

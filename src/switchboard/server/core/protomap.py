@@ -61,6 +61,13 @@ def if_match(context: grpc.aio.ServicerContext) -> int | None:
     return None
 
 
+def body_version(body: Message, context: grpc.aio.ServicerContext) -> int | None:
+    """The version a write of `body` (an input message with `optional version_number`)
+    expects, from the body or an If-Match header."""
+    version = body.version_number if body.HasField("version_number") else None  # type: ignore[attr-defined]
+    return expected_version(version, context)
+
+
 def expected_version(body_version: int | None, context: grpc.aio.ServicerContext) -> int | None:
     """The version a write expects: `version_number` in the body, else If-Match; both must agree."""
     header = if_match(context)
