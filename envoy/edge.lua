@@ -262,7 +262,9 @@ local function convert_form_body(handle, headers)
   if not content_type:find("^application/x%-www%-form%-urlencoded") then return end
   local body = handle:body(true)
   local raw = body:length() > 0 and body:getBytes(0, body:length()) or ""
-  local json = form_to_json(raw)
+  -- `curl -d '{"a":1}'` labels JSON as a form. No form body starts with { or [ (a key would
+  -- have to), so such a body is taken for the JSON it is.
+  local json = raw:find("^%s*[%[{]") and raw or form_to_json(raw)
   body:setBytes(json)
   headers = handle:headers() -- the one taken before body() went stale while it waited
   headers:replace("content-type", "application/json")

@@ -446,3 +446,19 @@ async def test_contact_events_stream_and_resume(
                     assert payload["envelope"]["type"] == "contact.deleted"
                     assert payload["contact"]["id"] == contact_id
                     break
+
+
+async def test_json_sent_the_curl_way_is_json(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """`curl -d '{…}'` labels its JSON as a form; the body is still read as JSON."""
+    body = '{"first_name": "Curl", "primary_mdn": "+34600111333"}'
+    response = await http.post("/contacts", content=body, headers={**bearer, "content-type": FORM})
+    assert response.status_code == 200, response.text
+    contact = await get(http, bearer, response.json()["id"])
+    assert (contact["first_name"], contact["primary_mdn"]) == ("Curl", "+34600111333")
+    # A real form still works, `+` and all.
+    form = "first_name=Ana+Mar%C3%ADa&primary_mdn=%2B34600111444"
+    response = await http.post("/contacts", content=form, headers={**bearer, "content-type": FORM})
+    contact = await get(http, bearer, response.json()["id"])
+    assert (contact["first_name"], contact["primary_mdn"]) == ("Ana María", "+34600111444")

@@ -86,6 +86,11 @@ Watch delivery events (Server-Sent Events; accepted → sent → delivered):
 Read one message's status:
   curl -s {http}/communication/message/sms/<apiMessageId> -H "Authorization: Bearer $TOKEN"
 
+Contacts, groups and consent (snake_case JSON; lists are bare arrays):
+  curl -s {http}/contacts -H "Authorization: Bearer $TOKEN" \\
+    -d '{{"external_id":"crm-1","first_name":"Ana","primary_mdn":"+34600111222"}}'
+  curl -s "{http}/contacts?external_id=crm-1" -H "Authorization: Bearer $TOKEN"
+
 Send over gRPC from Python (in this checkout: .venv/bin/python):
   import grpc, os
   from switchboard.sms.v1 import sms_message_pb2 as pb, sms_service_pb2_grpc as rpc
