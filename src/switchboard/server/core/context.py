@@ -42,6 +42,12 @@ def set_http_status(status: int) -> None:
     _set_response_header(HTTP_STATUS_HEADER, str(status))
 
 
+def set_response_header(name: str, value: str) -> None:
+    """Send `name: value` with the response (e.g. `location` of a redirect); REST clients get
+    it as an HTTP header."""
+    _set_response_header(name.lower(), value)
+
+
 def set_bare_list(field: str) -> None:
     """Ask the REST edge to answer with the list response's `field` as a bare JSON array."""
     _set_response_header(BARE_LIST_HEADER, field)

@@ -100,7 +100,9 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or self._policy.is_public(method):
+        # Health and reflection pass untouched; public RPCs of the contract (`access.public`)
+        # skip the token but keep the rest: error mapping, response headers, body checks.
+        if handler is None or method.startswith(PUBLIC_SERVICE_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
         call = _Call(self, method, metadata)
@@ -113,8 +115,12 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # Bidirectional streams are not part of the contract: refuse rather than run unguarded.
         return None
 
-    def admit(self, method: str, metadata: Any) -> Principal:
-        """Who is calling, if they may, with a request whose body names only known fields."""
+    def admit(self, method: str, metadata: Any) -> Principal | None:
+        """Who is calling, if they may, with a request whose body names only known fields.
+        None for a public RPC, which needs no token."""
+        if self._policy.is_public(method):
+            self._policy.check_body_fields(method, metadata)
+            return None
         principal = self._tokens.verify(bearer_token(_metadata_value(metadata, "authorization")))
         self._policy.authorize(method, principal)
         self._policy.check_body_fields(method, metadata)
