@@ -45,6 +45,8 @@ test: proto-check lint typecheck
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput
 	$(BIN)/python -m bench.contacts_import
+	$(BIN)/python -m bench.template_render
+	$(BIN)/python -m bench.communication_preview
 
 clean:
 	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

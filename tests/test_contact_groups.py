@@ -34,7 +34,7 @@ async def group(http: httpx.AsyncClient, bearer: dict[str, str], group_id: str) 
 
 async def ready(http: httpx.AsyncClient, bearer: dict[str, str], group_id: str) -> dict[str, Any]:
     """The group once its count is settled (DYNAMIC groups recount after contact changes)."""
-    for _ in range(100):
+    for _ in range(400):
         body = await group(http, bearer, group_id)
         if body["status"] == "Ready":
             return body

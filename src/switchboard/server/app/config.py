@@ -68,6 +68,35 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(
         default=1.0, description="How often streams re-read the event log without a wake-up."
     )
+    default_language: str = Field(
+        default="en",
+        description="Communications: the org default language a channel falls back to when the "
+        "type has no stable template in the requested one (then en).",
+    )
+    org_default_languages: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-org default languages, as JSON: {"yoigo": "es"} (else default_language).',
+    )
+    communications_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret the keys of QR tokens and sealed renderings derive from (HKDF); the "
+        "JWT secret when unset. Changing it invalidates QR tokens and queued communications.",
+    )
+    qr_token_ttl_seconds: int = Field(
+        default=30 * 86400, description="Lifetime of a communication's qrToken."
+    )
+    public_base_url: str = Field(
+        default="http://localhost:8080",
+        description="Public base URL of the edge: short links (/s/{code}) and QR image links.",
+    )
+    email_from: str = Field(
+        default="no-reply@switchboard.local",
+        description="Sender address of communications' emails (the name is the senderInfo).",
+    )
+    communications_shorten_links: bool = Field(
+        default=True,
+        description="Shorten the non-sensitive Link arguments an SMS template uses (/s/{code}).",
+    )
 
     def resolved_jwt_secret(self) -> str:
         """The configured secret, else one generated once and kept under var/."""

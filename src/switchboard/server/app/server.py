@@ -5,16 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
+from switchboard.communications.v1 import (
+    communications_service_pb2,
+    communications_service_pb2_grpc,
+)
 from switchboard.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
 from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
+from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
+from switchboard.server.communications.delivery import ChannelProvider
+from switchboard.server.communications.servicer import CommunicationsServicer
+from switchboard.server.communications.wiring import (
+    CommunicationsDomain,
+    build_communications_domain,
+)
 from switchboard.server.contacts.servicer import ContactsServicer
 from switchboard.server.contacts.wiring import ContactsDomain, build_contacts_domain
 from switchboard.server.core import migrate
@@ -31,6 +43,9 @@ from switchboard.server.sms.models import Channel
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.sms.service import SmsLimits, SmsService
 from switchboard.server.sms.servicer import SmsServicer
+from switchboard.server.templates.service import CommunicationTypeService, TemplateService
+from switchboard.server.templates.servicer import TemplatesServicer
+from switchboard.server.templates.wiring import TemplatesDomain, build_templates_domain
 from switchboard.server.workers.dispatcher import SmsDispatcher
 
 log = logging.getLogger("switchboard.server")
@@ -39,6 +54,8 @@ SERVICES = (
     sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
     contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
+    templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
+    communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
 )
 
 
@@ -55,6 +72,10 @@ class Application:
     sms: SmsService
     dispatcher: SmsDispatcher
     contacts: ContactsDomain
+    templates_domain: TemplatesDomain
+    templates: TemplateService  # stable templates, for the communications domain
+    types: CommunicationTypeService  # communication types, for the communications domain
+    communications: CommunicationsDomain
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -66,6 +87,7 @@ class Application:
             await self.bus.listen_postgres(self.db.engine)
         self.writer.start()
         await self.dispatcher.start()
+        await self.communications.start()
         for worker in self.contacts.workers:
             await worker.start()
         server = grpc.aio.server(
@@ -88,6 +110,12 @@ class Application:
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
             DiagnosticsServicer(), server
         )
+        templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
+            TemplatesServicer(self.templates_domain), server
+        )
+        communications_service_pb2_grpc.add_CommunicationsServiceServicer_to_server(
+            CommunicationsServicer(self.communications), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [s.full_name for s in SERVICES]
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -108,6 +136,7 @@ class Application:
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
+        await self.communications.stop()
         for worker in reversed(self.contacts.workers):
             await worker.stop()
         await self.writer.stop()
@@ -120,9 +149,11 @@ def build_application(
     settings: Settings,
     clock: Clock | None = None,
     providers: dict[str, SmsProvider] | None = None,
+    communication_providers: Mapping[str, ChannelProvider] | None = None,
 ) -> Application:
     """Everything a server process runs. `providers` maps channels to SMS providers; the default
-    is the sandbox carrier on every channel."""
+    is the sandbox carrier on every channel. `communication_providers` maps the communications
+    channels (sms, email, whatsapp) to theirs; the default is a sandbox on each."""
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
@@ -164,6 +195,18 @@ def build_application(
     contacts = build_contacts_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
     )
+    templates_domain = build_templates_domain(db=db, events=events, clock=clock)
+    communications = build_communications_domain(
+        db=db,
+        events=events,
+        bus=bus,
+        clock=clock,
+        settings=settings,
+        templates=templates_domain.templates,
+        types=templates_domain.types,
+        consent=contacts.consent,
+        providers=communication_providers,
+    )
     return Application(
         settings=settings,
         db=db,
@@ -174,6 +217,10 @@ def build_application(
         sms=sms,
         dispatcher=dispatcher,
         contacts=contacts,
+        templates_domain=templates_domain,
+        templates=templates_domain.templates,
+        types=templates_domain.types,
+        communications=communications,
     )
 
 

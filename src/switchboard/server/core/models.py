@@ -3,6 +3,11 @@
 from sqlmodel import SQLModel
 
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
+from switchboard.server.communications.models import (
+    CommunicationRecord,
+    DeliveryRecord,
+    ShortUrlRecord,
+)
 from switchboard.server.contacts.models import (
     AccessTokenRecord,
     AddressHistoryRecord,
@@ -17,6 +22,12 @@ from switchboard.server.contacts.models import (
 from switchboard.server.core.events import EventRecord
 from switchboard.server.orgs.models import Application, Org
 from switchboard.server.sms.models import SmsRecord
+from switchboard.server.templates.models import (
+    CommunicationTypeRecord,
+    ExampleRecord,
+    PackageImportRecord,
+    TemplateVersionRecord,
+)
 
 metadata = SQLModel.metadata
 
@@ -27,14 +38,21 @@ __all__ = [
     "Application",
     "Attachment",
     "AttachmentChunk",
+    "CommunicationRecord",
+    "CommunicationTypeRecord",
     "ContactApplicationTokenRecord",
     "ContactGroupRecord",
     "ContactJobRecord",
     "ContactRecord",
+    "DeliveryRecord",
     "EventRecord",
+    "ExampleRecord",
     "FastAccessRuleRecord",
     "GroupMemberRecord",
     "Org",
+    "PackageImportRecord",
+    "ShortUrlRecord",
     "SmsRecord",
+    "TemplateVersionRecord",
     "metadata",
 ]

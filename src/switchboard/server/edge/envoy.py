@@ -44,7 +44,9 @@ __all__ = [
 TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.sms.v1.SmsService",
     "switchboard.contacts.v1.ContactsService",
+    "switchboard.communications.v1.CommunicationsService",
     "switchboard.common.v1.DiagnosticsService",
+    "switchboard.templates.v1.TemplatesService",
 )
 
 #: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list
