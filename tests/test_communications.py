@@ -4,8 +4,10 @@ and its events, cross-org isolation."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import json
 from typing import Any
 
 import grpc
@@ -543,3 +545,63 @@ async def test_grpc_send_and_get(
         await stub.SearchCommunications(pb.SearchCommunicationsRequest(org=org), metadata=auth)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(failure.value)[0] == "400"
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+
+async def test_communication_events_stream_over_grpc_and_sse(
+    http: httpx.AsyncClient,
+    bearer: dict[str, str],
+    admin_headers: dict[str, str],
+    org: str,
+    channel: grpc.aio.Channel,
+    auth: Metadata,
+    make_token: TokenFactory,
+) -> None:
+    code = await seed_type(http, admin_headers, bearer, org, channels=("sms",))
+    body = send_body(code, channels=["sms"])
+    del body["emailInput"]
+    sent = envelope(
+        await http.post(f"/v2/orgs/{org}/communications", json=body, headers=bearer), 202
+    )
+    await wait_status(http, bearer, org, sent["id"], "sms", "DELIVERED")
+    stub = communications_service_pb2_grpc.CommunicationsServiceStub(channel)
+    call = stub.StreamCommunicationEvents(
+        pb.StreamCommunicationEventsRequest(org=org, after="0", communication_ids=[sent["id"]]),
+        metadata=auth,
+    )
+    seen: list[pb.CommunicationEvent] = []
+    async with asyncio.timeout(10):
+        async for event in call:
+            if event.envelope.type != "heartbeat":
+                seen.append(event)
+            if len(seen) == 3:
+                call.cancel()
+                break
+    assert [e.envelope.type for e in seen] == [
+        "communication.accepted",
+        "communication.sent",
+        "communication.delivered",
+    ]
+    assert all(e.delivery.communication_id == sent["id"] for e in seen)
+    assert seen[2].delivery.status == "DELIVERED" and seen[2].delivery.channel == "sms"
+    # Over REST: Server-Sent Events in camelCase, resumable from a cursor.
+    async with http.stream(
+        "GET",
+        f"/v2/orgs/{org}/communications/events",
+        params={"after": seen[1].envelope.cursor, "communicationIds": sent["id"]},
+        headers={**bearer, "Accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(10):
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    payload = json.loads(line[5:])
+                    assert payload["envelope"]["type"] == "communication.delivered"
+                    assert payload["delivery"]["communicationId"] == sent["id"]
+                    break
+    # Another org's token may not follow this org's stream.
+    intruder = {"Authorization": f"Bearer {make_token('org-other-' + sent['id'][-6:])}"}
+    refused = await http.get(f"/v2/orgs/{org}/communications/events", headers=intruder)
+    assert errors(refused, 403)[0]["code"] == "403"

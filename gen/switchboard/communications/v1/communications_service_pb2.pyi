@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from switchboard.common.v1 import event_pb2 as _event_pb2
 from switchboard.communications.v1 import communication_pb2 as _communication_pb2
 from switchboard.communications.v1 import phone_number_pb2 as _phone_number_pb2
 from switchboard.communications.v1 import short_url_pb2 as _short_url_pb2
@@ -20,6 +21,186 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class StreamCommunicationEventsRequest(_message.Message):
+    """Request for StreamCommunicationEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    COMMUNICATION_IDS_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    """Path: the org; must be the token's."""
+    after: _builtins.str
+    """Resume after this cursor (exclusive); empty starts with events from now on, "0" replays the
+    log. Over SSE, `Last-Event-ID` does the same.
+    """
+    heartbeat_seconds: _builtins.int
+    """Seconds between heartbeats, 1 to 300; default 15."""
+    @_builtins.property
+    def communication_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these communications (at most 1000)."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types, e.g. `communication.delivered`, `short_url.clicked`; all when empty."""
+
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+        after: _builtins.str = ...,
+        communication_ids: _abc.Iterable[_builtins.str] | None = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        heartbeat_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "communication_ids", b"communication_ids", "heartbeat_seconds", b"heartbeat_seconds", "org", b"org", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamCommunicationEventsRequest: _TypeAlias = StreamCommunicationEventsRequest  # noqa: Y015
+
+@_typing.final
+class CommunicationDelivery(_message.Message):
+    """One channel of a communication entering a state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMUNICATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    SENT_TIME_FIELD_NUMBER: _builtins.int
+    DELIVERED_TIME_FIELD_NUMBER: _builtins.int
+    communication_id: _builtins.str
+    """The communication. Output only."""
+    channel: _builtins.str
+    """sms, email or whatsapp. Output only."""
+    status: _builtins.str
+    """The channel's new state: ACCEPTED, SCHEDULED, SENT, DELIVERED or FAILED. Output only."""
+    language: _builtins.str
+    """Language of the template used. Output only."""
+    destination: _builtins.str
+    """Phone number (E.164) or email address. Output only."""
+    error: _builtins.str
+    """Why the channel failed, when it did. Output only."""
+    due_time: _builtins.str
+    """When the channel is (or was) due for sending (RFC 3339). Output only."""
+    sent_time: _builtins.str
+    """When it was handed to the provider (RFC 3339). Output only."""
+    delivered_time: _builtins.str
+    """When the provider reported delivery (RFC 3339). Output only."""
+    def __init__(
+        self,
+        *,
+        communication_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        status: _builtins.str = ...,
+        language: _builtins.str = ...,
+        destination: _builtins.str = ...,
+        error: _builtins.str = ...,
+        due_time: _builtins.str = ...,
+        sent_time: _builtins.str = ...,
+        delivered_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "communication_id", b"communication_id", "delivered_time", b"delivered_time", "destination", b"destination", "due_time", b"due_time", "error", b"error", "language", b"language", "sent_time", b"sent_time", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommunicationDelivery: _TypeAlias = CommunicationDelivery  # noqa: Y015
+
+@_typing.final
+class ShortUrlClick(_message.Message):
+    """A click on a short link."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    LONG_URL_FIELD_NUMBER: _builtins.int
+    COMMUNICATION_ID_FIELD_NUMBER: _builtins.int
+    CLICK_COUNT_FIELD_NUMBER: _builtins.int
+    CLICKED_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The short URL. Output only."""
+    code: _builtins.str
+    """Its code (`/s/{code}`). Output only."""
+    long_url: _builtins.str
+    """Where it leads. Output only."""
+    communication_id: _builtins.str
+    """The communication the link came from, if any. Output only."""
+    click_count: _builtins.int
+    """Clicks so far, this one included. Output only."""
+    clicked_time: _builtins.str
+    """When it was clicked (RFC 3339). Output only."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        long_url: _builtins.str = ...,
+        communication_id: _builtins.str = ...,
+        click_count: _builtins.int = ...,
+        clicked_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click_count", b"click_count", "clicked_time", b"clicked_time", "code", b"code", "communication_id", b"communication_id", "id", b"id", "long_url", b"long_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShortUrlClick: _TypeAlias = ShortUrlClick  # noqa: Y015
+
+@_typing.final
+class CommunicationEvent(_message.Message):
+    """One event of the communications domain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    CLICK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _event_pb2.EventEnvelope:
+        """Cursor, type (`communication.accepted|scheduled|sent|delivered|failed`, `short_url.clicked`,
+        or `heartbeat`), time and resource id. Output only.
+        """
+
+    @_builtins.property
+    def delivery(self) -> Global___CommunicationDelivery:
+        """A channel's state change."""
+
+    @_builtins.property
+    def click(self) -> Global___ShortUrlClick:
+        """A short-link click."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _event_pb2.EventEnvelope | None = ...,
+        delivery: Global___CommunicationDelivery | None = ...,
+        click: Global___ShortUrlClick | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "delivery", b"delivery", "detail", b"detail", "envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "delivery", b"delivery", "detail", b"detail", "envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["delivery", "click"]  # noqa: Y015
+    _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
+
+Global___CommunicationEvent: _TypeAlias = CommunicationEvent  # noqa: Y015
 
 @_typing.final
 class SendCommunicationRequest(_message.Message):

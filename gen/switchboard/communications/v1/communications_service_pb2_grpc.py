@@ -93,6 +93,11 @@ class CommunicationsServiceStub:
                 request_serializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.FollowShortUrlRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.StreamCommunicationEvents = channel.unary_stream(
+                '/switchboard.communications.v1.CommunicationsService/StreamCommunicationEvents',
+                request_serializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.StreamCommunicationEventsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.CommunicationEvent.FromString,
+                _registered_method=True)
 
 
 class CommunicationsServiceServicer:
@@ -182,6 +187,14 @@ class CommunicationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamCommunicationEvents(self, request, context):
+        """Streams the org's communication events (every channel state change, short-link clicks) and
+        heartbeats; resumable from any event's cursor. Over REST this is Server-Sent Events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CommunicationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +252,11 @@ def add_CommunicationsServiceServicer_to_server(servicer, server):
                     servicer.FollowShortUrl,
                     request_deserializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.FollowShortUrlRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'StreamCommunicationEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCommunicationEvents,
+                    request_deserializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.StreamCommunicationEventsRequest.FromString,
+                    response_serializer=switchboard_dot_communications_dot_v1_dot_communications__service__pb2.CommunicationEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -541,6 +559,33 @@ class CommunicationsService:
             '/switchboard.communications.v1.CommunicationsService/FollowShortUrl',
             switchboard_dot_communications_dot_v1_dot_communications__service__pb2.FollowShortUrlRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCommunicationEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.communications.v1.CommunicationsService/StreamCommunicationEvents',
+            switchboard_dot_communications_dot_v1_dot_communications__service__pb2.StreamCommunicationEventsRequest.SerializeToString,
+            switchboard_dot_communications_dot_v1_dot_communications__service__pb2.CommunicationEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,10 @@ class CommunicationsServiceStub:
     """Creates a short URL (201); a taken custom suffix → 409."""
     FollowShortUrl: _grpc.UnaryUnaryMultiCallable[_communications_service_pb2.FollowShortUrlRequest, _httpbody_pb2.HttpBody]
     """The public redirect of a short URL: 302 with Location. Each click is a `short_url.clicked` event."""
+    StreamCommunicationEvents: _grpc.UnaryStreamMultiCallable[_communications_service_pb2.StreamCommunicationEventsRequest, _communications_service_pb2.CommunicationEvent]
+    """Streams the org's communication events (every channel state change, short-link clicks) and
+    heartbeats; resumable from any event's cursor. Over REST this is Server-Sent Events.
+    """
 
 @_typing.type_check_only
 class CommunicationsServiceAsyncStub(CommunicationsServiceStub):
@@ -104,6 +108,10 @@ class CommunicationsServiceAsyncStub(CommunicationsServiceStub):
     """Creates a short URL (201); a taken custom suffix → 409."""
     FollowShortUrl: _aio.UnaryUnaryMultiCallable[_communications_service_pb2.FollowShortUrlRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """The public redirect of a short URL: 302 with Location. Each click is a `short_url.clicked` event."""
+    StreamCommunicationEvents: _aio.UnaryStreamMultiCallable[_communications_service_pb2.StreamCommunicationEventsRequest, _communications_service_pb2.CommunicationEvent]  # type: ignore[assignment]
+    """Streams the org's communication events (every channel state change, short-link clicks) and
+    heartbeats; resumable from any event's cursor. Over REST this is Server-Sent Events.
+    """
 
 class CommunicationsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Communications API v2: communications rendered from templates and sent through SMS, email
@@ -205,5 +213,15 @@ class CommunicationsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
         """The public redirect of a short URL: 302 with Location. Each click is a `short_url.clicked` event."""
+
+    @_abc_1.abstractmethod
+    def StreamCommunicationEvents(
+        self,
+        request: _communications_service_pb2.StreamCommunicationEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_communications_service_pb2.CommunicationEvent], _abc.AsyncIterator[_communications_service_pb2.CommunicationEvent]]:
+        """Streams the org's communication events (every channel state change, short-link clicks) and
+        heartbeats; resumable from any event's cursor. Over REST this is Server-Sent Events.
+        """
 
 def add_CommunicationsServiceServicer_to_server(servicer: CommunicationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

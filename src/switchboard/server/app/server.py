@@ -199,6 +199,7 @@ def build_application(
     communications = build_communications_domain(
         db=db,
         events=events,
+        feed=feed,
         bus=bus,
         clock=clock,
         settings=settings,

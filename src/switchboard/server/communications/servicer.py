@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,6 +21,8 @@ from switchboard.server.communications.service import Caller
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
+from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.validation import Checks
 from switchboard.server.core.version import server_version
 
 if TYPE_CHECKING:
@@ -168,6 +171,32 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
             data=protomap.to_message(short_url_pb2.ShortUrl, snapshot),
         )
 
+    async def StreamCommunicationEvents(
+        self, request: pb.StreamCommunicationEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CommunicationEvent]:
+        caller = _caller(request.org)
+        checks = Checks()
+        types = list(request.types)
+        for i, name in enumerate(types):
+            if not name.startswith(_EVENT_PREFIXES):
+                checks.fail(f"types[{i}]", f"{name!r} is not a communications event type")
+        if len(request.communication_ids) > MAX_STREAM_IDS:
+            checks.fail("communicationIds", f"at most {MAX_STREAM_IDS} ids", "Range")
+        heartbeat = request.heartbeat_seconds or 15
+        if not 1 <= heartbeat <= 300:
+            checks.fail("heartbeatSeconds", "must be between 1 and 300", "Range")
+        checks.raise_if_failed()
+        feed = self.domain.feed
+        async for item in feed.follow(
+            org_id=caller.org_id,
+            after=await feed.start_cursor(request.after),
+            types=types,
+            type_prefixes=() if types else _EVENT_PREFIXES,
+            resource_ids=list(request.communication_ids),
+            heartbeat_seconds=heartbeat,
+        ):
+            yield _communication_event(item)
+
     async def FollowShortUrl(
         self, request: pb.FollowShortUrlRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
@@ -175,6 +204,21 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
         rpc_context.set_http_status(_FOUND)
         rpc_context.set_response_header("location", target)
         return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8", data=b"")
+
+
+MAX_STREAM_IDS = 1000
+_EVENT_PREFIXES = ("communication.", "short_url.")
+
+
+def _communication_event(item: EventRecord | Heartbeat) -> pb.CommunicationEvent:
+    event = pb.CommunicationEvent(envelope=protomap.event_envelope(item))
+    if isinstance(item, Heartbeat):
+        return event
+    if item.type.startswith("short_url."):
+        event.click.CopyFrom(protomap.to_message(pb.ShortUrlClick, item.payload))
+    else:
+        event.delivery.CopyFrom(protomap.to_message(pb.CommunicationDelivery, item.payload))
+    return event
 
 
 def _validation(

@@ -20,7 +20,7 @@ from switchboard.server.communications.service import (
 from switchboard.server.communications.short_urls import ShortUrlService
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
-from switchboard.server.core.events import EventBus, EventLog
+from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.providers.base import SmsProvider
 from switchboard.server.providers.sandbox import SandboxProvider
 
@@ -30,6 +30,7 @@ class CommunicationsDomain:
     """Every service of the domain; the servicer reaches them through this."""
 
     clock: Clock
+    feed: EventFeed
     sealer: Sealer
     communications: CommunicationService
     short_urls: ShortUrlService
@@ -60,6 +61,7 @@ def build_communications_domain(
     *,
     db: Database,
     events: EventLog,
+    feed: EventFeed,
     bus: EventBus,
     clock: Clock,
     settings: Settings,
@@ -105,6 +107,7 @@ def build_communications_domain(
     )
     return CommunicationsDomain(
         clock=clock,
+        feed=feed,
         sealer=sealer,
         communications=communications,
         short_urls=short_urls,

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
-from switchboard.common.v1 import event_pb2, resource_pb2
+from switchboard.common.v1 import resource_pb2
 from switchboard.contacts.v1 import (
     consent_pb2,
     contact_group_pb2,
@@ -27,8 +27,8 @@ from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.protomap import (
     bare_list,
     body_version,
+    event_envelope,
     given_filters,
-    iso,
     present,
     to_message,
 )
@@ -308,15 +308,9 @@ def _refuse_id(body: dict[str, Any]) -> None:
 
 
 def _event(item: EventRecord | Heartbeat) -> pb.ContactsEvent:
+    event = pb.ContactsEvent(envelope=event_envelope(item))
     if isinstance(item, Heartbeat):
-        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type="heartbeat")
-        envelope.occur_time.FromDatetime(item.at)
-        return pb.ContactsEvent(envelope=envelope)
-    envelope = event_pb2.EventEnvelope(
-        cursor=str(item.seq), type=item.type, resource_id=item.resource_id
-    )
-    envelope.occur_time.FromJsonString(iso(item.occurred_at) or "")
-    event = pb.ContactsEvent(envelope=envelope)
+        return event
     for prefix, (field, message) in _EVENT_RESOURCES.items():
         if item.type.startswith(prefix):
             getattr(event, field).CopyFrom(to_message(message, item.payload))

@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from switchboard.common.v1 import event_pb2
 
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core.errors import FieldViolation, validation_error
+from switchboard.server.core.events import EventRecord, Heartbeat
 
 M = TypeVar("M", bound=Message)
 
@@ -41,6 +43,19 @@ def to_message(cls: type[M], snapshot: Mapping[str, Any]) -> M:
     """`snapshot` (proto field names; None means unset) as a `cls` message."""
     clean = {k: v for k, v in snapshot.items() if v is not None}
     return json_format.ParseDict(clean, cls(), ignore_unknown_fields=True)
+
+
+def event_envelope(item: EventRecord | Heartbeat) -> event_pb2.EventEnvelope:
+    """The envelope of a streamed event, or of a heartbeat (which carries the stream's cursor)."""
+    if isinstance(item, Heartbeat):
+        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type="heartbeat")
+        envelope.occur_time.FromDatetime(item.at)
+        return envelope
+    envelope = event_pb2.EventEnvelope(
+        cursor=str(item.seq), type=item.type, resource_id=item.resource_id
+    )
+    envelope.occur_time.FromDatetime(item.occurred_at)
+    return envelope
 
 
 def bare_list(field: str) -> None:
