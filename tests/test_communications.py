@@ -374,6 +374,14 @@ async def test_search_filters_and_validation(
         externalId="sale-12512321",
     )
     assert found == [first["id"]]
+    # The same query as the seed's URL writes it: brackets and the offsets' `+` unencoded.
+    raw = (
+        f"{url}?destinationEmail=juan@example.com&terminatingNumber=666123123&countryCode=34"
+        "&requestTime[gt]=2020-01-01T14:00:00+01:00&requestTime[lt]=2100-12-01T14:00:00+01:00"
+        "&clientId=mysim-sa&limit=20&offset=0&externalId=sale-12512321"
+    )
+    literal = envelope(await http.get(raw, headers=bearer), 200)["items"]
+    assert [c["id"] for c in literal] == [first["id"]]
     assert await ids(externalId="sale-12512321", clientId="other") == []
     assert await ids(externalId="sale-2", **{"requestTime[lt]": "2020-01-01"}) == []
     assert await ids(destinationEmail="ana@example.com", limit=1, offset=1) == []

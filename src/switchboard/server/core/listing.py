@@ -9,6 +9,7 @@ added. Results are ordered by id, which is time-ordered (see core.ids).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -81,7 +82,13 @@ def parse_instant(value: str) -> datetime | None:
     return day[0] if day is not None else _instant(value)
 
 
+# `2020-01-01T14:00:00+01:00` pasted into a query string arrives with a space for the `+` (form
+# encoding): a space before a trailing offset can only have been a plus.
+_SPACED_OFFSET = re.compile(r"^(.+T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+
+
 def _instant(value: str) -> datetime | None:
+    value = _SPACED_OFFSET.sub(r"\1+\2", value)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
