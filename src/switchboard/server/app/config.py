@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     sandbox_delivery_delay: float = Field(
         default=1.0, description="Seconds before the sandbox provider reports DELIVERED."
     )
+    messaging_sandbox_provisioning: bool = Field(
+        default=True,
+        description="Sandbox mode for sender IDs: new ones are provisioned (ACTIVE) at once "
+        "instead of waiting PENDING_IMPLEMENTATION for the Admin ProvisionSenderId RPC.",
+    )
     dispatcher_poll_seconds: float = Field(
         default=1.0, description="How often workers look for due work without a wake-up."
     )
@@ -55,6 +60,24 @@ class Settings(BaseSettings):
     )
     access_token_ttl_seconds: int = Field(
         default=3600, description="Lifetime of access tokens (attachment content, contacts)."
+    )
+    attachment_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        description="Largest messaging attachment content accepted (larger → 400 / 1019).",
+    )
+    attachment_allowed_types: list[str] = Field(
+        default_factory=list,
+        description='MIME types attachments may have, as JSON (["image/*", "application/pdf"]); '
+        "empty: any type not blocked.",
+    )
+    attachment_blocked_types: list[str] = Field(
+        default_factory=lambda: [
+            "application/x-msdownload",
+            "application/x-msdos-program",
+            "application/x-sh",
+            "application/x-executable",
+        ],
+        description="MIME types attachments may never have, as JSON (wildcards like text/*).",
     )
     contact_job_batch_rows: int = Field(
         default=1000, description="Contacts an import/export job handles per transaction."

@@ -17,6 +17,7 @@ from switchboard.communications.v1 import (
     communications_service_pb2_grpc,
 )
 from switchboard.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
+from switchboard.messaging.v1 import messaging_service_pb2, messaging_service_pb2_grpc
 from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
@@ -37,6 +38,8 @@ from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
+from switchboard.server.messaging.servicer import MessagingServicer
+from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
 from switchboard.server.providers.base import SmsProvider
 from switchboard.server.providers.sandbox import SandboxProvider
 from switchboard.server.sms.models import Channel
@@ -53,6 +56,7 @@ log = logging.getLogger("switchboard.server")
 SERVICES = (
     sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
     contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
+    messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"],
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
@@ -76,6 +80,7 @@ class Application:
     templates: TemplateService  # stable templates, for the communications domain
     types: CommunicationTypeService  # communication types, for the communications domain
     communications: CommunicationsDomain
+    messaging: MessagingDomain
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -88,7 +93,7 @@ class Application:
         self.writer.start()
         await self.dispatcher.start()
         await self.communications.start()
-        for worker in self.contacts.workers:
+        for worker in [*self.contacts.workers, *self.messaging.workers]:
             await worker.start()
         server = grpc.aio.server(
             interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
@@ -106,6 +111,9 @@ class Application:
         sms_service_pb2_grpc.add_SmsServiceServicer_to_server(SmsServicer(self.sms), server)
         contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(
             ContactsServicer(self.contacts), server
+        )
+        messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(
+            MessagingServicer(self.messaging), server
         )
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
             DiagnosticsServicer(), server
@@ -137,7 +145,7 @@ class Application:
             await self.server.stop(self.settings.drain_seconds)
         await self.dispatcher.stop()
         await self.communications.stop()
-        for worker in reversed(self.contacts.workers):
+        for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
             await worker.stop()
         await self.writer.stop()
         await self.bus.close()
@@ -208,6 +216,9 @@ def build_application(
         consent=contacts.consent,
         providers=communication_providers,
     )
+    messaging = build_messaging_domain(
+        db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings, contacts=contacts
+    )
     return Application(
         settings=settings,
         db=db,
@@ -222,6 +233,7 @@ def build_application(
         templates=templates_domain.templates,
         types=templates_domain.types,
         communications=communications,
+        messaging=messaging,
     )
 
 

@@ -25,10 +25,14 @@ class Attachment(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     org_id: str = Field(index=True, max_length=64)
-    purpose: str = Field(max_length=32)  # contact_import, contact_export, contact_import_failures
+    purpose: str = Field(max_length=32)  # contact_import, contact_export, …, messaging
     state: str = Field(max_length=16)
     content_type: str = Field(max_length=128)
     filename: str = Field(default="", max_length=256)
+    # Messaging attachments' `name`, and the hex SHA-256 of the content once complete (server
+    # defaults: the columns came after rows existed).
+    name: str = Field(default="", max_length=256, sa_column_kwargs={"server_default": ""})
+    checksum: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     size_bytes: int = 0
     application_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_type=UtcDateTime)

@@ -40,6 +40,7 @@ class AttachmentPurpose:
     CONTACT_IMPORT = "contact_import"
     CONTACT_EXPORT = "contact_export"
     CONTACT_IMPORT_FAILURES = "contact_import_failures"
+    MESSAGING = "messaging"  # /messaging/attachments (also usable as a contact import file)
 
 
 def split(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
@@ -63,6 +64,7 @@ class AttachmentStore:
         content_type: str,
         now: datetime,
         filename: str = "",
+        name: str = "",
     ) -> str:
         """A new, empty attachment in state CREATED; returns its id."""
         attachment_id = new_id("att_")
@@ -75,6 +77,8 @@ class AttachmentStore:
                 "state": AttachmentState.CREATED.value,
                 "content_type": content_type,
                 "filename": filename,
+                "name": name,
+                "checksum": "",
                 "size_bytes": 0,
                 "application_id": application_id,
                 "created_at": now,
@@ -122,6 +126,34 @@ class AttachmentStore:
             .where(_a.id == attachment_id)
             .values(state=AttachmentState.UPLOADED.value, updated_at=now, version=_a.version + 1)
         )
+
+    def replace_content(
+        self,
+        session: Session,
+        attachment_id: str,
+        data: bytes,
+        *,
+        checksum: str,
+        now: datetime,
+        changes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The whole content at once (a re-upload replaces the old one): chunks, size, checksum,
+        UPLOADED, plus any metadata `changes`, in the caller's transaction."""
+        connection = session.connection()
+        connection.execute(delete(_chunks).where(_k.attachment_id == attachment_id))
+        connection.execute(
+            update(_attachments)
+            .where(_a.id == attachment_id)
+            .values(
+                size_bytes=0,
+                checksum=checksum,
+                state=AttachmentState.UPLOADED.value,
+                updated_at=now,
+                version=_a.version + 1,
+                **dict(changes or {}),
+            )
+        )
+        self.append(session, attachment_id, split(data), first_seq=0)
 
     def delete(self, session: Session, org_id: str, attachment_ids: Sequence[str]) -> None:
         """Remove the org's attachments and their chunks (the chunks explicitly: SQLite honours

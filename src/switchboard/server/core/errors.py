@@ -60,6 +60,12 @@ class MessageTooLarge(InvalidArgument):
     reason = Reason.ERROR_REASON_MESSAGE_TOO_LARGE
 
 
+class AttachmentTooBig(InvalidArgument):
+    """Attachment content larger than the configured limit (1019)."""
+
+    reason = Reason.ERROR_REASON_ATTACHMENT_TOO_BIG
+
+
 class InvalidCriteria(InvalidArgument):
     """A dynamic group's (or a list's) criteria expression is not valid (1017)."""
 
@@ -166,6 +172,7 @@ def internal_status() -> grpc.Status:
 
 
 __all__ = [
+    "AttachmentTooBig",
     "DomainError",
     "FieldTooLong",
     "FieldViolation",

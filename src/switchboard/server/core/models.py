@@ -20,6 +20,16 @@ from switchboard.server.contacts.models import (
     GroupMemberRecord,
 )
 from switchboard.server.core.events import EventRecord
+from switchboard.server.messaging.keywords import KeywordRecord
+from switchboard.server.messaging.message_templates import MessageTemplateRecord
+from switchboard.server.messaging.senders_models import (
+    ChannelRecord,
+    ChannelSenderRecord,
+    ReferenceDataVersionRecord,
+    SenderIdClassRecord,
+    SenderIdRecord,
+    SenderIdTypeRecord,
+)
 from switchboard.server.orgs.models import Application, Org
 from switchboard.server.sms.models import SmsRecord
 from switchboard.server.templates.models import (
@@ -38,6 +48,8 @@ __all__ = [
     "Application",
     "Attachment",
     "AttachmentChunk",
+    "ChannelRecord",
+    "ChannelSenderRecord",
     "CommunicationRecord",
     "CommunicationTypeRecord",
     "ContactApplicationTokenRecord",
@@ -49,8 +61,14 @@ __all__ = [
     "ExampleRecord",
     "FastAccessRuleRecord",
     "GroupMemberRecord",
+    "KeywordRecord",
+    "MessageTemplateRecord",
     "Org",
     "PackageImportRecord",
+    "ReferenceDataVersionRecord",
+    "SenderIdClassRecord",
+    "SenderIdRecord",
+    "SenderIdTypeRecord",
     "ShortUrlRecord",
     "SmsRecord",
     "TemplateVersionRecord",

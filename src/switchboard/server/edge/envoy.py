@@ -44,6 +44,7 @@ __all__ = [
 TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.sms.v1.SmsService",
     "switchboard.contacts.v1.ContactsService",
+    "switchboard.messaging.v1.MessagingService",
     "switchboard.communications.v1.CommunicationsService",
     "switchboard.common.v1.DiagnosticsService",
     "switchboard.templates.v1.TemplatesService",

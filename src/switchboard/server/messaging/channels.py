@@ -1,0 +1,336 @@
+"""Channels: named groups of the org's sender IDs with a delivery priority (high, normal, low).
+
+Sender IDs join with `POST /messaging/channels/{id}/sender_ids` (body `sender_ids` and/or
+`sender_id`; adding one already there is a no-op) and leave with
+`DELETE /messaging/channels/{id}/sender_ids?sender_id=…`. Only the org's own sender IDs (its
+PRIVATE senders and its copies of SHARED or purchased ones) can join; others are 404. Deleting a
+sender removes it from its channels; deleting a channel leaves its senders alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from switchboard.server.core import listing
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database
+from switchboard.server.core.errors import (
+    FieldViolation,
+    NotFound,
+    UniqueKeyViolated,
+    require_version,
+    validation_error,
+)
+from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.ids import new_id
+from switchboard.server.core.protomap import iso
+from switchboard.server.core.validation import Checks
+from switchboard.server.messaging.senders import SenderService, channel_senders, senders
+from switchboard.server.messaging.senders_common import Row, for_update, list_filters, split_items
+from switchboard.server.messaging.senders_models import (
+    ChannelOwnership,
+    ChannelPriority,
+    ChannelRecord,
+)
+
+T = TypeVar("T")
+channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
+_c = channels.c
+_cs = channel_senders.c
+FILTERS = (
+    "id",
+    "name",
+    "priority",
+    "description",
+    "ownership",
+    "application_id",
+    "created_date",
+    "last_updated_date",
+)
+MAX_SENDERS_PER_CALL = 100
+
+
+def snapshot(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "priority": row["priority"],
+        "description": row["description"],
+        "ownership": row["ownership"],
+        "application_id": row["application_id"],
+        "created_date": iso(row["created_at"]),
+        "last_updated_date": iso(row["updated_at"]),
+        "version_number": row["version"],
+    }
+
+
+def _validate(values: Mapping[str, Any], current: Row | None, *, replace: bool) -> dict[str, Any]:
+    checks = Checks()
+    changes: dict[str, Any] = {}
+    if replace or current is None:
+        changes = {"priority": "normal", "description": "", "ownership": "PRIVATE"}
+    if "name" in values:
+        checks.length("name", values["name"], 256)
+        changes["name"] = str(values["name"]).strip()
+    if "priority" in values:
+        priority = checks.choice("priority", str(values["priority"]), ChannelPriority)
+        if priority is not None:
+            changes["priority"] = priority.value
+    if "description" in values:
+        checks.length("description", values["description"], 1024)
+        changes["description"] = str(values["description"])
+    if "ownership" in values:
+        ownership = checks.choice("ownership", str(values["ownership"]), ChannelOwnership)
+        if ownership is not None:
+            changes["ownership"] = ownership.value
+    name = changes.get("name", current["name"] if current is not None and not replace else "")
+    if not name:
+        checks.fail("name", "is required", "Required")
+    checks.raise_if_failed()
+    return changes
+
+
+class ChannelService:
+    def __init__(
+        self, db: Database, events: EventLog, clock: Clock, sender_service: SenderService
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._clock = clock
+        self._senders = sender_service
+
+    async def list_page(
+        self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
+    ) -> tuple[list[dict[str, Any]], str]:
+        if "priority" in given:
+            given = {**given, "priority": given["priority"].lower()}
+        clauses = list_filters(checks, channels, given, contains=frozenset())
+        checks.raise_if_failed()
+        query = listing.paged(select(channels).where(_c.org_id == org_id, *clauses), channels, page)
+        async with self._db.read() as session:
+            rows = list((await session.execute(query)).mappings())
+        return [snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
+
+    async def get(self, org_id: str, channel_id: str) -> dict[str, Any]:
+        return snapshot(await self._read(org_id, channel_id))
+
+    async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
+        changes = _validate(values, None, replace=False)
+        now = self._clock.now()
+        row = {
+            **changes,
+            "id": new_id("chn_"),
+            "org_id": org_id,
+            "application_id": application_id,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+
+        def work(session: Session) -> str:
+            self._require_free_name(session, org_id, row["name"], None)
+            session.execute(insert(channels).values(row))
+            self._event(session, "created", row, now)
+            return str(row["id"])
+
+        return await self._write(work)
+
+    async def update(
+        self,
+        org_id: str,
+        channel_id: str,
+        values: Mapping[str, Any],
+        expected_version: int | None,
+        *,
+        replace: bool = False,
+    ) -> str:
+        now = self._clock.now()
+
+        def work(session: Session) -> str:
+            current = self._locked(session, org_id, channel_id)
+            require_version(current["version"], expected_version, "channel")
+            changes = _validate(values, current, replace=replace)
+            if "name" in changes and changes["name"] != current["name"]:
+                self._require_free_name(session, org_id, changes["name"], channel_id)
+            self._change(session, current, changes, now, "updated")
+            return channel_id
+
+        return await self._write(work)
+
+    async def delete(self, org_id: str, channel_id: str) -> None:
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            current = self._locked(session, org_id, channel_id)
+            session.execute(delete(channel_senders).where(_cs.channel_id == channel_id))
+            session.execute(delete(channels).where(_c.id == channel_id))
+            self._event(session, "deleted", current, now)
+
+        await self._db.run_write(work)
+
+    # -- the channel's sender IDs --------------------------------------------------------------
+
+    async def list_senders(
+        self,
+        org_id: str,
+        channel_id: str,
+        given: Mapping[str, str],
+        page: listing.Page,
+        checks: Checks,
+    ) -> tuple[list[dict[str, Any]], str]:
+        await self._read(org_id, channel_id)
+        member = senders.c.id.in_(select(_cs.sender_id).where(_cs.channel_id == channel_id))
+        return await self._senders.list_page(
+            org_id, given, page, checks, extra=[member, senders.c.org_id == org_id]
+        )
+
+    async def add_senders(self, org_id: str, channel_id: str, sender_ids: Sequence[str]) -> str:
+        wanted = _sender_ids(sender_ids, "sender_ids")
+        now = self._clock.now()
+
+        def work(session: Session) -> str:
+            current = self._locked(session, org_id, channel_id)
+            found = set(
+                session.execute(
+                    select(senders.c.id).where(senders.c.id.in_(wanted), senders.c.org_id == org_id)
+                ).scalars()
+            )
+            missing = [s for s in wanted if s not in found]
+            if missing:
+                raise NotFound(f"sender ID {missing[0]!r} not found")
+            present = set(
+                session.execute(
+                    select(_cs.sender_id).where(
+                        _cs.channel_id == channel_id, _cs.sender_id.in_(wanted)
+                    )
+                ).scalars()
+            )
+            new = [s for s in wanted if s not in present]
+            if new:
+                top = session.execute(
+                    select(func.max(_cs.position)).where(_cs.channel_id == channel_id)
+                ).scalar()
+                start = (top or 0) + 1
+                session.execute(
+                    insert(channel_senders),
+                    [
+                        {
+                            "channel_id": channel_id,
+                            "sender_id": s,
+                            "position": start + i,
+                            "created_at": now,
+                        }
+                        for i, s in enumerate(new)
+                    ],
+                )
+                self._members_event(session, current, "sender_ids_added", new, now)
+            return channel_id
+
+        return await self._db.run_write(work)
+
+    async def remove_senders(self, org_id: str, channel_id: str, sender_ids: Sequence[str]) -> None:
+        wanted = _sender_ids(sender_ids, "sender_id")
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            current = self._locked(session, org_id, channel_id)
+            present = set(
+                session.execute(
+                    select(_cs.sender_id).where(
+                        _cs.channel_id == channel_id, _cs.sender_id.in_(wanted)
+                    )
+                ).scalars()
+            )
+            missing = [s for s in wanted if s not in present]
+            if missing:
+                raise NotFound(f"sender ID {missing[0]!r} is not in channel {channel_id!r}")
+            session.execute(
+                delete(channel_senders).where(
+                    _cs.channel_id == channel_id, _cs.sender_id.in_(wanted)
+                )
+            )
+            self._members_event(session, current, "sender_ids_removed", wanted, now)
+
+        await self._db.run_write(work)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _read(self, org_id: str, channel_id: str) -> Row:
+        query = select(channels).where(_c.org_id == org_id, _c.id == channel_id)
+        async with self._db.read() as session:
+            row = (await session.execute(query)).mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"channel {channel_id!r} not found")
+        return row
+
+    def _locked(self, session: Session, org_id: str, channel_id: str) -> Row:
+        query = select(channels).where(_c.org_id == org_id, _c.id == channel_id)
+        row = session.execute(for_update(session, query)).mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"channel {channel_id!r} not found")
+        return row
+
+    def _require_free_name(
+        self, session: Session, org_id: str, name: str, channel_id: str | None
+    ) -> None:
+        owner = session.execute(select(_c.id).where(_c.org_id == org_id, _c.name == name)).scalar()
+        if owner is not None and owner != channel_id:
+            raise UniqueKeyViolated(
+                f"name {name!r} is already used by channel {owner}", metadata={"field": "name"}
+            )
+
+    def _change(
+        self, session: Session, current: Row, changes: Mapping[str, Any], now: datetime, what: str
+    ) -> Row:
+        row = dict(current) | dict(changes) | {"updated_at": now, "version": current["version"] + 1}
+        session.execute(
+            update(channels)
+            .where(_c.id == current["id"])
+            .values({k: v for k, v in row.items() if k not in ("id", "org_id")})
+        )
+        self._event(session, what, row, now)
+        return row
+
+    def _members_event(
+        self, session: Session, channel: Row, what: str, sender_ids: list[str], now: datetime
+    ) -> None:
+        payload = snapshot(channel) | {"sender_ids": sender_ids}
+        self._events.append(
+            session, [NewEvent(channel["org_id"], f"channel.{what}", channel["id"], payload, now)]
+        )
+
+    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
+        self._events.append(
+            session, [NewEvent(row["org_id"], f"channel.{what}", row["id"], snapshot(row), now)]
+        )
+
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        try:
+            return await self._db.run_write(work)
+        except IntegrityError as exc:
+            raise UniqueKeyViolated("the org already has a channel with this name") from exc
+
+
+def _sender_ids(values: Sequence[str], field: str) -> list[str]:
+    ids = split_items(values)
+    if not ids:
+        raise validation_error([FieldViolation(field, "give at least one sender id", "Required")])
+    if len(ids) > MAX_SENDERS_PER_CALL:
+        raise validation_error(
+            [FieldViolation(field, f"at most {MAX_SENDERS_PER_CALL} per call", "Range")]
+        )
+    for sender_id in ids:
+        if len(sender_id) > 64:
+            raise validation_error(
+                [FieldViolation(field, "is longer than 64 characters", "Length")]
+            )
+    return ids
+
+
+__all__ = ["FILTERS", "ChannelService", "snapshot"]

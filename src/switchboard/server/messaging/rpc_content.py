@@ -1,0 +1,253 @@
+"""MessagingService RPCs of the content area: message templates, keywords, attachments and
+their content. Proto ⇄ plain data only; the rules live in the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc
+from google.api import httpbody_pb2
+from google.protobuf import empty_pb2
+from switchboard.common.v1 import resource_pb2
+from switchboard.messaging.v1 import attachment_pb2, keyword_pb2, message_template_pb2
+from switchboard.messaging.v1 import messaging_service_pb2 as pb
+
+from switchboard.server.core import listing
+from switchboard.server.core.context import current_principal
+from switchboard.server.core.errors import InvalidArgument
+from switchboard.server.core.protomap import (
+    bare_list,
+    body_version,
+    given_filters,
+    present,
+    to_message,
+)
+from switchboard.server.core.validation import Checks
+from switchboard.server.messaging import attachments, keywords, message_templates
+from switchboard.server.messaging.wiring import MessagingDomain
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def _page(request: Any, checks: Checks) -> listing.Page:
+    return listing.page(checks, request.limit, request.offset, request.page_token)
+
+
+def _body(message: Any) -> dict[str, Any]:
+    body = present(message)
+    body.pop("version_number", None)
+    return body
+
+
+class ContentRpcs:
+    domain: MessagingDomain
+
+    # -- message templates -----------------------------------------------------------------------
+
+    async def ListMessageTemplates(
+        self, request: pb.ListMessageTemplatesRequest, context: Context
+    ) -> pb.ListMessageTemplatesResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, message_templates.FILTERS)
+        items, token = await self.domain.message_templates.rows.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("message_templates")
+        return pb.ListMessageTemplatesResponse(
+            message_templates=[to_message(message_template_pb2.MessageTemplate, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def CreateMessageTemplate(
+        self, request: pb.CreateMessageTemplateRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        template_id = await self.domain.message_templates.create(
+            principal.org, principal.subject, _body(request.body)
+        )
+        return resource_pb2.ResourceId(id=template_id)
+
+    async def GetMessageTemplate(
+        self, request: pb.GetMessageTemplateRequest, context: Context
+    ) -> message_template_pb2.MessageTemplate:
+        data = await self.domain.message_templates.rows.get(
+            current_principal().org, request.template_id
+        )
+        return to_message(message_template_pb2.MessageTemplate, data)
+
+    async def UpdateMessageTemplate(
+        self, request: pb.UpdateMessageTemplateRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.message_templates.update(
+            current_principal().org,
+            request.template_id,
+            _body(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.template_id)
+
+    async def ReplaceMessageTemplate(
+        self, request: pb.ReplaceMessageTemplateRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.message_templates.update(
+            current_principal().org,
+            request.template_id,
+            _body(request.body),
+            body_version(request.body, context),
+            replace=True,
+        )
+        return empty_pb2.Empty()
+
+    async def DeleteMessageTemplate(
+        self, request: pb.DeleteMessageTemplateRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.message_templates.delete(current_principal().org, request.template_id)
+        return empty_pb2.Empty()
+
+    # -- keywords --------------------------------------------------------------------------------
+
+    async def ListKeywords(
+        self, request: pb.ListKeywordsRequest, context: Context
+    ) -> pb.ListKeywordsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, keywords.FILTERS)
+        items, token = await self.domain.keywords.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("keywords")
+        return pb.ListKeywordsResponse(
+            keywords=[to_message(keyword_pb2.Keyword, i) for i in items], next_page_token=token
+        )
+
+    async def CreateKeyword(
+        self, request: pb.CreateKeywordRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        keyword_id = await self.domain.keywords.create(
+            principal.org, principal.subject, _body(request.body)
+        )
+        return resource_pb2.ResourceId(id=keyword_id)
+
+    async def GetKeyword(
+        self, request: pb.GetKeywordRequest, context: Context
+    ) -> keyword_pb2.Keyword:
+        data = await self.domain.keywords.get(current_principal().org, request.keyword_id)
+        return to_message(keyword_pb2.Keyword, data)
+
+    async def UpdateKeyword(
+        self, request: pb.UpdateKeywordRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.keywords.update(
+            current_principal().org,
+            request.keyword_id,
+            _body(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.keyword_id)
+
+    async def ReplaceKeyword(
+        self, request: pb.ReplaceKeywordRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.keywords.update(
+            current_principal().org,
+            request.keyword_id,
+            _body(request.body),
+            body_version(request.body, context),
+            replace=True,
+        )
+        return empty_pb2.Empty()
+
+    async def DeleteKeyword(
+        self, request: pb.DeleteKeywordRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.keywords.delete(current_principal().org, request.keyword_id)
+        return empty_pb2.Empty()
+
+    # -- attachments -----------------------------------------------------------------------------
+
+    async def ListAttachments(
+        self, request: pb.ListAttachmentsRequest, context: Context
+    ) -> pb.ListAttachmentsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, attachments.FILTERS)
+        items, token = await self.domain.attachments.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("attachments")
+        return pb.ListAttachmentsResponse(
+            attachments=[to_message(attachment_pb2.Attachment, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def CreateAttachment(
+        self, request: pb.CreateAttachmentRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        attachment_id = await self.domain.attachments.create(
+            principal.org, principal.subject, _body(request.body)
+        )
+        return resource_pb2.ResourceId(id=attachment_id)
+
+    async def GetAttachment(
+        self, request: pb.GetAttachmentRequest, context: Context
+    ) -> attachment_pb2.Attachment:
+        data = await self.domain.attachments.get(current_principal().org, request.attachment_id)
+        return to_message(attachment_pb2.Attachment, data)
+
+    async def UpdateAttachment(
+        self, request: pb.UpdateAttachmentRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.attachments.update(
+            current_principal().org,
+            request.attachment_id,
+            _body(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.attachment_id)
+
+    async def DeleteAttachment(
+        self, request: pb.DeleteAttachmentRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.attachments.delete(current_principal().org, request.attachment_id)
+        return empty_pb2.Empty()
+
+    async def CreateAttachmentAccessToken(
+        self, request: pb.CreateAttachmentAccessTokenRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        token = await self.domain.attachments.create_token(
+            principal.org, principal.subject, request.attachment_id
+        )
+        return resource_pb2.ResourceId(id=token)
+
+    async def UploadAttachmentContent(
+        self, request_iterator: AsyncIterator[pb.UploadAttachmentContentRequest], context: Context
+    ) -> resource_pb2.ResourceId:
+        first = await anext(request_iterator, None)
+        if first is None or not first.access_token:
+            raise InvalidArgument("the upload names no access token")
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield first.http_body.data
+            async for message in request_iterator:
+                yield message.http_body.data
+
+        attachment_id = await self.domain.attachments.upload(
+            first.access_token, first.http_body.content_type, pieces()
+        )
+        return resource_pb2.ResourceId(id=attachment_id)
+
+    async def DownloadAttachmentContent(
+        self, request: pb.DownloadAttachmentContentRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        content_type, chunks = await self.domain.attachments.download(request.access_token)
+        sent = False
+        async for data in chunks:
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+            sent = True
+        if not sent:
+            yield httpbody_pb2.HttpBody(content_type=content_type)

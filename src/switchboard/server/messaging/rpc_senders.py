@@ -1,0 +1,269 @@
+"""MessagingService RPCs of the senders area: sender ID classes and types (reference data, with
+Admin-only writes), sender IDs (incl. purchase and Admin provisioning) and channels with their
+sender IDs. Proto ⇄ plain data only; the rules live in reference.py, senders.py, channels.py."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import empty_pb2
+from switchboard.common.v1 import resource_pb2
+from switchboard.messaging.v1 import channel_pb2, sender_pb2
+from switchboard.messaging.v1 import messaging_service_pb2 as pb
+
+from switchboard.server.core import listing
+from switchboard.server.core.context import current_principal
+from switchboard.server.core.protomap import (
+    bare_list,
+    body_version,
+    given_filters,
+    present,
+    to_message,
+)
+from switchboard.server.core.validation import Checks
+from switchboard.server.messaging import channels, reference, senders
+from switchboard.server.messaging.wiring import MessagingDomain
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def _page(request: Any, checks: Checks) -> listing.Page:
+    return listing.page(checks, request.limit, request.offset, request.page_token)
+
+
+def _input(message: Any) -> dict[str, Any]:
+    """The fields present in an Input message, repeated ones as lists, version_number dropped."""
+    values = present(message)
+    values.pop("version_number", None)
+    return {
+        k: list(v) if not isinstance(v, str | int | float | bool) else v for k, v in values.items()
+    }
+
+
+class SenderRpcs:
+    domain: MessagingDomain
+
+    # -- reference data ------------------------------------------------------------------------
+
+    async def ListSenderIdClasses(
+        self, request: pb.ListSenderIdClassesRequest, context: Context
+    ) -> pb.ListSenderIdClassesResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, reference.CLASS_FILTERS)
+        items, token = await self.domain.reference.list_classes(given, page, checks)
+        bare_list("sender_id_classes")
+        return pb.ListSenderIdClassesResponse(
+            sender_id_classes=[to_message(sender_pb2.SenderIdClass, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def GetSenderIdClass(
+        self, request: pb.GetSenderIdClassRequest, context: Context
+    ) -> sender_pb2.SenderIdClass:
+        data = await self.domain.reference.get_class(request.class_id)
+        return to_message(sender_pb2.SenderIdClass, data)
+
+    async def PutSenderIdClass(
+        self, request: pb.PutSenderIdClassRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.reference.put_class(
+            request.class_id, _input(request.body), body_version(request.body, context)
+        )
+        return empty_pb2.Empty()
+
+    async def ListSenderIdTypes(
+        self, request: pb.ListSenderIdTypesRequest, context: Context
+    ) -> pb.ListSenderIdTypesResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, reference.TYPE_FILTERS)
+        items, token = await self.domain.reference.list_types(given, page, checks)
+        bare_list("sender_id_types")
+        return pb.ListSenderIdTypesResponse(
+            sender_id_types=[to_message(sender_pb2.SenderIdType, i) for i in items],
+            next_page_token=token,
+        )
+
+    async def GetSenderIdType(
+        self, request: pb.GetSenderIdTypeRequest, context: Context
+    ) -> sender_pb2.SenderIdType:
+        data = await self.domain.reference.get_type(request.type_id)
+        return to_message(sender_pb2.SenderIdType, data)
+
+    async def PutSenderIdType(
+        self, request: pb.PutSenderIdTypeRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.reference.put_type(
+            request.type_id, _input(request.body), body_version(request.body, context)
+        )
+        return empty_pb2.Empty()
+
+    # -- sender IDs ----------------------------------------------------------------------------
+
+    async def ListSenderIds(
+        self, request: pb.ListSenderIdsRequest, context: Context
+    ) -> pb.ListSenderIdsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, senders.FILTERS)
+        items, token = await self.domain.senders.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("sender_ids")
+        return pb.ListSenderIdsResponse(
+            sender_ids=[to_message(sender_pb2.SenderId, i) for i in items], next_page_token=token
+        )
+
+    async def CreateSenderId(
+        self, request: pb.CreateSenderIdRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        sender_id = await self.domain.senders.create(
+            principal.org, principal.subject, _input(request.body)
+        )
+        return resource_pb2.ResourceId(id=sender_id)
+
+    async def PurchaseSenderId(
+        self, request: pb.PurchaseSenderIdRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        sender_id = await self.domain.senders.purchase(
+            principal.org, principal.subject, request.parent_id
+        )
+        return resource_pb2.ResourceId(id=sender_id)
+
+    async def GetSenderId(
+        self, request: pb.GetSenderIdRequest, context: Context
+    ) -> sender_pb2.SenderId:
+        data = await self.domain.senders.get(current_principal().org, request.sender_id)
+        return to_message(sender_pb2.SenderId, data)
+
+    async def UpdateSenderId(
+        self, request: pb.UpdateSenderIdRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.senders.update(
+            current_principal().org,
+            request.sender_id,
+            _input(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.sender_id)
+
+    async def DeleteSenderId(
+        self, request: pb.DeleteSenderIdRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.senders.delete(current_principal().org, request.sender_id)
+        return empty_pb2.Empty()
+
+    async def CreateSystemSenderId(
+        self, request: pb.CreateSystemSenderIdRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        sender_id = await self.domain.senders.create_system(
+            current_principal().subject, _input(request.body)
+        )
+        return resource_pb2.ResourceId(id=sender_id)
+
+    async def ProvisionSenderId(
+        self, request: pb.ProvisionSenderIdRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.senders.provision(
+            request.sender_id,
+            request.state,
+            request.country,
+            list(request.operators),
+            request.billing,
+        )
+        return resource_pb2.ResourceId(id=request.sender_id)
+
+    # -- channels ------------------------------------------------------------------------------
+
+    async def ListChannels(
+        self, request: pb.ListChannelsRequest, context: Context
+    ) -> pb.ListChannelsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, channels.FILTERS)
+        items, token = await self.domain.channels.list_page(
+            current_principal().org, given, page, checks
+        )
+        bare_list("channels")
+        return pb.ListChannelsResponse(
+            channels=[to_message(channel_pb2.Channel, i) for i in items], next_page_token=token
+        )
+
+    async def CreateChannel(
+        self, request: pb.CreateChannelRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        channel_id = await self.domain.channels.create(
+            principal.org, principal.subject, _input(request.body)
+        )
+        return resource_pb2.ResourceId(id=channel_id)
+
+    async def GetChannel(
+        self, request: pb.GetChannelRequest, context: Context
+    ) -> channel_pb2.Channel:
+        data = await self.domain.channels.get(current_principal().org, request.channel_id)
+        return to_message(channel_pb2.Channel, data)
+
+    async def UpdateChannel(
+        self, request: pb.UpdateChannelRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self.domain.channels.update(
+            current_principal().org,
+            request.channel_id,
+            _input(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.channel_id)
+
+    async def ReplaceChannel(
+        self, request: pb.ReplaceChannelRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.channels.update(
+            current_principal().org,
+            request.channel_id,
+            _input(request.body),
+            body_version(request.body, context),
+            replace=True,
+        )
+        return empty_pb2.Empty()
+
+    async def DeleteChannel(
+        self, request: pb.DeleteChannelRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.channels.delete(current_principal().org, request.channel_id)
+        return empty_pb2.Empty()
+
+    async def ListChannelSenderIds(
+        self, request: pb.ListChannelSenderIdsRequest, context: Context
+    ) -> pb.ListChannelSenderIdsResponse:
+        checks = Checks()
+        page = _page(request, checks)
+        given = given_filters(request, senders.FILTERS)
+        items, token = await self.domain.channels.list_senders(
+            current_principal().org, request.channel_id, given, page, checks
+        )
+        bare_list("sender_ids")
+        return pb.ListChannelSenderIdsResponse(
+            sender_ids=[to_message(sender_pb2.SenderId, i) for i in items], next_page_token=token
+        )
+
+    async def AddChannelSenderIds(
+        self, request: pb.AddChannelSenderIdsRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        ids = [*request.sender_ids, *([request.sender_id] if request.sender_id else [])]
+        channel_id = await self.domain.channels.add_senders(
+            current_principal().org, request.channel_id, ids
+        )
+        return resource_pb2.ResourceId(id=channel_id)
+
+    async def RemoveChannelSenderIds(
+        self, request: pb.RemoveChannelSenderIdsRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self.domain.channels.remove_senders(
+            current_principal().org, request.channel_id, list(request.sender_id)
+        )
+        return empty_pb2.Empty()

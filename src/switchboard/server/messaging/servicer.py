@@ -1,0 +1,19 @@
+"""gRPC ⇄ domain for MessagingService: one class assembled from per-area RPC mixins."""
+
+from __future__ import annotations
+
+from switchboard.messaging.v1 import messaging_service_pb2_grpc
+
+from switchboard.server.messaging.rpc_content import ContentRpcs
+from switchboard.server.messaging.rpc_senders import SenderRpcs
+from switchboard.server.messaging.wiring import MessagingDomain
+
+
+class MessagingServicer(
+    SenderRpcs, ContentRpcs, messaging_service_pb2_grpc.MessagingServiceServicer
+):
+    """Each area's RPCs live in a mixin module (rpc_*.py) listed as a base here, before the
+    generated base."""
+
+    def __init__(self, domain: MessagingDomain) -> None:
+        self.domain = domain

@@ -1,0 +1,87 @@
+"""Builds the messaging domain: its services and background workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from switchboard.server.app.config import Settings
+from switchboard.server.contacts.wiring import BackgroundWorker, ContactsDomain
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database
+from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.messaging.attachments import AttachmentService
+from switchboard.server.messaging.channels import ChannelService
+from switchboard.server.messaging.keywords import KeywordService
+from switchboard.server.messaging.message_templates import MessageTemplateService
+from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
+from switchboard.server.messaging.senders import SenderService
+
+
+@dataclass
+class MessagingDomain:
+    """Every service of the domain; the servicer's RPC mixins reach them through this."""
+
+    db: Database
+    events: EventLog
+    feed: EventFeed
+    bus: EventBus
+    clock: Clock
+    settings: Settings
+    contacts: ContactsDomain
+    # content area
+    message_templates: MessageTemplateService
+    keywords: KeywordService
+    attachments: AttachmentService
+    # senders area
+    reference: ReferenceService
+    senders: SenderService
+    channels: ChannelService
+    workers: list[BackgroundWorker] = field(default_factory=list)
+
+
+def build_messaging_domain(
+    *,
+    db: Database,
+    events: EventLog,
+    feed: EventFeed,
+    bus: EventBus,
+    clock: Clock,
+    settings: Settings,
+    contacts: ContactsDomain,
+) -> MessagingDomain:
+    message_templates = MessageTemplateService(db=db, events=events, clock=clock)
+    keywords = KeywordService(
+        db=db, events=events, clock=clock, consent=contacts.consent, templates=message_templates
+    )
+    attachments = AttachmentService(
+        db=db,
+        events=events,
+        clock=clock,
+        store=contacts.jobs.store,
+        tokens=contacts.access_tokens,
+        max_bytes=settings.attachment_max_bytes,
+        allowed_types=settings.attachment_allowed_types,
+        blocked_types=settings.attachment_blocked_types,
+    )
+    reference = ReferenceService(db, clock)
+    senders = SenderService(
+        db, events, clock, auto_provision=settings.messaging_sandbox_provisioning
+    )
+    channels = ChannelService(db, events, clock, senders)
+    domain = MessagingDomain(
+        db=db,
+        events=events,
+        feed=feed,
+        bus=bus,
+        clock=clock,
+        settings=settings,
+        contacts=contacts,
+        message_templates=message_templates,
+        keywords=keywords,
+        attachments=attachments,
+        reference=reference,
+        senders=senders,
+        channels=channels,
+    )
+    domain.workers.append(ReferenceSeeder(reference))
+    return domain
