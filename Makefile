@@ -47,6 +47,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.contacts_import
 	$(BIN)/python -m bench.template_render
 	$(BIN)/python -m bench.communication_preview
+	$(BIN)/python -m bench.message_fanout
 
 clean:
 	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,8 @@ from google.protobuf.internal import containers as _containers
 from switchboard.messaging.v1 import attachment_pb2 as _attachment_pb2
 from switchboard.messaging.v1 import channel_pb2 as _channel_pb2
 from switchboard.messaging.v1 import keyword_pb2 as _keyword_pb2
+from switchboard.messaging.v1 import message_pb2 as _message_pb2
+from switchboard.messaging.v1 import message_request_pb2 as _message_request_pb2
 from switchboard.messaging.v1 import message_template_pb2 as _message_template_pb2
 from switchboard.messaging.v1 import sender_pb2 as _sender_pb2
 import builtins as _builtins
@@ -2640,3 +2642,1474 @@ class RemoveChannelSenderIdsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveChannelSenderIdsRequest: _TypeAlias = RemoveChannelSenderIdsRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageRequestsRequest(_message.Message):
+    """---- message requests and messages ----
+
+    Request for ListMessageRequests.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    PROGRAM_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SCHEDULED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    TEST_MESSAGE_FLAG_FIELD_NUMBER: _builtins.int
+    PAUSE_BEFORE_TRANSMIT_FIELD_NUMBER: _builtins.int
+    PAUSE_EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Filter: exact match."""
+    conversation_id: _builtins.str
+    """Filter: exact match."""
+    to: _builtins.str
+    """Filter: exact match."""
+    campaign_id: _builtins.str
+    """Filter: exact match."""
+    program_id: _builtins.str
+    """Filter: exact match."""
+    subject: _builtins.str
+    """Filter: exact match."""
+    application_id: _builtins.str
+    """Filter: exact match."""
+    external_id: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    scheduled_delivery_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    expiry_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    test_message_flag: _builtins.str
+    """Filter: exact match."""
+    pause_before_transmit: _builtins.str
+    """Filter: exact match."""
+    pause_expiry_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    created_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    last_updated_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str | None = ...,
+        conversation_id: _builtins.str | None = ...,
+        to: _builtins.str | None = ...,
+        campaign_id: _builtins.str | None = ...,
+        program_id: _builtins.str | None = ...,
+        subject: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        external_id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        scheduled_delivery_time: _builtins.str | None = ...,
+        expiry_time: _builtins.str | None = ...,
+        test_message_flag: _builtins.str | None = ...,
+        pause_before_transmit: _builtins.str | None = ...,
+        pause_expiry_time: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_campaign_id", b"_campaign_id", "_conversation_id", b"_conversation_id", "_created_date", b"_created_date", "_expiry_time", b"_expiry_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_pause_before_transmit", b"_pause_before_transmit", "_pause_expiry_time", b"_pause_expiry_time", "_program_id", b"_program_id", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_state", b"_state", "_subject", b"_subject", "_test_message_flag", b"_test_message_flag", "_to", b"_to", "application_id", b"application_id", "campaign_id", b"campaign_id", "conversation_id", b"conversation_id", "created_date", b"created_date", "expiry_time", b"expiry_time", "external_id", b"external_id", "from", b"from", "id", b"id", "last_updated_date", b"last_updated_date", "pause_before_transmit", b"pause_before_transmit", "pause_expiry_time", b"pause_expiry_time", "program_id", b"program_id", "scheduled_delivery_time", b"scheduled_delivery_time", "state", b"state", "subject", b"subject", "test_message_flag", b"test_message_flag", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_campaign_id", b"_campaign_id", "_conversation_id", b"_conversation_id", "_created_date", b"_created_date", "_expiry_time", b"_expiry_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_pause_before_transmit", b"_pause_before_transmit", "_pause_expiry_time", b"_pause_expiry_time", "_program_id", b"_program_id", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_state", b"_state", "_subject", b"_subject", "_test_message_flag", b"_test_message_flag", "_to", b"_to", "application_id", b"application_id", "campaign_id", b"campaign_id", "conversation_id", b"conversation_id", "created_date", b"created_date", "expiry_time", b"expiry_time", "external_id", b"external_id", "from", b"from", "id", b"id", "last_updated_date", b"last_updated_date", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "pause_before_transmit", b"pause_before_transmit", "pause_expiry_time", b"pause_expiry_time", "program_id", b"program_id", "scheduled_delivery_time", b"scheduled_delivery_time", "state", b"state", "subject", b"subject", "test_message_flag", b"test_message_flag", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__campaign_id: _TypeAlias = _typing.Literal["campaign_id"]  # noqa: Y015
+    _WhichOneofArgType__campaign_id: _TypeAlias = _typing.Literal["_campaign_id", b"_campaign_id"]  # noqa: Y015
+    _WhichOneofReturnType__conversation_id: _TypeAlias = _typing.Literal["conversation_id"]  # noqa: Y015
+    _WhichOneofArgType__conversation_id: _TypeAlias = _typing.Literal["_conversation_id", b"_conversation_id"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__expiry_time: _TypeAlias = _typing.Literal["expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__expiry_time: _TypeAlias = _typing.Literal["_expiry_time", b"_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_id: _TypeAlias = _typing.Literal["external_id"]  # noqa: Y015
+    _WhichOneofArgType__external_id: _TypeAlias = _typing.Literal["_external_id", b"_external_id"]  # noqa: Y015
+    _WhichOneofReturnType__from: _TypeAlias = _typing.Literal["from"]  # noqa: Y015
+    _WhichOneofArgType__from: _TypeAlias = _typing.Literal["_from", b"_from"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__pause_before_transmit: _TypeAlias = _typing.Literal["pause_before_transmit"]  # noqa: Y015
+    _WhichOneofArgType__pause_before_transmit: _TypeAlias = _typing.Literal["_pause_before_transmit", b"_pause_before_transmit"]  # noqa: Y015
+    _WhichOneofReturnType__pause_expiry_time: _TypeAlias = _typing.Literal["pause_expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__pause_expiry_time: _TypeAlias = _typing.Literal["_pause_expiry_time", b"_pause_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__program_id: _TypeAlias = _typing.Literal["program_id"]  # noqa: Y015
+    _WhichOneofArgType__program_id: _TypeAlias = _typing.Literal["_program_id", b"_program_id"]  # noqa: Y015
+    _WhichOneofReturnType__scheduled_delivery_time: _TypeAlias = _typing.Literal["scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofArgType__scheduled_delivery_time: _TypeAlias = _typing.Literal["_scheduled_delivery_time", b"_scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__subject: _TypeAlias = _typing.Literal["subject"]  # noqa: Y015
+    _WhichOneofArgType__subject: _TypeAlias = _typing.Literal["_subject", b"_subject"]  # noqa: Y015
+    _WhichOneofReturnType__test_message_flag: _TypeAlias = _typing.Literal["test_message_flag"]  # noqa: Y015
+    _WhichOneofArgType__test_message_flag: _TypeAlias = _typing.Literal["_test_message_flag", b"_test_message_flag"]  # noqa: Y015
+    _WhichOneofReturnType__to: _TypeAlias = _typing.Literal["to"]  # noqa: Y015
+    _WhichOneofArgType__to: _TypeAlias = _typing.Literal["_to", b"_to"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__campaign_id) -> _WhichOneofReturnType__campaign_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conversation_id) -> _WhichOneofReturnType__conversation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiry_time) -> _WhichOneofReturnType__expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_id) -> _WhichOneofReturnType__external_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from) -> _WhichOneofReturnType__from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pause_before_transmit) -> _WhichOneofReturnType__pause_before_transmit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pause_expiry_time) -> _WhichOneofReturnType__pause_expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_id) -> _WhichOneofReturnType__program_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scheduled_delivery_time) -> _WhichOneofReturnType__scheduled_delivery_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subject) -> _WhichOneofReturnType__subject | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__test_message_flag) -> _WhichOneofReturnType__test_message_flag | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to) -> _WhichOneofReturnType__to | None: ...
+
+Global___ListMessageRequestsRequest: _TypeAlias = ListMessageRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageRequestsResponse(_message.Message):
+    """A page of results of ListMessageRequests; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUESTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def message_requests(self) -> _containers.RepeatedCompositeFieldContainer[_message_request_pb2.MessageRequest]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        message_requests: _abc.Iterable[_message_request_pb2.MessageRequest] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_requests", b"message_requests", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessageRequestsResponse: _TypeAlias = ListMessageRequestsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitMessageRequestRequest(_message.Message):
+    """Request for SubmitMessageRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _message_request_pb2.MessageRequestInput:
+        """The attributes (the JSON or form body)."""
+
+    def __init__(
+        self,
+        *,
+        body: _message_request_pb2.MessageRequestInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitMessageRequestRequest: _TypeAlias = SubmitMessageRequestRequest  # noqa: Y015
+
+@_typing.final
+class ReadMessageRequestRequest(_message.Message):
+    """Request for ReadMessageRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    PROGRAM_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SCHEDULED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    TEST_MESSAGE_FLAG_FIELD_NUMBER: _builtins.int
+    PAUSE_BEFORE_TRANSMIT_FIELD_NUMBER: _builtins.int
+    PAUSE_EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    message_request_id: _builtins.str
+    """Path: the message request id."""
+    id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    conversation_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    to: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    campaign_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    program_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    subject: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    application_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    external_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    state: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    scheduled_delivery_time: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    expiry_time: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    test_message_flag: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    pause_before_transmit: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    pause_expiry_time: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    created_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    last_updated_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    def __init__(
+        self,
+        *,
+        message_request_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        conversation_id: _builtins.str | None = ...,
+        to: _builtins.str | None = ...,
+        campaign_id: _builtins.str | None = ...,
+        program_id: _builtins.str | None = ...,
+        subject: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        external_id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        scheduled_delivery_time: _builtins.str | None = ...,
+        expiry_time: _builtins.str | None = ...,
+        test_message_flag: _builtins.str | None = ...,
+        pause_before_transmit: _builtins.str | None = ...,
+        pause_expiry_time: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_campaign_id", b"_campaign_id", "_conversation_id", b"_conversation_id", "_created_date", b"_created_date", "_expiry_time", b"_expiry_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_pause_before_transmit", b"_pause_before_transmit", "_pause_expiry_time", b"_pause_expiry_time", "_program_id", b"_program_id", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_state", b"_state", "_subject", b"_subject", "_test_message_flag", b"_test_message_flag", "_to", b"_to", "application_id", b"application_id", "campaign_id", b"campaign_id", "conversation_id", b"conversation_id", "created_date", b"created_date", "expiry_time", b"expiry_time", "external_id", b"external_id", "from", b"from", "id", b"id", "last_updated_date", b"last_updated_date", "pause_before_transmit", b"pause_before_transmit", "pause_expiry_time", b"pause_expiry_time", "program_id", b"program_id", "scheduled_delivery_time", b"scheduled_delivery_time", "state", b"state", "subject", b"subject", "test_message_flag", b"test_message_flag", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_campaign_id", b"_campaign_id", "_conversation_id", b"_conversation_id", "_created_date", b"_created_date", "_expiry_time", b"_expiry_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_pause_before_transmit", b"_pause_before_transmit", "_pause_expiry_time", b"_pause_expiry_time", "_program_id", b"_program_id", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_state", b"_state", "_subject", b"_subject", "_test_message_flag", b"_test_message_flag", "_to", b"_to", "application_id", b"application_id", "campaign_id", b"campaign_id", "conversation_id", b"conversation_id", "created_date", b"created_date", "expiry_time", b"expiry_time", "external_id", b"external_id", "from", b"from", "id", b"id", "last_updated_date", b"last_updated_date", "message_request_id", b"message_request_id", "pause_before_transmit", b"pause_before_transmit", "pause_expiry_time", b"pause_expiry_time", "program_id", b"program_id", "scheduled_delivery_time", b"scheduled_delivery_time", "state", b"state", "subject", b"subject", "test_message_flag", b"test_message_flag", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__campaign_id: _TypeAlias = _typing.Literal["campaign_id"]  # noqa: Y015
+    _WhichOneofArgType__campaign_id: _TypeAlias = _typing.Literal["_campaign_id", b"_campaign_id"]  # noqa: Y015
+    _WhichOneofReturnType__conversation_id: _TypeAlias = _typing.Literal["conversation_id"]  # noqa: Y015
+    _WhichOneofArgType__conversation_id: _TypeAlias = _typing.Literal["_conversation_id", b"_conversation_id"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__expiry_time: _TypeAlias = _typing.Literal["expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__expiry_time: _TypeAlias = _typing.Literal["_expiry_time", b"_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_id: _TypeAlias = _typing.Literal["external_id"]  # noqa: Y015
+    _WhichOneofArgType__external_id: _TypeAlias = _typing.Literal["_external_id", b"_external_id"]  # noqa: Y015
+    _WhichOneofReturnType__from: _TypeAlias = _typing.Literal["from"]  # noqa: Y015
+    _WhichOneofArgType__from: _TypeAlias = _typing.Literal["_from", b"_from"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__pause_before_transmit: _TypeAlias = _typing.Literal["pause_before_transmit"]  # noqa: Y015
+    _WhichOneofArgType__pause_before_transmit: _TypeAlias = _typing.Literal["_pause_before_transmit", b"_pause_before_transmit"]  # noqa: Y015
+    _WhichOneofReturnType__pause_expiry_time: _TypeAlias = _typing.Literal["pause_expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__pause_expiry_time: _TypeAlias = _typing.Literal["_pause_expiry_time", b"_pause_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__program_id: _TypeAlias = _typing.Literal["program_id"]  # noqa: Y015
+    _WhichOneofArgType__program_id: _TypeAlias = _typing.Literal["_program_id", b"_program_id"]  # noqa: Y015
+    _WhichOneofReturnType__scheduled_delivery_time: _TypeAlias = _typing.Literal["scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofArgType__scheduled_delivery_time: _TypeAlias = _typing.Literal["_scheduled_delivery_time", b"_scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__subject: _TypeAlias = _typing.Literal["subject"]  # noqa: Y015
+    _WhichOneofArgType__subject: _TypeAlias = _typing.Literal["_subject", b"_subject"]  # noqa: Y015
+    _WhichOneofReturnType__test_message_flag: _TypeAlias = _typing.Literal["test_message_flag"]  # noqa: Y015
+    _WhichOneofArgType__test_message_flag: _TypeAlias = _typing.Literal["_test_message_flag", b"_test_message_flag"]  # noqa: Y015
+    _WhichOneofReturnType__to: _TypeAlias = _typing.Literal["to"]  # noqa: Y015
+    _WhichOneofArgType__to: _TypeAlias = _typing.Literal["_to", b"_to"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__campaign_id) -> _WhichOneofReturnType__campaign_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conversation_id) -> _WhichOneofReturnType__conversation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiry_time) -> _WhichOneofReturnType__expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_id) -> _WhichOneofReturnType__external_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from) -> _WhichOneofReturnType__from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pause_before_transmit) -> _WhichOneofReturnType__pause_before_transmit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pause_expiry_time) -> _WhichOneofReturnType__pause_expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__program_id) -> _WhichOneofReturnType__program_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scheduled_delivery_time) -> _WhichOneofReturnType__scheduled_delivery_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subject) -> _WhichOneofReturnType__subject | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__test_message_flag) -> _WhichOneofReturnType__test_message_flag | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to) -> _WhichOneofReturnType__to | None: ...
+
+Global___ReadMessageRequestRequest: _TypeAlias = ReadMessageRequestRequest  # noqa: Y015
+
+@_typing.final
+class SetMessageRequestStateRequest(_message.Message):
+    """Request for SetMessageRequestState."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    message_request_id: _builtins.str
+    """Path: the message request id."""
+    @_builtins.property
+    def body(self) -> _message_request_pb2.MessageRequestInput:
+        """The body: `state` is what changes; other attributes are read-only after creation."""
+
+    def __init__(
+        self,
+        *,
+        message_request_id: _builtins.str = ...,
+        body: _message_request_pb2.MessageRequestInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "message_request_id", b"message_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMessageRequestStateRequest: _TypeAlias = SetMessageRequestStateRequest  # noqa: Y015
+
+@_typing.final
+class DiscardMessageRequestRequest(_message.Message):
+    """Request for DiscardMessageRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    message_request_id: _builtins.str
+    """Path: the message request id."""
+    def __init__(
+        self,
+        *,
+        message_request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_request_id", b"message_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardMessageRequestRequest: _TypeAlias = DiscardMessageRequestRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageRequestMessagesRequest(_message.Message):
+    """Request for ListMessageRequestMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_REQUEST_ID_FILTER_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TRANSACTION_IDS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    CUSTOMER_SENDER_ID_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    SENT_DATE_FIELD_NUMBER: _builtins.int
+    DELIVERED_DATE_FIELD_NUMBER: _builtins.int
+    CONVERTED_DATE_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    SCHEDULED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_DELIVERY_PROVIDER_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    message_request_id: _builtins.str
+    """Path: the message request id."""
+    id: _builtins.str
+    """Filter: exact match."""
+    message_request_id_filter: _builtins.str
+    """Filter: exact match."""
+    external_transaction_ids: _builtins.str
+    """Filter: exact match."""
+    external_message_request_id: _builtins.str
+    """Filter: exact match."""
+    conversation_id: _builtins.str
+    """Filter: exact match."""
+    campaign_id: _builtins.str
+    """Filter: exact match."""
+    direction: _builtins.str
+    """Filter: exact match."""
+    customer_sender_id: _builtins.str
+    """Filter: exact match."""
+    from_address: _builtins.str
+    """Filter: exact match."""
+    to_address: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    failure_code: _builtins.str
+    """Filter: exact match."""
+    subject: _builtins.str
+    """Filter: exact match."""
+    body: _builtins.str
+    """Filter: exact match."""
+    sent_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    delivered_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    converted_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    reply_to: _builtins.str
+    """Filter: exact match."""
+    scheduled_delivery_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    expiry_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    type: _builtins.str
+    """Filter: exact match."""
+    message_delivery_provider: _builtins.str
+    """Filter: exact match."""
+    contact_id: _builtins.str
+    """Filter: exact match (also accepted as the documented `contact-id`)."""
+    price: _builtins.str
+    """Filter: exact match."""
+    application_id: _builtins.str
+    """Filter: exact match."""
+    created_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    last_updated_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        message_request_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        message_request_id_filter: _builtins.str | None = ...,
+        external_transaction_ids: _builtins.str | None = ...,
+        external_message_request_id: _builtins.str | None = ...,
+        conversation_id: _builtins.str | None = ...,
+        campaign_id: _builtins.str | None = ...,
+        direction: _builtins.str | None = ...,
+        customer_sender_id: _builtins.str | None = ...,
+        from_address: _builtins.str | None = ...,
+        to_address: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        failure_code: _builtins.str | None = ...,
+        subject: _builtins.str | None = ...,
+        body: _builtins.str | None = ...,
+        sent_date: _builtins.str | None = ...,
+        delivered_date: _builtins.str | None = ...,
+        converted_date: _builtins.str | None = ...,
+        reply_to: _builtins.str | None = ...,
+        scheduled_delivery_time: _builtins.str | None = ...,
+        expiry_time: _builtins.str | None = ...,
+        type: _builtins.str | None = ...,
+        message_delivery_provider: _builtins.str | None = ...,
+        contact_id: _builtins.str | None = ...,
+        price: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id_filter", b"_message_request_id_filter", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "message_delivery_provider", b"message_delivery_provider", "message_request_id_filter", b"message_request_id_filter", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id_filter", b"_message_request_id_filter", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "limit", b"limit", "message_delivery_provider", b"message_delivery_provider", "message_request_id", b"message_request_id", "message_request_id_filter", b"message_request_id_filter", "offset", b"offset", "page_token", b"page_token", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__body: _TypeAlias = _typing.Literal["body"]  # noqa: Y015
+    _WhichOneofArgType__body: _TypeAlias = _typing.Literal["_body", b"_body"]  # noqa: Y015
+    _WhichOneofReturnType__campaign_id: _TypeAlias = _typing.Literal["campaign_id"]  # noqa: Y015
+    _WhichOneofArgType__campaign_id: _TypeAlias = _typing.Literal["_campaign_id", b"_campaign_id"]  # noqa: Y015
+    _WhichOneofReturnType__contact_id: _TypeAlias = _typing.Literal["contact_id"]  # noqa: Y015
+    _WhichOneofArgType__contact_id: _TypeAlias = _typing.Literal["_contact_id", b"_contact_id"]  # noqa: Y015
+    _WhichOneofReturnType__conversation_id: _TypeAlias = _typing.Literal["conversation_id"]  # noqa: Y015
+    _WhichOneofArgType__conversation_id: _TypeAlias = _typing.Literal["_conversation_id", b"_conversation_id"]  # noqa: Y015
+    _WhichOneofReturnType__converted_date: _TypeAlias = _typing.Literal["converted_date"]  # noqa: Y015
+    _WhichOneofArgType__converted_date: _TypeAlias = _typing.Literal["_converted_date", b"_converted_date"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__customer_sender_id: _TypeAlias = _typing.Literal["customer_sender_id"]  # noqa: Y015
+    _WhichOneofArgType__customer_sender_id: _TypeAlias = _typing.Literal["_customer_sender_id", b"_customer_sender_id"]  # noqa: Y015
+    _WhichOneofReturnType__delivered_date: _TypeAlias = _typing.Literal["delivered_date"]  # noqa: Y015
+    _WhichOneofArgType__delivered_date: _TypeAlias = _typing.Literal["_delivered_date", b"_delivered_date"]  # noqa: Y015
+    _WhichOneofReturnType__direction: _TypeAlias = _typing.Literal["direction"]  # noqa: Y015
+    _WhichOneofArgType__direction: _TypeAlias = _typing.Literal["_direction", b"_direction"]  # noqa: Y015
+    _WhichOneofReturnType__expiry_time: _TypeAlias = _typing.Literal["expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__expiry_time: _TypeAlias = _typing.Literal["_expiry_time", b"_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_message_request_id: _TypeAlias = _typing.Literal["external_message_request_id"]  # noqa: Y015
+    _WhichOneofArgType__external_message_request_id: _TypeAlias = _typing.Literal["_external_message_request_id", b"_external_message_request_id"]  # noqa: Y015
+    _WhichOneofReturnType__external_transaction_ids: _TypeAlias = _typing.Literal["external_transaction_ids"]  # noqa: Y015
+    _WhichOneofArgType__external_transaction_ids: _TypeAlias = _typing.Literal["_external_transaction_ids", b"_external_transaction_ids"]  # noqa: Y015
+    _WhichOneofReturnType__failure_code: _TypeAlias = _typing.Literal["failure_code"]  # noqa: Y015
+    _WhichOneofArgType__failure_code: _TypeAlias = _typing.Literal["_failure_code", b"_failure_code"]  # noqa: Y015
+    _WhichOneofReturnType__from_address: _TypeAlias = _typing.Literal["from_address"]  # noqa: Y015
+    _WhichOneofArgType__from_address: _TypeAlias = _typing.Literal["_from_address", b"_from_address"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__message_delivery_provider: _TypeAlias = _typing.Literal["message_delivery_provider"]  # noqa: Y015
+    _WhichOneofArgType__message_delivery_provider: _TypeAlias = _typing.Literal["_message_delivery_provider", b"_message_delivery_provider"]  # noqa: Y015
+    _WhichOneofReturnType__message_request_id_filter: _TypeAlias = _typing.Literal["message_request_id_filter"]  # noqa: Y015
+    _WhichOneofArgType__message_request_id_filter: _TypeAlias = _typing.Literal["_message_request_id_filter", b"_message_request_id_filter"]  # noqa: Y015
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    _WhichOneofReturnType__reply_to: _TypeAlias = _typing.Literal["reply_to"]  # noqa: Y015
+    _WhichOneofArgType__reply_to: _TypeAlias = _typing.Literal["_reply_to", b"_reply_to"]  # noqa: Y015
+    _WhichOneofReturnType__scheduled_delivery_time: _TypeAlias = _typing.Literal["scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofArgType__scheduled_delivery_time: _TypeAlias = _typing.Literal["_scheduled_delivery_time", b"_scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofReturnType__sent_date: _TypeAlias = _typing.Literal["sent_date"]  # noqa: Y015
+    _WhichOneofArgType__sent_date: _TypeAlias = _typing.Literal["_sent_date", b"_sent_date"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__subject: _TypeAlias = _typing.Literal["subject"]  # noqa: Y015
+    _WhichOneofArgType__subject: _TypeAlias = _typing.Literal["_subject", b"_subject"]  # noqa: Y015
+    _WhichOneofReturnType__to_address: _TypeAlias = _typing.Literal["to_address"]  # noqa: Y015
+    _WhichOneofArgType__to_address: _TypeAlias = _typing.Literal["_to_address", b"_to_address"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body) -> _WhichOneofReturnType__body | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__campaign_id) -> _WhichOneofReturnType__campaign_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__contact_id) -> _WhichOneofReturnType__contact_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conversation_id) -> _WhichOneofReturnType__conversation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__converted_date) -> _WhichOneofReturnType__converted_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__customer_sender_id) -> _WhichOneofReturnType__customer_sender_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delivered_date) -> _WhichOneofReturnType__delivered_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__direction) -> _WhichOneofReturnType__direction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiry_time) -> _WhichOneofReturnType__expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_message_request_id) -> _WhichOneofReturnType__external_message_request_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_transaction_ids) -> _WhichOneofReturnType__external_transaction_ids | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failure_code) -> _WhichOneofReturnType__failure_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_address) -> _WhichOneofReturnType__from_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_delivery_provider) -> _WhichOneofReturnType__message_delivery_provider | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_request_id_filter) -> _WhichOneofReturnType__message_request_id_filter | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reply_to) -> _WhichOneofReturnType__reply_to | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scheduled_delivery_time) -> _WhichOneofReturnType__scheduled_delivery_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sent_date) -> _WhichOneofReturnType__sent_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subject) -> _WhichOneofReturnType__subject | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_address) -> _WhichOneofReturnType__to_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___ListMessageRequestMessagesRequest: _TypeAlias = ListMessageRequestMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageRequestMessagesResponse(_message.Message):
+    """A page of results of ListMessageRequestMessages; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessageRequestMessagesResponse: _TypeAlias = ListMessageRequestMessagesResponse  # noqa: Y015
+
+@_typing.final
+class CreateMessageRequestMessageRequest(_message.Message):
+    """Request for CreateMessageRequestMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    message_request_id: _builtins.str
+    """Path: the message request id."""
+    @_builtins.property
+    def body(self) -> _message_pb2.MessageStateInput:
+        """Ignored."""
+
+    def __init__(
+        self,
+        *,
+        message_request_id: _builtins.str = ...,
+        body: _message_pb2.MessageStateInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "message_request_id", b"message_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMessageRequestMessageRequest: _TypeAlias = CreateMessageRequestMessageRequest  # noqa: Y015
+
+@_typing.final
+class ListMessagesRequest(_message.Message):
+    """Request for ListMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TRANSACTION_IDS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    CUSTOMER_SENDER_ID_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    SENT_DATE_FIELD_NUMBER: _builtins.int
+    DELIVERED_DATE_FIELD_NUMBER: _builtins.int
+    CONVERTED_DATE_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    SCHEDULED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_DELIVERY_PROVIDER_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Filter: exact match."""
+    message_request_id: _builtins.str
+    """Filter: exact match."""
+    external_transaction_ids: _builtins.str
+    """Filter: exact match."""
+    external_message_request_id: _builtins.str
+    """Filter: exact match."""
+    conversation_id: _builtins.str
+    """Filter: exact match."""
+    campaign_id: _builtins.str
+    """Filter: exact match."""
+    direction: _builtins.str
+    """Filter: exact match."""
+    customer_sender_id: _builtins.str
+    """Filter: exact match."""
+    from_address: _builtins.str
+    """Filter: exact match."""
+    to_address: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    failure_code: _builtins.str
+    """Filter: exact match."""
+    subject: _builtins.str
+    """Filter: exact match."""
+    body: _builtins.str
+    """Filter: exact match."""
+    sent_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    delivered_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    converted_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    reply_to: _builtins.str
+    """Filter: exact match."""
+    scheduled_delivery_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    expiry_time: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    type: _builtins.str
+    """Filter: exact match."""
+    message_delivery_provider: _builtins.str
+    """Filter: exact match."""
+    contact_id: _builtins.str
+    """Filter: exact match (also accepted as the documented `contact-id`)."""
+    price: _builtins.str
+    """Filter: exact match."""
+    application_id: _builtins.str
+    """Filter: exact match."""
+    created_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    last_updated_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str | None = ...,
+        message_request_id: _builtins.str | None = ...,
+        external_transaction_ids: _builtins.str | None = ...,
+        external_message_request_id: _builtins.str | None = ...,
+        conversation_id: _builtins.str | None = ...,
+        campaign_id: _builtins.str | None = ...,
+        direction: _builtins.str | None = ...,
+        customer_sender_id: _builtins.str | None = ...,
+        from_address: _builtins.str | None = ...,
+        to_address: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        failure_code: _builtins.str | None = ...,
+        subject: _builtins.str | None = ...,
+        body: _builtins.str | None = ...,
+        sent_date: _builtins.str | None = ...,
+        delivered_date: _builtins.str | None = ...,
+        converted_date: _builtins.str | None = ...,
+        reply_to: _builtins.str | None = ...,
+        scheduled_delivery_time: _builtins.str | None = ...,
+        expiry_time: _builtins.str | None = ...,
+        type: _builtins.str | None = ...,
+        message_delivery_provider: _builtins.str | None = ...,
+        contact_id: _builtins.str | None = ...,
+        price: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id", b"_message_request_id", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "message_delivery_provider", b"message_delivery_provider", "message_request_id", b"message_request_id", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id", b"_message_request_id", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "limit", b"limit", "message_delivery_provider", b"message_delivery_provider", "message_request_id", b"message_request_id", "offset", b"offset", "page_token", b"page_token", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__body: _TypeAlias = _typing.Literal["body"]  # noqa: Y015
+    _WhichOneofArgType__body: _TypeAlias = _typing.Literal["_body", b"_body"]  # noqa: Y015
+    _WhichOneofReturnType__campaign_id: _TypeAlias = _typing.Literal["campaign_id"]  # noqa: Y015
+    _WhichOneofArgType__campaign_id: _TypeAlias = _typing.Literal["_campaign_id", b"_campaign_id"]  # noqa: Y015
+    _WhichOneofReturnType__contact_id: _TypeAlias = _typing.Literal["contact_id"]  # noqa: Y015
+    _WhichOneofArgType__contact_id: _TypeAlias = _typing.Literal["_contact_id", b"_contact_id"]  # noqa: Y015
+    _WhichOneofReturnType__conversation_id: _TypeAlias = _typing.Literal["conversation_id"]  # noqa: Y015
+    _WhichOneofArgType__conversation_id: _TypeAlias = _typing.Literal["_conversation_id", b"_conversation_id"]  # noqa: Y015
+    _WhichOneofReturnType__converted_date: _TypeAlias = _typing.Literal["converted_date"]  # noqa: Y015
+    _WhichOneofArgType__converted_date: _TypeAlias = _typing.Literal["_converted_date", b"_converted_date"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__customer_sender_id: _TypeAlias = _typing.Literal["customer_sender_id"]  # noqa: Y015
+    _WhichOneofArgType__customer_sender_id: _TypeAlias = _typing.Literal["_customer_sender_id", b"_customer_sender_id"]  # noqa: Y015
+    _WhichOneofReturnType__delivered_date: _TypeAlias = _typing.Literal["delivered_date"]  # noqa: Y015
+    _WhichOneofArgType__delivered_date: _TypeAlias = _typing.Literal["_delivered_date", b"_delivered_date"]  # noqa: Y015
+    _WhichOneofReturnType__direction: _TypeAlias = _typing.Literal["direction"]  # noqa: Y015
+    _WhichOneofArgType__direction: _TypeAlias = _typing.Literal["_direction", b"_direction"]  # noqa: Y015
+    _WhichOneofReturnType__expiry_time: _TypeAlias = _typing.Literal["expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__expiry_time: _TypeAlias = _typing.Literal["_expiry_time", b"_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_message_request_id: _TypeAlias = _typing.Literal["external_message_request_id"]  # noqa: Y015
+    _WhichOneofArgType__external_message_request_id: _TypeAlias = _typing.Literal["_external_message_request_id", b"_external_message_request_id"]  # noqa: Y015
+    _WhichOneofReturnType__external_transaction_ids: _TypeAlias = _typing.Literal["external_transaction_ids"]  # noqa: Y015
+    _WhichOneofArgType__external_transaction_ids: _TypeAlias = _typing.Literal["_external_transaction_ids", b"_external_transaction_ids"]  # noqa: Y015
+    _WhichOneofReturnType__failure_code: _TypeAlias = _typing.Literal["failure_code"]  # noqa: Y015
+    _WhichOneofArgType__failure_code: _TypeAlias = _typing.Literal["_failure_code", b"_failure_code"]  # noqa: Y015
+    _WhichOneofReturnType__from_address: _TypeAlias = _typing.Literal["from_address"]  # noqa: Y015
+    _WhichOneofArgType__from_address: _TypeAlias = _typing.Literal["_from_address", b"_from_address"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__message_delivery_provider: _TypeAlias = _typing.Literal["message_delivery_provider"]  # noqa: Y015
+    _WhichOneofArgType__message_delivery_provider: _TypeAlias = _typing.Literal["_message_delivery_provider", b"_message_delivery_provider"]  # noqa: Y015
+    _WhichOneofReturnType__message_request_id: _TypeAlias = _typing.Literal["message_request_id"]  # noqa: Y015
+    _WhichOneofArgType__message_request_id: _TypeAlias = _typing.Literal["_message_request_id", b"_message_request_id"]  # noqa: Y015
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    _WhichOneofReturnType__reply_to: _TypeAlias = _typing.Literal["reply_to"]  # noqa: Y015
+    _WhichOneofArgType__reply_to: _TypeAlias = _typing.Literal["_reply_to", b"_reply_to"]  # noqa: Y015
+    _WhichOneofReturnType__scheduled_delivery_time: _TypeAlias = _typing.Literal["scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofArgType__scheduled_delivery_time: _TypeAlias = _typing.Literal["_scheduled_delivery_time", b"_scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofReturnType__sent_date: _TypeAlias = _typing.Literal["sent_date"]  # noqa: Y015
+    _WhichOneofArgType__sent_date: _TypeAlias = _typing.Literal["_sent_date", b"_sent_date"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__subject: _TypeAlias = _typing.Literal["subject"]  # noqa: Y015
+    _WhichOneofArgType__subject: _TypeAlias = _typing.Literal["_subject", b"_subject"]  # noqa: Y015
+    _WhichOneofReturnType__to_address: _TypeAlias = _typing.Literal["to_address"]  # noqa: Y015
+    _WhichOneofArgType__to_address: _TypeAlias = _typing.Literal["_to_address", b"_to_address"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body) -> _WhichOneofReturnType__body | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__campaign_id) -> _WhichOneofReturnType__campaign_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__contact_id) -> _WhichOneofReturnType__contact_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conversation_id) -> _WhichOneofReturnType__conversation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__converted_date) -> _WhichOneofReturnType__converted_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__customer_sender_id) -> _WhichOneofReturnType__customer_sender_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delivered_date) -> _WhichOneofReturnType__delivered_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__direction) -> _WhichOneofReturnType__direction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiry_time) -> _WhichOneofReturnType__expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_message_request_id) -> _WhichOneofReturnType__external_message_request_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_transaction_ids) -> _WhichOneofReturnType__external_transaction_ids | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failure_code) -> _WhichOneofReturnType__failure_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_address) -> _WhichOneofReturnType__from_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_delivery_provider) -> _WhichOneofReturnType__message_delivery_provider | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_request_id) -> _WhichOneofReturnType__message_request_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reply_to) -> _WhichOneofReturnType__reply_to | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scheduled_delivery_time) -> _WhichOneofReturnType__scheduled_delivery_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sent_date) -> _WhichOneofReturnType__sent_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subject) -> _WhichOneofReturnType__subject | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_address) -> _WhichOneofReturnType__to_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___ListMessagesRequest: _TypeAlias = ListMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListMessagesResponse(_message.Message):
+    """A page of results of ListMessages; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_message_pb2.Message] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
+
+@_typing.final
+class CreateMessageRequest(_message.Message):
+    """Request for CreateMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _message_pb2.MessageStateInput:
+        """Ignored."""
+
+    def __init__(
+        self,
+        *,
+        body: _message_pb2.MessageStateInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMessageRequest: _TypeAlias = CreateMessageRequest  # noqa: Y015
+
+@_typing.final
+class GetMessageRequest(_message.Message):
+    """Request for GetMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TRANSACTION_IDS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_MESSAGE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    CUSTOMER_SENDER_ID_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    TO_ADDRESS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    SENT_DATE_FIELD_NUMBER: _builtins.int
+    DELIVERED_DATE_FIELD_NUMBER: _builtins.int
+    CONVERTED_DATE_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
+    SCHEDULED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_DELIVERY_PROVIDER_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Path: the message id."""
+    id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    message_request_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    external_transaction_ids: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    external_message_request_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    conversation_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    campaign_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    direction: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    customer_sender_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    from_address: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    to_address: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    state: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    failure_code: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    subject: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    body: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    sent_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    delivered_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    converted_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    reply_to: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    scheduled_delivery_time: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    expiry_time: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    type: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    message_delivery_provider: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    contact_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    price: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    application_id: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    created_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    last_updated_date: _builtins.str
+    """Accepted and ignored (documented on item GETs)."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        message_request_id: _builtins.str | None = ...,
+        external_transaction_ids: _builtins.str | None = ...,
+        external_message_request_id: _builtins.str | None = ...,
+        conversation_id: _builtins.str | None = ...,
+        campaign_id: _builtins.str | None = ...,
+        direction: _builtins.str | None = ...,
+        customer_sender_id: _builtins.str | None = ...,
+        from_address: _builtins.str | None = ...,
+        to_address: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        failure_code: _builtins.str | None = ...,
+        subject: _builtins.str | None = ...,
+        body: _builtins.str | None = ...,
+        sent_date: _builtins.str | None = ...,
+        delivered_date: _builtins.str | None = ...,
+        converted_date: _builtins.str | None = ...,
+        reply_to: _builtins.str | None = ...,
+        scheduled_delivery_time: _builtins.str | None = ...,
+        expiry_time: _builtins.str | None = ...,
+        type: _builtins.str | None = ...,
+        message_delivery_provider: _builtins.str | None = ...,
+        contact_id: _builtins.str | None = ...,
+        price: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id", b"_message_request_id", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "message_delivery_provider", b"message_delivery_provider", "message_request_id", b"message_request_id", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_body", b"_body", "_campaign_id", b"_campaign_id", "_contact_id", b"_contact_id", "_conversation_id", b"_conversation_id", "_converted_date", b"_converted_date", "_created_date", b"_created_date", "_customer_sender_id", b"_customer_sender_id", "_delivered_date", b"_delivered_date", "_direction", b"_direction", "_expiry_time", b"_expiry_time", "_external_message_request_id", b"_external_message_request_id", "_external_transaction_ids", b"_external_transaction_ids", "_failure_code", b"_failure_code", "_from_address", b"_from_address", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_message_delivery_provider", b"_message_delivery_provider", "_message_request_id", b"_message_request_id", "_price", b"_price", "_reply_to", b"_reply_to", "_scheduled_delivery_time", b"_scheduled_delivery_time", "_sent_date", b"_sent_date", "_state", b"_state", "_subject", b"_subject", "_to_address", b"_to_address", "_type", b"_type", "application_id", b"application_id", "body", b"body", "campaign_id", b"campaign_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "converted_date", b"converted_date", "created_date", b"created_date", "customer_sender_id", b"customer_sender_id", "delivered_date", b"delivered_date", "direction", b"direction", "expiry_time", b"expiry_time", "external_message_request_id", b"external_message_request_id", "external_transaction_ids", b"external_transaction_ids", "failure_code", b"failure_code", "from_address", b"from_address", "id", b"id", "last_updated_date", b"last_updated_date", "message_delivery_provider", b"message_delivery_provider", "message_id", b"message_id", "message_request_id", b"message_request_id", "price", b"price", "reply_to", b"reply_to", "scheduled_delivery_time", b"scheduled_delivery_time", "sent_date", b"sent_date", "state", b"state", "subject", b"subject", "to_address", b"to_address", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__body: _TypeAlias = _typing.Literal["body"]  # noqa: Y015
+    _WhichOneofArgType__body: _TypeAlias = _typing.Literal["_body", b"_body"]  # noqa: Y015
+    _WhichOneofReturnType__campaign_id: _TypeAlias = _typing.Literal["campaign_id"]  # noqa: Y015
+    _WhichOneofArgType__campaign_id: _TypeAlias = _typing.Literal["_campaign_id", b"_campaign_id"]  # noqa: Y015
+    _WhichOneofReturnType__contact_id: _TypeAlias = _typing.Literal["contact_id"]  # noqa: Y015
+    _WhichOneofArgType__contact_id: _TypeAlias = _typing.Literal["_contact_id", b"_contact_id"]  # noqa: Y015
+    _WhichOneofReturnType__conversation_id: _TypeAlias = _typing.Literal["conversation_id"]  # noqa: Y015
+    _WhichOneofArgType__conversation_id: _TypeAlias = _typing.Literal["_conversation_id", b"_conversation_id"]  # noqa: Y015
+    _WhichOneofReturnType__converted_date: _TypeAlias = _typing.Literal["converted_date"]  # noqa: Y015
+    _WhichOneofArgType__converted_date: _TypeAlias = _typing.Literal["_converted_date", b"_converted_date"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__customer_sender_id: _TypeAlias = _typing.Literal["customer_sender_id"]  # noqa: Y015
+    _WhichOneofArgType__customer_sender_id: _TypeAlias = _typing.Literal["_customer_sender_id", b"_customer_sender_id"]  # noqa: Y015
+    _WhichOneofReturnType__delivered_date: _TypeAlias = _typing.Literal["delivered_date"]  # noqa: Y015
+    _WhichOneofArgType__delivered_date: _TypeAlias = _typing.Literal["_delivered_date", b"_delivered_date"]  # noqa: Y015
+    _WhichOneofReturnType__direction: _TypeAlias = _typing.Literal["direction"]  # noqa: Y015
+    _WhichOneofArgType__direction: _TypeAlias = _typing.Literal["_direction", b"_direction"]  # noqa: Y015
+    _WhichOneofReturnType__expiry_time: _TypeAlias = _typing.Literal["expiry_time"]  # noqa: Y015
+    _WhichOneofArgType__expiry_time: _TypeAlias = _typing.Literal["_expiry_time", b"_expiry_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_message_request_id: _TypeAlias = _typing.Literal["external_message_request_id"]  # noqa: Y015
+    _WhichOneofArgType__external_message_request_id: _TypeAlias = _typing.Literal["_external_message_request_id", b"_external_message_request_id"]  # noqa: Y015
+    _WhichOneofReturnType__external_transaction_ids: _TypeAlias = _typing.Literal["external_transaction_ids"]  # noqa: Y015
+    _WhichOneofArgType__external_transaction_ids: _TypeAlias = _typing.Literal["_external_transaction_ids", b"_external_transaction_ids"]  # noqa: Y015
+    _WhichOneofReturnType__failure_code: _TypeAlias = _typing.Literal["failure_code"]  # noqa: Y015
+    _WhichOneofArgType__failure_code: _TypeAlias = _typing.Literal["_failure_code", b"_failure_code"]  # noqa: Y015
+    _WhichOneofReturnType__from_address: _TypeAlias = _typing.Literal["from_address"]  # noqa: Y015
+    _WhichOneofArgType__from_address: _TypeAlias = _typing.Literal["_from_address", b"_from_address"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__message_delivery_provider: _TypeAlias = _typing.Literal["message_delivery_provider"]  # noqa: Y015
+    _WhichOneofArgType__message_delivery_provider: _TypeAlias = _typing.Literal["_message_delivery_provider", b"_message_delivery_provider"]  # noqa: Y015
+    _WhichOneofReturnType__message_request_id: _TypeAlias = _typing.Literal["message_request_id"]  # noqa: Y015
+    _WhichOneofArgType__message_request_id: _TypeAlias = _typing.Literal["_message_request_id", b"_message_request_id"]  # noqa: Y015
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    _WhichOneofReturnType__reply_to: _TypeAlias = _typing.Literal["reply_to"]  # noqa: Y015
+    _WhichOneofArgType__reply_to: _TypeAlias = _typing.Literal["_reply_to", b"_reply_to"]  # noqa: Y015
+    _WhichOneofReturnType__scheduled_delivery_time: _TypeAlias = _typing.Literal["scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofArgType__scheduled_delivery_time: _TypeAlias = _typing.Literal["_scheduled_delivery_time", b"_scheduled_delivery_time"]  # noqa: Y015
+    _WhichOneofReturnType__sent_date: _TypeAlias = _typing.Literal["sent_date"]  # noqa: Y015
+    _WhichOneofArgType__sent_date: _TypeAlias = _typing.Literal["_sent_date", b"_sent_date"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__subject: _TypeAlias = _typing.Literal["subject"]  # noqa: Y015
+    _WhichOneofArgType__subject: _TypeAlias = _typing.Literal["_subject", b"_subject"]  # noqa: Y015
+    _WhichOneofReturnType__to_address: _TypeAlias = _typing.Literal["to_address"]  # noqa: Y015
+    _WhichOneofArgType__to_address: _TypeAlias = _typing.Literal["_to_address", b"_to_address"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__body) -> _WhichOneofReturnType__body | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__campaign_id) -> _WhichOneofReturnType__campaign_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__contact_id) -> _WhichOneofReturnType__contact_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conversation_id) -> _WhichOneofReturnType__conversation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__converted_date) -> _WhichOneofReturnType__converted_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__customer_sender_id) -> _WhichOneofReturnType__customer_sender_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delivered_date) -> _WhichOneofReturnType__delivered_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__direction) -> _WhichOneofReturnType__direction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiry_time) -> _WhichOneofReturnType__expiry_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_message_request_id) -> _WhichOneofReturnType__external_message_request_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_transaction_ids) -> _WhichOneofReturnType__external_transaction_ids | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failure_code) -> _WhichOneofReturnType__failure_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_address) -> _WhichOneofReturnType__from_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_delivery_provider) -> _WhichOneofReturnType__message_delivery_provider | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_request_id) -> _WhichOneofReturnType__message_request_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reply_to) -> _WhichOneofReturnType__reply_to | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scheduled_delivery_time) -> _WhichOneofReturnType__scheduled_delivery_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sent_date) -> _WhichOneofReturnType__sent_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subject) -> _WhichOneofReturnType__subject | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_address) -> _WhichOneofReturnType__to_address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___GetMessageRequest: _TypeAlias = GetMessageRequest  # noqa: Y015
+
+@_typing.final
+class UpdateMessageRequest(_message.Message):
+    """Request for UpdateMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Path: the message id."""
+    @_builtins.property
+    def body(self) -> _message_pb2.MessageStateInput:
+        """The state change."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        body: _message_pb2.MessageStateInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMessageRequest: _TypeAlias = UpdateMessageRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMessageRequest(_message.Message):
+    """Request for DeleteMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Path: the message id."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageAttachmentsRequest(_message.Message):
+    """Request for ListMessageAttachments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Path: the message id."""
+    id: _builtins.str
+    """Filter: exact match."""
+    name: _builtins.str
+    """Filter: exact match."""
+    type: _builtins.str
+    """Filter: exact match."""
+    size: _builtins.str
+    """Filter: exact match."""
+    filename: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    application_id: _builtins.str
+    """Filter: exact match."""
+    created_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    last_updated_date: _builtins.str
+    """Filter: exact match. A `YYYY-MM-DD` value matches that whole UTC day."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        name: _builtins.str | None = ...,
+        type: _builtins.str | None = ...,
+        size: _builtins.str | None = ...,
+        filename: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        application_id: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_created_date", b"_created_date", "_filename", b"_filename", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_name", b"_name", "_size", b"_size", "_state", b"_state", "_type", b"_type", "application_id", b"application_id", "created_date", b"created_date", "filename", b"filename", "id", b"id", "last_updated_date", b"last_updated_date", "name", b"name", "size", b"size", "state", b"state", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_id", b"_application_id", "_created_date", b"_created_date", "_filename", b"_filename", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_name", b"_name", "_size", b"_size", "_state", b"_state", "_type", b"_type", "application_id", b"application_id", "created_date", b"created_date", "filename", b"filename", "id", b"id", "last_updated_date", b"last_updated_date", "limit", b"limit", "message_id", b"message_id", "name", b"name", "offset", b"offset", "page_token", b"page_token", "size", b"size", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_id: _TypeAlias = _typing.Literal["application_id"]  # noqa: Y015
+    _WhichOneofArgType__application_id: _TypeAlias = _typing.Literal["_application_id", b"_application_id"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__filename: _TypeAlias = _typing.Literal["filename"]  # noqa: Y015
+    _WhichOneofArgType__filename: _TypeAlias = _typing.Literal["_filename", b"_filename"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__size: _TypeAlias = _typing.Literal["size"]  # noqa: Y015
+    _WhichOneofArgType__size: _TypeAlias = _typing.Literal["_size", b"_size"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_id) -> _WhichOneofReturnType__application_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__filename) -> _WhichOneofReturnType__filename | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__size) -> _WhichOneofReturnType__size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___ListMessageAttachmentsRequest: _TypeAlias = ListMessageAttachmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListMessageAttachmentsResponse(_message.Message):
+    """A page of results of ListMessageAttachments; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[_attachment_pb2.Attachment]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        attachments: _abc.Iterable[_attachment_pb2.Attachment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessageAttachmentsResponse: _TypeAlias = ListMessageAttachmentsResponse  # noqa: Y015
+
+@_typing.final
+class CreateMessageAttachmentRequest(_message.Message):
+    """Request for CreateMessageAttachment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """Path: the message id."""
+    @_builtins.property
+    def body(self) -> _attachment_pb2.AttachmentInput:
+        """Ignored."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        body: _attachment_pb2.AttachmentInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMessageAttachmentRequest: _TypeAlias = CreateMessageAttachmentRequest  # noqa: Y015

@@ -9,6 +9,8 @@ from switchboard.common.v1 import resource_pb2 as switchboard_dot_common_dot_v1_
 from switchboard.messaging.v1 import attachment_pb2 as switchboard_dot_messaging_dot_v1_dot_attachment__pb2
 from switchboard.messaging.v1 import channel_pb2 as switchboard_dot_messaging_dot_v1_dot_channel__pb2
 from switchboard.messaging.v1 import keyword_pb2 as switchboard_dot_messaging_dot_v1_dot_keyword__pb2
+from switchboard.messaging.v1 import message_pb2 as switchboard_dot_messaging_dot_v1_dot_message__pb2
+from switchboard.messaging.v1 import message_request_pb2 as switchboard_dot_messaging_dot_v1_dot_message__request__pb2
 from switchboard.messaging.v1 import message_template_pb2 as switchboard_dot_messaging_dot_v1_dot_message__template__pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2
 from switchboard.messaging.v1 import sender_pb2 as switchboard_dot_messaging_dot_v1_dot_sender__pb2
@@ -259,6 +261,76 @@ class MessagingServiceStub:
                 '/switchboard.messaging.v1.MessagingService/DownloadAttachmentContent',
                 request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DownloadAttachmentContentRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListMessageRequests = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListMessageRequests',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsResponse.FromString,
+                _registered_method=True)
+        self.SubmitMessageRequest = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/SubmitMessageRequest',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SubmitMessageRequestRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.ReadMessageRequest = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ReadMessageRequest',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ReadMessageRequestRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_message__request__pb2.MessageRequest.FromString,
+                _registered_method=True)
+        self.SetMessageRequestState = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/SetMessageRequestState',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SetMessageRequestStateRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.DiscardMessageRequest = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/DiscardMessageRequest',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DiscardMessageRequestRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListMessageRequestMessages = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListMessageRequestMessages',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesResponse.FromString,
+                _registered_method=True)
+        self.CreateMessageRequestMessage = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/CreateMessageRequestMessage',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequestMessageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListMessages',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
+        self.CreateMessage = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/CreateMessage',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.GetMessage = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/GetMessage',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_message__pb2.Message.FromString,
+                _registered_method=True)
+        self.UpdateMessage = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/UpdateMessage',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateMessageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.DeleteMessage = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/DeleteMessage',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteMessageRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListMessageAttachments = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListMessageAttachments',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsResponse.FromString,
+                _registered_method=True)
+        self.CreateMessageAttachment = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/CreateMessageAttachment',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
                 _registered_method=True)
 
 
@@ -573,6 +645,106 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMessageRequests(self, request, context):
+        """---- message requests and messages ----
+
+        Lists the org's message requests; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitMessageRequest(self, request, context):
+        """Creates a message request (fanned out in the background); returns its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadMessageRequest(self, request, context):
+        """Returns the current version of a message request (counters included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMessageRequestState(self, request, context):
+        """Cancels (`{"state":"CANCELED"}`) or resumes a PAUSED request (`{"state":"TRANSMITTING"}`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiscardMessageRequest(self, request, context):
+        """Soft-deletes a message request (canceling it first when not final).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessageRequestMessages(self, request, context):
+        """Lists the messages of a message request; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMessageRequestMessage(self, request, context):
+        """Not allowed: messages are created by message requests (403).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """Lists the org's messages; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMessage(self, request, context):
+        """Not allowed: send with POST /messaging/message_requests (403).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessage(self, request, context):
+        """Returns the current version of a message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMessage(self, request, context):
+        """Changes a message's state (PROCESSED, CONVERTED, DELETED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessage(self, request, context):
+        """Soft-deletes a message (state DELETED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessageAttachments(self, request, context):
+        """Lists the attachments of a message; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMessageAttachment(self, request, context):
+        """Not allowed: attachments are named on the message request (403).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -790,6 +962,76 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.DownloadAttachmentContent,
                     request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DownloadAttachmentContentRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListMessageRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessageRequests,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsResponse.SerializeToString,
+            ),
+            'SubmitMessageRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitMessageRequest,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SubmitMessageRequestRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ReadMessageRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadMessageRequest,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ReadMessageRequestRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_message__request__pb2.MessageRequest.SerializeToString,
+            ),
+            'SetMessageRequestState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMessageRequestState,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SetMessageRequestStateRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'DiscardMessageRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardMessageRequest,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DiscardMessageRequestRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListMessageRequestMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessageRequestMessages,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesResponse.SerializeToString,
+            ),
+            'CreateMessageRequestMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMessageRequestMessage,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequestMessageRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'CreateMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMessage,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'GetMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetMessageRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_message__pb2.Message.SerializeToString,
+            ),
+            'UpdateMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMessage,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateMessageRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'DeleteMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessage,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListMessageAttachments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessageAttachments,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsResponse.SerializeToString,
+            ),
+            'CreateMessageAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMessageAttachment,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1956,6 +2198,384 @@ class MessagingService:
             '/switchboard.messaging.v1.MessagingService/DownloadAttachmentContent',
             switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DownloadAttachmentContentRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessageRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListMessageRequests',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMessageRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/SubmitMessageRequest',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SubmitMessageRequestRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadMessageRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ReadMessageRequest',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ReadMessageRequestRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_message__request__pb2.MessageRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMessageRequestState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/SetMessageRequestState',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.SetMessageRequestStateRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardMessageRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/DiscardMessageRequest',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DiscardMessageRequestRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessageRequestMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListMessageRequestMessages',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageRequestMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMessageRequestMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/CreateMessageRequestMessage',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequestMessageRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListMessages',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/CreateMessage',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/GetMessage',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetMessageRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_message__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/UpdateMessage',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateMessageRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/DeleteMessage',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteMessageRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessageAttachments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListMessageAttachments',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListMessageAttachmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMessageAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/CreateMessageAttachment',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
             options,
             channel_credentials,
             insecure,

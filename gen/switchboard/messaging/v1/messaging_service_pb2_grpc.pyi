@@ -11,6 +11,8 @@ from switchboard.common.v1 import resource_pb2 as _resource_pb2
 from switchboard.messaging.v1 import attachment_pb2 as _attachment_pb2
 from switchboard.messaging.v1 import channel_pb2 as _channel_pb2
 from switchboard.messaging.v1 import keyword_pb2 as _keyword_pb2
+from switchboard.messaging.v1 import message_pb2 as _message_pb2
+from switchboard.messaging.v1 import message_request_pb2 as _message_request_pb2
 from switchboard.messaging.v1 import message_template_pb2 as _message_template_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as _messaging_service_pb2
 from switchboard.messaging.v1 import sender_pb2 as _sender_pb2
@@ -137,6 +139,37 @@ class MessagingServiceStub:
     """
     DownloadAttachmentContent: _grpc.UnaryStreamMultiCallable[_messaging_service_pb2.DownloadAttachmentContentRequest, _httpbody_pb2.HttpBody]
     """Downloads the content with an access token, typed with the attachment's MIME type."""
+    ListMessageRequests: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageRequestsRequest, _messaging_service_pb2.ListMessageRequestsResponse]
+    """---- message requests and messages ----
+
+    Lists the org's message requests; over REST a bare array.
+    """
+    SubmitMessageRequest: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SubmitMessageRequestRequest, _resource_pb2.ResourceId]
+    """Creates a message request (fanned out in the background); returns its id."""
+    ReadMessageRequest: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ReadMessageRequestRequest, _message_request_pb2.MessageRequest]
+    """Returns the current version of a message request (counters included)."""
+    SetMessageRequestState: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SetMessageRequestStateRequest, _resource_pb2.ResourceId]
+    """Cancels (`{"state":"CANCELED"}`) or resumes a PAUSED request (`{"state":"TRANSMITTING"}`)."""
+    DiscardMessageRequest: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.DiscardMessageRequestRequest, _empty_pb2.Empty]
+    """Soft-deletes a message request (canceling it first when not final)."""
+    ListMessageRequestMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageRequestMessagesRequest, _messaging_service_pb2.ListMessageRequestMessagesResponse]
+    """Lists the messages of a message request; over REST a bare array."""
+    CreateMessageRequestMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageRequestMessageRequest, _resource_pb2.ResourceId]
+    """Not allowed: messages are created by message requests (403)."""
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]
+    """Lists the org's messages; over REST a bare array."""
+    CreateMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageRequest, _resource_pb2.ResourceId]
+    """Not allowed: send with POST /messaging/message_requests (403)."""
+    GetMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _message_pb2.Message]
+    """Returns the current version of a message."""
+    UpdateMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateMessageRequest, _resource_pb2.ResourceId]
+    """Changes a message's state (PROCESSED, CONVERTED, DELETED)."""
+    DeleteMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.DeleteMessageRequest, _empty_pb2.Empty]
+    """Soft-deletes a message (state DELETED)."""
+    ListMessageAttachments: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageAttachmentsRequest, _messaging_service_pb2.ListMessageAttachmentsResponse]
+    """Lists the attachments of a message; over REST a bare array."""
+    CreateMessageAttachment: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageAttachmentRequest, _resource_pb2.ResourceId]
+    """Not allowed: attachments are named on the message request (403)."""
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -239,6 +272,37 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """
     DownloadAttachmentContent: _aio.UnaryStreamMultiCallable[_messaging_service_pb2.DownloadAttachmentContentRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """Downloads the content with an access token, typed with the attachment's MIME type."""
+    ListMessageRequests: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageRequestsRequest, _messaging_service_pb2.ListMessageRequestsResponse]  # type: ignore[assignment]
+    """---- message requests and messages ----
+
+    Lists the org's message requests; over REST a bare array.
+    """
+    SubmitMessageRequest: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SubmitMessageRequestRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Creates a message request (fanned out in the background); returns its id."""
+    ReadMessageRequest: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ReadMessageRequestRequest, _message_request_pb2.MessageRequest]  # type: ignore[assignment]
+    """Returns the current version of a message request (counters included)."""
+    SetMessageRequestState: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SetMessageRequestStateRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Cancels (`{"state":"CANCELED"}`) or resumes a PAUSED request (`{"state":"TRANSMITTING"}`)."""
+    DiscardMessageRequest: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.DiscardMessageRequestRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Soft-deletes a message request (canceling it first when not final)."""
+    ListMessageRequestMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageRequestMessagesRequest, _messaging_service_pb2.ListMessageRequestMessagesResponse]  # type: ignore[assignment]
+    """Lists the messages of a message request; over REST a bare array."""
+    CreateMessageRequestMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageRequestMessageRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Not allowed: messages are created by message requests (403)."""
+    ListMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    """Lists the org's messages; over REST a bare array."""
+    CreateMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Not allowed: send with POST /messaging/message_requests (403)."""
+    GetMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _message_pb2.Message]  # type: ignore[assignment]
+    """Returns the current version of a message."""
+    UpdateMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateMessageRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Changes a message's state (PROCESSED, CONVERTED, DELETED)."""
+    DeleteMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.DeleteMessageRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Soft-deletes a message (state DELETED)."""
+    ListMessageAttachments: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessageAttachmentsRequest, _messaging_service_pb2.ListMessageAttachmentsResponse]  # type: ignore[assignment]
+    """Lists the attachments of a message; over REST a bare array."""
+    CreateMessageAttachment: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageAttachmentRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Not allowed: attachments are named on the message request (403)."""
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
@@ -596,5 +660,120 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """Downloads the content with an access token, typed with the attachment's MIME type."""
+
+    @_abc_1.abstractmethod
+    def ListMessageRequests(
+        self,
+        request: _messaging_service_pb2.ListMessageRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListMessageRequestsResponse, _abc.Awaitable[_messaging_service_pb2.ListMessageRequestsResponse]]:
+        """---- message requests and messages ----
+
+        Lists the org's message requests; over REST a bare array.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitMessageRequest(
+        self,
+        request: _messaging_service_pb2.SubmitMessageRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Creates a message request (fanned out in the background); returns its id."""
+
+    @_abc_1.abstractmethod
+    def ReadMessageRequest(
+        self,
+        request: _messaging_service_pb2.ReadMessageRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_request_pb2.MessageRequest, _abc.Awaitable[_message_request_pb2.MessageRequest]]:
+        """Returns the current version of a message request (counters included)."""
+
+    @_abc_1.abstractmethod
+    def SetMessageRequestState(
+        self,
+        request: _messaging_service_pb2.SetMessageRequestStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Cancels (`{"state":"CANCELED"}`) or resumes a PAUSED request (`{"state":"TRANSMITTING"}`)."""
+
+    @_abc_1.abstractmethod
+    def DiscardMessageRequest(
+        self,
+        request: _messaging_service_pb2.DiscardMessageRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Soft-deletes a message request (canceling it first when not final)."""
+
+    @_abc_1.abstractmethod
+    def ListMessageRequestMessages(
+        self,
+        request: _messaging_service_pb2.ListMessageRequestMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListMessageRequestMessagesResponse, _abc.Awaitable[_messaging_service_pb2.ListMessageRequestMessagesResponse]]:
+        """Lists the messages of a message request; over REST a bare array."""
+
+    @_abc_1.abstractmethod
+    def CreateMessageRequestMessage(
+        self,
+        request: _messaging_service_pb2.CreateMessageRequestMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Not allowed: messages are created by message requests (403)."""
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _messaging_service_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListMessagesResponse, _abc.Awaitable[_messaging_service_pb2.ListMessagesResponse]]:
+        """Lists the org's messages; over REST a bare array."""
+
+    @_abc_1.abstractmethod
+    def CreateMessage(
+        self,
+        request: _messaging_service_pb2.CreateMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Not allowed: send with POST /messaging/message_requests (403)."""
+
+    @_abc_1.abstractmethod
+    def GetMessage(
+        self,
+        request: _messaging_service_pb2.GetMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.Message, _abc.Awaitable[_message_pb2.Message]]:
+        """Returns the current version of a message."""
+
+    @_abc_1.abstractmethod
+    def UpdateMessage(
+        self,
+        request: _messaging_service_pb2.UpdateMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Changes a message's state (PROCESSED, CONVERTED, DELETED)."""
+
+    @_abc_1.abstractmethod
+    def DeleteMessage(
+        self,
+        request: _messaging_service_pb2.DeleteMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Soft-deletes a message (state DELETED)."""
+
+    @_abc_1.abstractmethod
+    def ListMessageAttachments(
+        self,
+        request: _messaging_service_pb2.ListMessageAttachmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListMessageAttachmentsResponse, _abc.Awaitable[_messaging_service_pb2.ListMessageAttachmentsResponse]]:
+        """Lists the attachments of a message; over REST a bare array."""
+
+    @_abc_1.abstractmethod
+    def CreateMessageAttachment(
+        self,
+        request: _messaging_service_pb2.CreateMessageAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Not allowed: attachments are named on the message request (403)."""
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

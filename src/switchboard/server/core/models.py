@@ -21,7 +21,9 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core.events import EventRecord
 from switchboard.server.messaging.keywords import KeywordRecord
+from switchboard.server.messaging.message_requests import MessageRequestRecord
 from switchboard.server.messaging.message_templates import MessageTemplateRecord
+from switchboard.server.messaging.messages import MessageRecord
 from switchboard.server.messaging.senders_models import (
     ChannelRecord,
     ChannelSenderRecord,
@@ -62,6 +64,8 @@ __all__ = [
     "FastAccessRuleRecord",
     "GroupMemberRecord",
     "KeywordRecord",
+    "MessageRecord",
+    "MessageRequestRecord",
     "MessageTemplateRecord",
     "Org",
     "PackageImportRecord",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.messaging.rpc_content import ContentRpcs
+from switchboard.server.messaging.rpc_messages import MessageRpcs
 from switchboard.server.messaging.rpc_senders import SenderRpcs
 from switchboard.server.messaging.wiring import MessagingDomain
 
 
 class MessagingServicer(
-    SenderRpcs, ContentRpcs, messaging_service_pb2_grpc.MessagingServiceServicer
+    SenderRpcs, ContentRpcs, MessageRpcs, messaging_service_pb2_grpc.MessagingServiceServicer
 ):
     """Each area's RPCs live in a mixin module (rpc_*.py) listed as a base here, before the
     generated base."""

@@ -11,10 +11,15 @@ from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.messaging.attachments import AttachmentService
 from switchboard.server.messaging.channels import ChannelService
+from switchboard.server.messaging.fanout import Fanout
 from switchboard.server.messaging.keywords import KeywordService
+from switchboard.server.messaging.message_requests import MessageRequestService
 from switchboard.server.messaging.message_templates import MessageTemplateService
+from switchboard.server.messaging.messages import MessageService
 from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
 from switchboard.server.messaging.senders import SenderService
+from switchboard.server.providers.sandbox import SandboxProvider
+from switchboard.server.workers.message_fanout import MessageRequestWorker
 
 
 @dataclass
@@ -36,6 +41,10 @@ class MessagingDomain:
     reference: ReferenceService
     senders: SenderService
     channels: ChannelService
+    # message requests and messages area
+    messages: MessageService
+    message_requests: MessageRequestService
+    message_worker: MessageRequestWorker
     workers: list[BackgroundWorker] = field(default_factory=list)
 
 
@@ -68,6 +77,36 @@ def build_messaging_domain(
         db, events, clock, auto_provision=settings.messaging_sandbox_provisioning
     )
     channels = ChannelService(db, events, clock, senders)
+    messages = MessageService(db=db, events=events, clock=clock)
+    message_requests = MessageRequestService(
+        db=db,
+        events=events,
+        clock=clock,
+        senders=senders,
+        templates=message_templates,
+        attachments=attachments,
+        messages=messages,
+        default_region=settings.sms_default_region,
+    )
+    fanout = Fanout(
+        db=db,
+        events=events,
+        clock=clock,
+        senders=senders,
+        consent=contacts.consent,
+        requests=message_requests,
+    )
+    message_worker = MessageRequestWorker(
+        db=db,
+        clock=clock,
+        fanout=fanout,
+        requests=message_requests,
+        messages=messages,
+        # its own sandbox carrier: a provider reports receipts to one sink
+        provider=SandboxProvider(settings.sandbox_delivery_delay),
+        poll_seconds=settings.contact_job_poll_seconds,
+        lease_seconds=settings.contact_job_lease_seconds,
+    )
     domain = MessagingDomain(
         db=db,
         events=events,
@@ -82,6 +121,10 @@ def build_messaging_domain(
         reference=reference,
         senders=senders,
         channels=channels,
+        messages=messages,
+        message_requests=message_requests,
+        message_worker=message_worker,
     )
     domain.workers.append(ReferenceSeeder(reference))
+    domain.workers.append(message_worker)
     return domain

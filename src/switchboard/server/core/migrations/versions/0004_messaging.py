@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-22 13:51:50.564202
+Create Date: 2026-11-22 14:00:01.397003
 """
 
 from collections.abc import Sequence
@@ -54,6 +54,77 @@ def upgrade() -> None:
         batch_op.create_index("ux_keywords_org_name", ["org_id", "name"], unique=True)
 
     op.create_table(
+        "message_requests",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("org_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("application_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("from_ref", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("to_text", sqlmodel.sql.sqltypes.AutoString(length=65536), nullable=False),
+        sa.Column("targets", sqlmodel.sql.sqltypes.AutoString(length=131072), nullable=False),
+        sa.Column("conversation_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("campaign_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("program_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
+        sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("attachments", sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
+        sa.Column("body", sqlmodel.sql.sqltypes.AutoString(length=8192), nullable=False),
+        sa.Column("template_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column(
+            "consent_requirement", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False
+        ),
+        sa.Column("criteria", sqlmodel.sql.sqltypes.AutoString(length=16384), nullable=False),
+        sa.Column("recipient_count", sa.Integer(), nullable=False),
+        sa.Column("sent_count", sa.Integer(), nullable=False),
+        sa.Column("delivered_count", sa.Integer(), nullable=False),
+        sa.Column("read_count", sa.Integer(), nullable=False),
+        sa.Column("converted_count", sa.Integer(), nullable=False),
+        sa.Column("canceled_count", sa.Integer(), nullable=False),
+        sa.Column("failed_count", sa.Integer(), nullable=False),
+        sa.Column(
+            "scheduled_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("scheduled_zone", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+        sa.Column(
+            "expires_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("test_message_flag", sa.Boolean(), nullable=False),
+        sa.Column("pause_before_transmit", sa.Boolean(), nullable=False),
+        sa.Column(
+            "pause_expires_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("price_threshold", sa.Integer(), nullable=False),
+        sa.Column(
+            "sender_id_sort_criteria", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False
+        ),
+        sa.Column(
+            "contact_delivery_address_priority",
+            sqlmodel.sql.sqltypes.AutoString(length=128),
+            nullable=False,
+        ),
+        sa.Column("src_language", sqlmodel.sql.sqltypes.AutoString(length=35), nullable=False),
+        sa.Column("dst_language", sqlmodel.sql.sqltypes.AutoString(length=35), nullable=False),
+        sa.Column("translate", sa.Boolean(), nullable=False),
+        sa.Column("content_type", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("fanout_stage", sa.Integer(), nullable=False),
+        sa.Column("fanout_after", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column(
+            "lease_until", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "created_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("message_requests", schema=None) as batch_op:
+        batch_op.create_index("ix_message_requests_org_id", ["org_id", "id"], unique=False)
+        batch_op.create_index("ix_message_requests_state", ["state", "lease_until"], unique=False)
+
+    op.create_table(
         "message_templates",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("org_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -73,6 +144,85 @@ def upgrade() -> None:
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_message_templates_org_id"), ["org_id"], unique=False)
         batch_op.create_index("ux_message_templates_org_name", ["org_id", "name"], unique=True)
+
+    op.create_table(
+        "messages",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("org_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("message_request_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column(
+            "external_transaction_ids",
+            sqlmodel.sql.sqltypes.AutoString(length=1024),
+            nullable=False,
+        ),
+        sa.Column(
+            "external_message_request_id",
+            sqlmodel.sql.sqltypes.AutoString(length=128),
+            nullable=False,
+        ),
+        sa.Column("conversation_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("campaign_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("direction", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+        sa.Column(
+            "customer_sender_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
+        ),
+        sa.Column("from_address", sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
+        sa.Column("to_address", sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
+        sa.Column("state", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("failure_code", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("failure_details", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+        sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
+        sa.Column("body", sqlmodel.sql.sqltypes.AutoString(length=8192), nullable=False),
+        sa.Column("sent_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "delivered_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "converted_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "conversion_info_source", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False
+        ),
+        sa.Column("reply_to", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("attachments", sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
+        sa.Column(
+            "scheduled_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "expires_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("type", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+        sa.Column(
+            "message_delivery_provider", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False
+        ),
+        sa.Column("contact_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("price", sa.Float(), nullable=False),
+        sa.Column("application_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("language", sqlmodel.sql.sqltypes.AutoString(length=35), nullable=False),
+        sa.Column(
+            "failed_translation", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False
+        ),
+        sa.Column(
+            "lease_until", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "created_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=False
+        ),
+        sa.Column(
+            "updated_at", switchboard.server.core.db.UtcDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index("ix_messages_dispatch", ["state", "lease_until"], unique=False)
+        batch_op.create_index("ix_messages_org_id", ["org_id", "id"], unique=False)
+        batch_op.create_index(
+            "ix_messages_request_state", ["message_request_id", "state"], unique=False
+        )
+        batch_op.create_index(
+            "ux_messages_request_to", ["message_request_id", "to_address"], unique=True
+        )
 
     op.create_table(
         "messaging_channels",
@@ -244,11 +394,23 @@ def downgrade() -> None:
     op.drop_table("messaging_sender_id_classes")
     op.drop_table("messaging_reference_versions")
     op.drop_table("messaging_channels")
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ux_messages_request_to")
+        batch_op.drop_index("ix_messages_request_state")
+        batch_op.drop_index("ix_messages_org_id")
+        batch_op.drop_index("ix_messages_dispatch")
+
+    op.drop_table("messages")
     with op.batch_alter_table("message_templates", schema=None) as batch_op:
         batch_op.drop_index("ux_message_templates_org_name")
         batch_op.drop_index(batch_op.f("ix_message_templates_org_id"))
 
     op.drop_table("message_templates")
+    with op.batch_alter_table("message_requests", schema=None) as batch_op:
+        batch_op.drop_index("ix_message_requests_state")
+        batch_op.drop_index("ix_message_requests_org_id")
+
+    op.drop_table("message_requests")
     with op.batch_alter_table("keywords", schema=None) as batch_op:
         batch_op.drop_index("ux_keywords_org_name")
         batch_op.drop_index(batch_op.f("ix_keywords_org_id"))

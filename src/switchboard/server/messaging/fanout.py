@@ -1,0 +1,356 @@
+"""Fan-out of a message request into one Message per recipient, batch by batch.
+
+The targets are expanded in order: first every direct address and contact of `to` (stage 0),
+then each contact group of `to` (one stage each: its members by the group's own SQL, STATIC
+membership or DYNAMIC criteria), then the request's `criteria` (last stage). Contacts are read
+in keyset order (`id > last id`), `batch` at a time, so memory never grows with a group. A
+contact's address is its primary MDN when the request's senders include an SMS sender, else its
+primary email when they include an email sender; contacts with neither are not recipients.
+
+Each batch is one transaction: the messages (consent decided per recipient: a refused one is
+FAILED with NO_CONSENT), the request's resume point (`fanout_stage`, `fanout_after`), its counters
+(raised by the batch's messages that went in) and a `message_request.progress` event
+commit together, guarded by the request's version, so a restarted or lost worker never creates
+a message twice or skips one (and a unique index on (request, to_address) also drops
+duplicates, e.g. a contact in two groups).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from switchboard.server.contacts import criteria as criteria_language
+from switchboard.server.contacts.consent import ConsentDecision, ConsentService
+from switchboard.server.contacts.groups import membership
+from switchboard.server.contacts.models import AddressType
+from switchboard.server.contacts.repository import contacts, groups
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database
+from switchboard.server.core.events import EventLog
+from switchboard.server.core.ids import new_id
+from switchboard.server.messaging.content_common import Row
+from switchboard.server.messaging.message_requests import (
+    MessageRequestService,
+    RequestState,
+    Target,
+    request_event,
+    requests_table,
+)
+from switchboard.server.messaging.messages import (
+    Direction,
+    FailureCode,
+    MessageState,
+    messages_table,
+)
+from switchboard.server.messaging.senders import Sender, SenderService
+
+_r = requests_table.c
+_m = messages_table.c
+_c = contacts.c
+EMAIL_TYPES = ("email",)
+
+
+class FanoutLost(Exception):
+    """The request changed under the worker (canceled, deleted, taken over)."""
+
+
+class FanoutRejected(Exception):
+    """The request cannot be prepared (e.g. its senders are no longer ACTIVE)."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    address_type: AddressType
+    contact_id: str = ""
+
+
+@dataclass
+class Plan:
+    """What a batch needs from the request, computed once per claim."""
+
+    request: Row
+    targets: list[Target]
+    sms_sender: Sender | None
+    email_sender: Sender | None
+
+    @property
+    def stages(self) -> int:
+        groups_count = sum(1 for t in self.targets if t.kind == "group")
+        return 1 + groups_count + (1 if self.request["criteria"] else 0)
+
+
+def _is_email(sender: Sender) -> bool:
+    return sender.type_id in EMAIL_TYPES or sender.type_id.startswith("email")
+
+
+class Fanout:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        senders: SenderService,
+        consent: ConsentService,
+        requests: MessageRequestService,
+        batch: int = 1000,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._clock = clock
+        self._senders = senders
+        self._consent = consent
+        self._requests = requests
+        self.batch = max(1, batch)
+
+    async def plan(self, request: Row) -> Plan:
+        try:
+            senders = await self._senders.resolve_sendable(request["org_id"], request["from_ref"])
+        except Exception as exc:  # NotFound: the sender or channel was deleted
+            raise FanoutRejected(str(exc)) from exc
+        if not senders:
+            raise FanoutRejected(f"{request['from_ref']!r} has no ACTIVE sender ID any more")
+        sms = next((s for s in senders if not _is_email(s)), None)
+        email = next((s for s in senders if _is_email(s)), None)
+        targets = [Target(**t) for t in json.loads(request["targets"])]
+        return Plan(request, targets, sms, email)
+
+    # -- reading a batch -------------------------------------------------------------------------
+
+    async def read_batch(self, plan: Plan) -> tuple[list[Recipient], int, str, bool]:
+        """The next recipients from the request's resume point: (recipients, stage, last
+        contact id, whether the fan-out is done after them)."""
+        request = plan.request
+        stage, after = request["fanout_stage"], request["fanout_after"]
+        while stage < plan.stages:
+            if stage == 0:
+                recipients = await self._direct(plan)
+                return recipients, 1, "", plan.stages == 1
+            clause = await self._stage_clause(plan, stage)
+            if clause is None:
+                stage, after = stage + 1, ""
+                continue
+            query = (
+                select(_c.id, _c.primary_mdn, _c.primary_email_addr)
+                .where(_c.org_id == request["org_id"], clause, _c.id > after)
+                .order_by(_c.id)
+                .limit(self.batch)
+            )
+            async with self._db.read() as session:
+                rows = list((await session.execute(query)).mappings())
+            recipients = [r for r in (self._pick(plan, row) for row in rows) if r is not None]
+            if len(rows) < self.batch:
+                return recipients, stage + 1, "", stage + 1 >= plan.stages
+            return recipients, stage, str(rows[-1]["id"]), False
+        return [], stage, "", True
+
+    async def _stage_clause(self, plan: Plan, stage: int) -> ColumnElement[bool] | None:
+        group_targets = [t for t in plan.targets if t.kind == "group"]
+        if stage - 1 < len(group_targets):
+            group_id = group_targets[stage - 1].value
+            async with self._db.read() as session:
+                group = (
+                    (
+                        await session.execute(
+                            select(groups).where(
+                                groups.c.id == group_id,
+                                groups.c.org_id == plan.request["org_id"],
+                            )
+                        )
+                    )
+                    .mappings()
+                    .one_or_none()
+                )
+            return None if group is None else membership(group)  # a deleted group: no one
+        return criteria_language.parse(plan.request["criteria"]).where(contacts)
+
+    async def _direct(self, plan: Plan) -> list[Recipient]:
+        recipients: list[Recipient] = []
+        contact_ids = [t.value for t in plan.targets if t.kind == "contact"]
+        for target in plan.targets:
+            if target.kind == "address":
+                recipients.append(Recipient(target.value, AddressType(target.address_type)))
+        if contact_ids:
+            query = select(_c.id, _c.primary_mdn, _c.primary_email_addr).where(
+                _c.org_id == plan.request["org_id"], _c.id.in_(contact_ids)
+            )
+            async with self._db.read() as session:
+                rows = {r["id"]: r for r in (await session.execute(query)).mappings()}
+            for contact_id in contact_ids:
+                if contact_id in rows:
+                    picked = self._pick(plan, rows[contact_id])
+                    if picked is not None:
+                        recipients.append(picked)
+        return recipients
+
+    def _pick(self, plan: Plan, contact: Any) -> Recipient | None:
+        if plan.sms_sender is not None and contact["primary_mdn"]:
+            return Recipient(contact["primary_mdn"], AddressType.MDN, contact["id"])
+        if plan.email_sender is not None and contact["primary_email_addr"]:
+            return Recipient(contact["primary_email_addr"], AddressType.EMAIL, contact["id"])
+        return None
+
+    async def decisions(
+        self, plan: Plan, recipients: list[Recipient]
+    ) -> dict[tuple[str, str], ConsentDecision]:
+        out: dict[tuple[str, str], ConsentDecision] = {}
+        for kind, sender in (
+            (AddressType.MDN, plan.sms_sender),
+            (AddressType.EMAIL, plan.email_sender),
+        ):
+            addresses = [r.address for r in recipients if r.address_type == kind]
+            if not addresses or sender is None:
+                continue
+            found = await self._consent.may_send_many(
+                plan.request["org_id"],
+                sender.id,
+                kind,
+                addresses,
+                plan.request["consent_requirement"],
+            )
+            out.update({(kind.value, a): d for a, d in found.items()})
+        return out
+
+    # -- writing a batch -------------------------------------------------------------------------
+
+    def message_rows(
+        self,
+        plan: Plan,
+        recipients: list[Recipient],
+        decisions: dict[tuple[str, str], ConsentDecision],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        request = plan.request
+        if request["test_message_flag"]:
+            state = MessageState.TEST
+        elif request["pause_before_transmit"]:
+            state = MessageState.PAUSED
+        elif request["scheduled_at"] is not None and request["scheduled_at"] > now:
+            state = MessageState.SCHEDULED
+        else:
+            state = MessageState.CREATED
+        rows = []
+        for recipient in recipients:
+            sender = plan.sms_sender if recipient.address_type == AddressType.MDN else None
+            sender = sender or (
+                plan.email_sender if recipient.address_type == AddressType.EMAIL else None
+            )
+            row: dict[str, Any] = {
+                "id": new_id("msg_"),
+                "org_id": request["org_id"],
+                "message_request_id": request["id"],
+                "external_message_request_id": request["external_id"],
+                "conversation_id": request["conversation_id"],
+                "campaign_id": request["campaign_id"],
+                "direction": Direction.MT.value,
+                "customer_sender_id": sender.id if sender else "",
+                "from_address": sender.address if sender else "",
+                "to_address": recipient.address,
+                "state": state.value,
+                "failure_code": "",
+                "failure_details": "",
+                "subject": request["subject"],
+                "body": request["body"],
+                "attachments": request["attachments"],
+                "scheduled_at": request["scheduled_at"],
+                "expires_at": request["expires_at"],
+                "type": _type(recipient, request),
+                "contact_id": recipient.contact_id,
+                "application_id": request["application_id"],
+                "language": request["dst_language"],
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
+            decision = decisions.get((recipient.address_type.value, recipient.address))
+            if sender is None:
+                row["state"] = MessageState.FAILED.value
+                row["failure_code"] = FailureCode.INVALID_RECIPIENT.value
+                row["failure_details"] = "no sender of the request reaches this address"
+            elif decision is not None and not decision.allowed:
+                row["state"] = MessageState.FAILED.value
+                row["failure_code"] = FailureCode.NO_CONSENT.value
+                row["failure_details"] = decision.reason
+            rows.append(row)
+        return rows
+
+    def write_batch(
+        self,
+        session: Session,
+        request: Row,
+        rows: list[dict[str, Any]],
+        stage: int,
+        after: str,
+        now: datetime,
+        lease_until: datetime | None,
+    ) -> Row:
+        """Insert the batch's messages and move the resume point; FanoutLost if the request is
+        no longer this worker's."""
+        values: dict[str, Any] = {}
+        if rows:
+            dialect = session.get_bind().dialect.name
+            factory: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = factory(messages_table).on_conflict_do_nothing(
+                index_elements=["message_request_id", "to_address"]
+            )
+            session.execute(statement, rows)
+            # Preparing only adds messages: count the batch's rows that went in (a duplicate
+            # address was dropped), not the whole request again.
+            ids = [r["id"] for r in rows]
+            failed = {r["id"] for r in rows if r["state"] == MessageState.FAILED.value}
+            inserted = list(session.execute(select(_m.id).where(_m.id.in_(ids))).scalars())
+            values["recipient_count"] = _r.recipient_count + len(inserted)
+            values["failed_count"] = _r.failed_count + len(failed.intersection(inserted))
+        statement = (
+            update(requests_table)
+            .where(
+                _r.id == request["id"],
+                _r.version == request["version"],
+                _r.state == RequestState.PREPARING.value,
+            )
+            .values(
+                fanout_stage=stage,
+                fanout_after=after,
+                lease_until=lease_until,
+                updated_at=now,
+                version=_r.version + 1,
+                **values,
+            )
+            .returning(*requests_table.c)
+        )
+        row = session.execute(statement).mappings().one_or_none()
+        if row is None:
+            raise FanoutLost(request["id"])
+        self._events.append(session, [request_event(row, "progress", now)])
+        return row
+
+    def finish(self, session: Session, request: Row, now: datetime) -> Row:
+        """After the last batch: TRANSMITTING, PAUSED or COMPLETED."""
+        if request["test_message_flag"]:
+            return self._requests.transition(
+                session, request, RequestState.COMPLETED, now, "completed", lease_until=None
+            )
+        if request["pause_before_transmit"]:
+            return self._requests.transition(
+                session, request, RequestState.PAUSED, now, "paused", lease_until=None
+            )
+        row = self._requests.transition(
+            session, request, RequestState.TRANSMITTING, now, "transmitting", lease_until=None
+        )
+        if not self._requests.has_unsent(session, request["id"]):
+            row = self._requests.transition(session, row, RequestState.COMPLETED, now, "completed")
+        return row
+
+
+def _type(recipient: Recipient, request: Row) -> str:
+    if recipient.address_type == AddressType.EMAIL:
+        return "EMAIL"
+    return "MMS" if request["attachments"] else "SMS"

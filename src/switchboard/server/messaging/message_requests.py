@@ -1,0 +1,766 @@
+"""Message requests: an MT send to addresses, contacts, contact groups and/or criteria, fanned
+out in the background into one Message per recipient (see fanout.py and
+workers/message_fanout.py).
+
+States: create validates everything it can at once (400 naming every bad field; 400 `1012` for
+a body over `max_body` characters; 400 `1017` for bad criteria) and stores the request ACCEPTED
+(SUBMITTED → ACCEPTED happen in the one create transaction; a request that fails validation is
+never stored). The fan-out worker moves it ACCEPTED → PREPARING (recipient_count grows batch by
+batch) → TRANSMITTING, or PAUSED (`pause_before_transmit`), or COMPLETED (a test request, or
+nothing to send). It becomes REJECTED when it can no longer be prepared (its senders stopped
+being ACTIVE). TRANSMITTING → COMPLETED when no message is left to hand to a provider.
+
+Customers POST `{"state":"CANCELED"}` (from any non-final state: unsent messages → CANCELED) or
+`{"state":"TRANSMITTING"}` (resume a PAUSED request: its PAUSED messages go out). Other attributes
+are read-only after creation and ignored on that POST. DELETE cancels a non-final request first,
+then sets DELETED (soft: it stays readable). Final states: COMPLETED, REJECTED, CANCELED, DELETED.
+
+`to` entries resolve, each in this order: contact group id, contact id, E.164 phone number (or a
+number parseable in the default region), email address. `from` is `sender_id:<id>`,
+`sender_id-<id>`, a bare sender id, or `channel-<id>`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Index, Table, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import Field, SQLModel
+
+from switchboard.server.contacts import criteria as criteria_language
+from switchboard.server.contacts.consent import (
+    ConsentRequirement,
+    InvalidAddress,
+    normalise_address,
+)
+from switchboard.server.contacts.models import AddressType
+from switchboard.server.contacts.repository import contacts, groups
+from switchboard.server.core import listing
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.errors import (
+    FieldViolation,
+    InvalidArgument,
+    MessageTooLarge,
+    NotFound,
+    require_version,
+)
+from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.ids import new_id
+from switchboard.server.core.protomap import iso
+from switchboard.server.core.validation import Checks
+from switchboard.server.messaging.attachments import AttachmentService
+from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
+from switchboard.server.messaging.message_templates import (
+    Designation,
+    MessageTemplateService,
+    body_allowed,
+    render,
+    templates_table,
+)
+from switchboard.server.messaging.messages import (
+    UNSENT,
+    MessageService,
+    MessageState,
+    counters,
+    messages_table,
+)
+from switchboard.server.messaging.senders import Sender, SenderService
+
+DEFAULT_MAX_BODY = 1600  # characters after template rendering (ten concatenated SMS)
+MAX_TO_ENTRIES = 1000
+PAUSE_LIMIT = timedelta(hours=24)
+
+
+class RequestState(StrEnum):
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    PREPARING = "PREPARING"
+    TRANSMITTING = "TRANSMITTING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"
+    DELETED = "DELETED"
+
+
+FINAL = frozenset(
+    {
+        RequestState.COMPLETED.value,
+        RequestState.REJECTED.value,
+        RequestState.CANCELED.value,
+        RequestState.DELETED.value,
+    }
+)
+
+
+class CustomerRequestState(StrEnum):
+    CANCELED = "CANCELED"
+    TRANSMITTING = "TRANSMITTING"
+
+
+class TimeZoneMode(StrEnum):
+    UTC = "UTC"
+    LOCAL = "LOCAL"
+
+
+class MessageRequestRecord(SQLModel, table=True):
+    __tablename__ = "message_requests"
+    __table_args__ = (
+        Index("ix_message_requests_org_id", "org_id", "id"),
+        Index("ix_message_requests_state", "state", "lease_until"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    application_id: str = Field(max_length=64)
+    from_ref: str = Field(max_length=128)
+    to_text: str = Field(default="", max_length=65536)  # `;`-joined, `;` around: filterable
+    targets: str = Field(default="[]", max_length=131072)  # JSON: resolved `to` entries
+    conversation_id: str = Field(default="", max_length=128)
+    campaign_id: str = Field(default="", max_length=128)
+    program_id: str = Field(default="", max_length=128)
+    subject: str = Field(default="", max_length=256)
+    external_id: str = Field(default="", max_length=128)
+    state: str = Field(max_length=16)
+    attachments: str = Field(default="", max_length=2048)
+    body: str = Field(default="", max_length=8192)
+    template_id: str = Field(default="", max_length=64)
+    consent_requirement: str = Field(max_length=16)
+    criteria: str = Field(default="", max_length=16384)
+    recipient_count: int = 0
+    sent_count: int = 0
+    delivered_count: int = 0
+    read_count: int = 0
+    converted_count: int = 0
+    canceled_count: int = 0
+    failed_count: int = 0
+    scheduled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    scheduled_zone: str = Field(default="UTC", max_length=8)
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    test_message_flag: bool = False
+    pause_before_transmit: bool = False
+    pause_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    price_threshold: int = 0
+    sender_id_sort_criteria: str = Field(default="", max_length=128)
+    contact_delivery_address_priority: str = Field(default="", max_length=128)
+    src_language: str = Field(default="en", max_length=35)
+    dst_language: str = Field(default="", max_length=35)
+    translate: bool = False
+    content_type: str = Field(default="", max_length=128)
+    fanout_stage: int = 0  # resume point of the fan-out: the target being expanded…
+    fanout_after: str = Field(default="", max_length=64)  # …and the last contact id done
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    version: int = 1
+
+
+requests_table: Table = MessageRequestRecord.__table__  # type: ignore[attr-defined]
+_r = requests_table.c
+
+FILTERS = (
+    "id",
+    "from",
+    "conversation_id",
+    "to",
+    "campaign_id",
+    "program_id",
+    "subject",
+    "application_id",
+    "external_id",
+    "state",
+    "scheduled_delivery_time",
+    "expiry_time",
+    "test_message_flag",
+    "pause_before_transmit",
+    "pause_expiry_time",
+    "created_date",
+    "last_updated_date",
+)
+_FILTER_COLUMNS = {
+    "from": "from_ref",
+    "scheduled_delivery_time": "scheduled_at",
+    "expiry_time": "expires_at",
+    "pause_expiry_time": "pause_expires_at",
+}
+_FILTER_TIMES = frozenset(
+    {
+        "scheduled_delivery_time",
+        "expiry_time",
+        "pause_expiry_time",
+        "created_date",
+        "last_updated_date",
+    }
+)
+LIMITS = {
+    "from": 128,
+    "conversation_id": 128,
+    "campaign_id": 128,
+    "program_id": 128,
+    "subject": 256,
+    "external_id": 128,
+    "src_language": 35,
+    "dst_language": 35,
+    "content_type": 128,
+    "template_id": 128,
+}
+_SPLIT = re.compile(r"[;,]")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off", ""}
+
+
+def _csv(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+def snapshot(row: Row) -> Snapshot:
+    return {
+        "id": row["id"],
+        "from": row["from_ref"],
+        "conversation_id": row["conversation_id"],
+        "to": [x for x in row["to_text"].split(";") if x],
+        "campaign_id": row["campaign_id"],
+        "program_id": row["program_id"],
+        "subject": row["subject"],
+        "application_id": row["application_id"],
+        "external_id": row["external_id"],
+        "state": row["state"],
+        "attachments": _csv(row["attachments"]),
+        "body": row["body"],
+        "consent_requirement": row["consent_requirement"],
+        "criteria": row["criteria"],
+        "recipient_count": row["recipient_count"],
+        "sent_count": row["sent_count"],
+        "delivered_count": row["delivered_count"],
+        "read_count": row["read_count"],
+        "converted_count": row["converted_count"],
+        "canceled_count": row["canceled_count"],
+        "failed_count": row["failed_count"],
+        "scheduled_delivery_time": iso(row["scheduled_at"]),
+        "scheduled_delivery_time_zone": row["scheduled_zone"],
+        "expiry_time": iso(row["expires_at"]),
+        "test_message_flag": row["test_message_flag"],
+        "pause_before_transmit": row["pause_before_transmit"],
+        "pause_expiry_time": iso(row["pause_expires_at"]),
+        "price_threshold": row["price_threshold"],
+        "sender_id_sort_criteria": _csv(row["sender_id_sort_criteria"]),
+        "contact_delivery_address_priority": _csv(row["contact_delivery_address_priority"]),
+        "created_date": iso(row["created_at"]),
+        "last_updated_date": iso(row["updated_at"]),
+        "version_number": row["version"],
+        "src_language": row["src_language"],
+        "dst_language": row["dst_language"],
+        "translate": row["translate"],
+        "translations_count": 0,
+        "translations_failed_count": 0,
+        "translations_performed_count": 0,
+        "content_type": row["content_type"],
+        "template_id": row["template_id"],
+    }
+
+
+def request_event(row: Row, what: str, now: datetime) -> NewEvent:
+    return NewEvent(row["org_id"], f"message_request.{what}", row["id"], snapshot(row), now)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One resolved `to` entry: kind is `address` (value an E.164 number or email), `contact`
+    or `group` (value the id)."""
+
+    kind: str
+    value: str
+    address_type: str = ""
+
+
+def split_entries(values: Sequence[str]) -> list[str]:
+    """`to` as entries: arrays and `;`/`,`-separated strings, blanks dropped, order kept."""
+    entries: list[str] = []
+    for value in values:
+        entries.extend(part.strip() for part in _SPLIT.split(value) if part.strip())
+    return list(dict.fromkeys(entries))
+
+
+def _flag(checks: Checks, field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text not in _FALSE:
+        checks.fail(field, "must be true or false", "Format")
+    return False
+
+
+def _time(checks: Checks, field: str, value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    parsed = listing.parse_instant(str(value))
+    if parsed is None:
+        checks.fail(field, "must be an RFC 3339 time", "Format")
+    return parsed
+
+
+class MessageRequestService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        senders: SenderService,
+        templates: MessageTemplateService,
+        attachments: AttachmentService,
+        messages: MessageService,
+        default_region: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._clock = clock
+        self._senders = senders
+        self._templates = templates
+        self._attachments = attachments
+        self._messages = messages
+        self._region = default_region
+        self.max_body = max_body
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=requests_table,
+            noun="message request",
+            event_prefix="message_request",
+            snapshot=snapshot,
+            unique_message="message request already exists",
+        )
+        messages.on_request_changed = self.refresh
+        self._wake: list[Callable[[], None]] = []
+
+    def on_created(self, wake: Callable[[], None]) -> None:
+        self._wake.append(wake)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get(self, org_id: str, request_id: str) -> Snapshot:
+        return await self.rows.get(org_id, request_id)
+
+    async def list_page(
+        self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
+    ) -> tuple[list[Snapshot], str]:
+        given = dict(given)
+        extra: list[ColumnElement[bool]] = []
+        if "to" in given:
+            # a `+` pasted into a query string arrives as a space
+            wanted = re.sub(r"^ (?=\d)", "+", given.pop("to")).strip()
+            extra.append(_r.to_text.contains(";" + wanted + ";", autoescape=True))
+        for name in ("test_message_flag", "pause_before_transmit"):
+            if name in given:
+                extra.append(_r[name] == _flag(checks, name, given.pop(name)))
+        return await self.rows.list_page(
+            org_id,
+            given,
+            page,
+            checks,
+            columns=_FILTER_COLUMNS,
+            times=_FILTER_TIMES,
+            extra=tuple(extra),
+        )
+
+    async def require(self, org_id: str, request_id: str) -> None:
+        await self.rows.get(org_id, request_id)
+
+    # -- create ----------------------------------------------------------------------------------
+
+    async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
+        now = self._clock.now()
+        checks = Checks()
+        checks.lengths(dict(values), LIMITS)
+        from_ref = str(values.get("from") or "").strip()
+        checks.required("from", from_ref or None)
+        entries = split_entries([str(v) for v in values.get("to") or []])
+        if len(entries) > MAX_TO_ENTRIES:
+            checks.fail("to", f"has more than {MAX_TO_ENTRIES} entries", "Range")
+        criteria_text = str(values.get("criteria") or "").strip()
+        if not entries and not criteria_text:
+            checks.fail("to", "is required (or criteria)", "Required")
+        body = values.get("body")
+        template_ref = str(values.get("template_id") or "").strip()
+        if not template_ref and not (body or "").strip():
+            checks.fail("body", "is required (or template_id)", "Required")
+        requirement = ConsentRequirement.OPT_OUT
+        if values.get("consent_requirement"):
+            chosen = checks.choice(
+                "consent_requirement", str(values["consent_requirement"]), ConsentRequirement
+            )
+            requirement = chosen or requirement
+        zone = TimeZoneMode.UTC
+        if values.get("scheduled_delivery_time_zone"):
+            zone = (
+                checks.choice(
+                    "scheduled_delivery_time_zone",
+                    str(values["scheduled_delivery_time_zone"]),
+                    TimeZoneMode,
+                )
+                or zone
+            )
+        scheduled_at = _time(
+            checks, "scheduled_delivery_time", values.get("scheduled_delivery_time")
+        )
+        expires_at = _time(checks, "expiry_time", values.get("expiry_time"))
+        if expires_at is not None and expires_at <= now:
+            checks.fail("expiry_time", "must be in the future", "Range")
+        if expires_at and scheduled_at and expires_at <= scheduled_at:
+            checks.fail("expiry_time", "must be after scheduled_delivery_time", "Range")
+        test = _flag(checks, "test_message_flag", values.get("test_message_flag"))
+        pause = _flag(checks, "pause_before_transmit", values.get("pause_before_transmit"))
+        pause_expires_at = _time(checks, "pause_expiry_time", values.get("pause_expiry_time"))
+        if pause_expires_at is not None:
+            if not pause:
+                checks.fail("pause_expiry_time", "is only given with pause_before_transmit")
+            elif pause_expires_at <= now:
+                checks.fail("pause_expiry_time", "must be in the future", "Range")
+            elif pause_expires_at - now > PAUSE_LIMIT:
+                checks.fail("pause_expiry_time", "must be at most 24h ahead", "Range")
+        elif pause:
+            pause_expires_at = now + PAUSE_LIMIT
+        for name in ("src_language", "dst_language"):
+            if values.get(name):
+                checks.language(name, str(values[name]))
+        translate = _flag(checks, "translate", values.get("translate"))
+        attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
+        sort_criteria = [
+            s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])
+        ]
+        for s in sort_criteria:
+            if s not in ("DELIVERY_ADDRESS", "PRICE"):
+                checks.fail("sender_id_sort_criteria", "entries are DELIVERY_ADDRESS or PRICE")
+        priorities = [
+            s.upper() for s in split_entries(values.get("contact_delivery_address_priority") or [])
+        ]
+        for s in priorities:
+            if s not in ("MDN", "PUSH"):
+                checks.fail("contact_delivery_address_priority", "entries are MDN or PUSH")
+        checks.raise_if_failed()
+        criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
+
+        senders = await self._sendable(org_id, from_ref)
+        for attachment_id in attachment_ids:
+            try:
+                await self._attachments.get(org_id, attachment_id)
+            except NotFound:
+                checks.fail("attachments", f"attachment {attachment_id!r} does not exist")
+        checks.raise_if_failed()
+        async with self._db.read() as session:
+            targets = await self._resolve(session, org_id, entries, checks)
+        checks.raise_if_failed()
+
+        def work(session: Session) -> str:
+            text, template_id = self._body(session, org_id, body, template_ref, values)
+            allowed = [
+                s
+                for s in senders
+                if body_allowed(
+                    self._templates.validators(session, org_id, s.message_templates), text
+                )
+            ]
+            if not allowed:
+                raise InvalidArgument(
+                    "the body matches none of the sender's VALIDATOR templates",
+                    violations=[FieldViolation("body", "is not allowed by the sender")],
+                )
+            row = {
+                "id": new_id("mr_"),
+                "org_id": org_id,
+                "application_id": application_id,
+                "from_ref": from_ref,
+                "to_text": (";" + ";".join(entries) + ";") if entries else "",
+                "targets": json.dumps([t.__dict__ for t in targets]),
+                "conversation_id": str(values.get("conversation_id") or ""),
+                "campaign_id": str(values.get("campaign_id") or ""),
+                "program_id": str(values.get("program_id") or ""),
+                "subject": str(values.get("subject") or ""),
+                "external_id": str(values.get("external_id") or ""),
+                "state": RequestState.ACCEPTED.value,
+                "attachments": ",".join(attachment_ids),
+                "body": text,
+                "template_id": template_id,
+                "consent_requirement": requirement.value,
+                "criteria": criteria,
+                "scheduled_at": scheduled_at,
+                "scheduled_zone": zone.value,
+                "expires_at": expires_at,
+                "test_message_flag": test,
+                "pause_before_transmit": pause,
+                "pause_expires_at": pause_expires_at,
+                "price_threshold": int(values.get("price_threshold") or 0),
+                "sender_id_sort_criteria": ",".join(sort_criteria),
+                "contact_delivery_address_priority": ",".join(priorities),
+                "src_language": str(values.get("src_language") or "en"),
+                "dst_language": str(values.get("dst_language") or ""),
+                "translate": translate,
+                "content_type": str(values.get("content_type") or ""),
+                "created_at": now,
+                "updated_at": now,
+            }
+            written = (
+                session.execute(requests_table.insert().values(row).returning(*requests_table.c))
+                .mappings()
+                .one()
+            )
+            self._events.append(session, [request_event(written, "accepted", now)])
+            return str(row["id"])
+
+        request_id = await self._db.run_write(work)
+        for wake in self._wake:
+            wake()
+        return request_id
+
+    async def _sendable(self, org_id: str, from_ref: str) -> list[Sender]:
+        try:
+            senders = await self._senders.resolve_sendable(org_id, from_ref)
+        except NotFound as exc:
+            raise InvalidArgument(
+                f"from: {exc.message}", violations=[FieldViolation("from", exc.message)]
+            ) from exc
+        if not senders:
+            raise InvalidArgument(
+                f"from: {from_ref!r} has no ACTIVE sender ID",
+                violations=[FieldViolation("from", "has no ACTIVE sender ID")],
+            )
+        return senders
+
+    def _body(
+        self,
+        session: Session,
+        org_id: str,
+        body: Any,
+        template_ref: str,
+        values: Mapping[str, Any],
+    ) -> tuple[str, str]:
+        template_id = ""
+        text = str(body or "")
+        if template_ref:
+            query = select(templates_table).where(
+                templates_table.c.org_id == org_id,
+                (templates_table.c.id == template_ref) | (templates_table.c.name == template_ref),
+            )
+            template = session.execute(query).mappings().first()
+            if template is None or template["designation"] != Designation.TEMPLATE.value:
+                raise InvalidArgument(
+                    f"template_id: {template_ref!r} is not a TEMPLATE message template",
+                    violations=[FieldViolation("template_id", "is not a TEMPLATE of the org")],
+                )
+            given = {str(k): str(v) for k, v in dict(values.get("template_values") or {}).items()}
+            text = render(template["pattern"], given)
+            template_id = str(template["id"])
+        if len(text) > self.max_body:
+            raise MessageTooLarge(
+                f"the message body has {len(text)} characters; the limit is {self.max_body}",
+                metadata={"limit": str(self.max_body), "size": str(len(text))},
+            )
+        return text, template_id
+
+    async def _resolve(
+        self, session: Any, org_id: str, entries: list[str], checks: Checks
+    ) -> list[Target]:
+        """Each entry as a group, else a contact, else an address (a violation if none)."""
+        if not entries:
+            return []
+        group_ids = set(
+            (
+                await session.execute(
+                    select(groups.c.id).where(groups.c.org_id == org_id, groups.c.id.in_(entries))
+                )
+            ).scalars()
+        )
+        contact_ids = set(
+            (
+                await session.execute(
+                    select(contacts.c.id).where(
+                        contacts.c.org_id == org_id, contacts.c.id.in_(entries)
+                    )
+                )
+            ).scalars()
+        )
+        targets: list[Target] = []
+        for entry in entries:
+            if entry in group_ids:
+                targets.append(Target("group", entry))
+            elif entry in contact_ids:
+                targets.append(Target("contact", entry))
+            else:
+                kind = AddressType.EMAIL if "@" in entry else AddressType.MDN
+                try:
+                    address = normalise_address(kind, entry, self._region)
+                except InvalidAddress:
+                    checks.fail(
+                        "to",
+                        f"{entry!r} is not a contact group id, contact id, phone number "
+                        "or email address of the org",
+                    )
+                    continue
+                targets.append(Target("address", address, kind.value))
+        return targets
+
+    # -- state changes ---------------------------------------------------------------------------
+
+    async def set_state(
+        self,
+        org_id: str,
+        request_id: str,
+        values: Mapping[str, Any],
+        expected_version: int | None,
+    ) -> None:
+        checks = Checks()
+        text = values.get("state")
+        if not text:
+            checks.fail(
+                "state",
+                'is required: {"state":"CANCELED"} cancels, {"state":"TRANSMITTING"} resumes '
+                "a PAUSED request",
+                "Required",
+            )
+        target = checks.choice("state", str(text or ""), CustomerRequestState) if text else None
+        checks.raise_if_failed()
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            current = self.rows.locked(session, org_id, request_id)
+            require_version(current["version"], expected_version, "message request")
+            if target == CustomerRequestState.CANCELED:
+                if current["state"] == RequestState.CANCELED.value:
+                    return
+                if current["state"] in FINAL:
+                    raise _bad_state(current, "canceled")
+                self._cancel(session, current, now)
+            else:
+                if current["state"] != RequestState.PAUSED.value:
+                    raise _bad_state(current, "resumed (only PAUSED requests are)")
+                self._resume(session, current, now)
+
+        await self._db.run_write(work)
+
+    async def delete(self, org_id: str, request_id: str) -> None:
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            current = self.rows.locked(session, org_id, request_id)
+            if current["state"] == RequestState.DELETED.value:
+                return
+            if current["state"] not in FINAL:
+                current = self._cancel(session, current, now)
+            self.transition(session, current, RequestState.DELETED, now, "deleted")
+
+        await self._db.run_write(work)
+
+    def _cancel(self, session: Session, current: Row, now: datetime) -> Row:
+        unsent = session.execute(
+            select(messages_table).where(
+                messages_table.c.message_request_id == current["id"],
+                messages_table.c.state.in_(UNSENT),
+            )
+        ).mappings()
+        row = self.transition(session, current, RequestState.CANCELED, now, "canceled")
+        self._messages.apply(
+            session, list(unsent), {"state": MessageState.CANCELED.value}, now, "canceled"
+        )
+        return self.current(session, row["id"])
+
+    def _resume(self, session: Session, current: Row, now: datetime) -> None:
+        if current["pause_expires_at"] is not None and current["pause_expires_at"] <= now:
+            raise _bad_state(current, "resumed: its pause expired")
+        row = self.transition(session, current, RequestState.TRANSMITTING, now, "resumed")
+        paused = session.execute(
+            select(messages_table).where(
+                messages_table.c.message_request_id == row["id"],
+                messages_table.c.state == MessageState.PAUSED.value,
+            )
+        ).mappings()
+        self._messages.apply(
+            session, list(paused), {"state": MessageState.CREATED.value}, now, "resumed"
+        )
+
+    # -- used by the workers, inside their transactions ------------------------------------------
+
+    def current(self, session: Session, request_id: str) -> Row:
+        query = select(requests_table).where(_r.id == request_id)
+        return session.execute(query).mappings().one()
+
+    def transition(
+        self,
+        session: Session,
+        current: Row,
+        state: RequestState,
+        now: datetime,
+        what: str,
+        **values: Any,
+    ) -> Row:
+        statement = (
+            update(requests_table)
+            .where(_r.id == current["id"])
+            .values(state=state.value, updated_at=now, version=_r.version + 1, **values)
+            .returning(*requests_table.c)
+        )
+        row = session.execute(statement).mappings().one()
+        self._events.append(session, [request_event(row, what, now)])
+        return row
+
+    def refresh(self, session: Session, request_id: str, now: datetime) -> Row:
+        """Recount a request's counters from its messages; a TRANSMITTING request with nothing
+        left to send becomes COMPLETED."""
+        values: dict[str, Any] = counters(session, request_id)
+        row = self.current(session, request_id)
+        if all(row[k] == v for k, v in values.items()) and row["state"] != "TRANSMITTING":
+            return row
+        statement = (
+            update(requests_table)
+            .where(_r.id == request_id)
+            .values(**values, updated_at=now, version=_r.version + 1)
+            .returning(*requests_table.c)
+        )
+        row = session.execute(statement).mappings().one()
+        if row["state"] == RequestState.TRANSMITTING.value and not self.has_unsent(
+            session, request_id
+        ):
+            row = self.transition(session, row, RequestState.COMPLETED, now, "completed")
+        return row
+
+    def has_unsent(self, session: Session, request_id: str) -> bool:
+        query = (
+            select(messages_table.c.id)
+            .where(
+                messages_table.c.message_request_id == request_id,
+                messages_table.c.state.in_(
+                    [MessageState.CREATED.value, MessageState.SCHEDULED.value]
+                ),
+            )
+            .limit(1)
+        )
+        return session.execute(query).first() is not None
+
+
+def _bad_state(current: Row, action: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"message request {current['id']!r} is {current['state']} and cannot be {action}",
+        violations=[FieldViolation("state", f"not allowed from {current['state']}")],
+    )
+
+
+__all__ = [
+    "FILTERS",
+    "FINAL",
+    "MessageRequestService",
+    "RequestState",
+    "Target",
+    "requests_table",
+    "snapshot",
+    "timedelta",
+]
