@@ -381,3 +381,26 @@ async def test_cross_org_isolation(
         MR, json={"from": sender, "to": [us_number()], "body": "x"}, headers=other
     )
     assert "from" in assert_error(foreign, 400, "400")
+
+
+async def test_attachments_must_suit_the_senders_type(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """An SMS long code takes images but not PDFs (its type's MIME lists)."""
+    sender = await create_sender(http, bearer)
+
+    async def attachment(content_type: str) -> str:
+        response = await http.post(
+            "/messaging/attachments", json={"type": content_type}, headers=bearer
+        )
+        assert response.status_code == 200, response.text
+        attachment_id: str = response.json()["id"]
+        return attachment_id
+
+    image = await attachment("image/png")
+    pdf = await attachment("application/pdf")
+    base = {"from": sender, "to": [us_number()], "body": "see attached"}
+    accepted = await http.post(MR, json={**base, "attachments": [image]}, headers=bearer)
+    assert accepted.status_code == 200, accepted.text
+    refused = await http.post(MR, json={**base, "attachments": [image, pdf]}, headers=bearer)
+    assert "application/pdf" in assert_error(refused, 400, "400")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, insert, select, update
@@ -247,3 +248,45 @@ async def test_scheduled_messages_wait_for_their_time(app: Application) -> None:
     assert await worker.dispatch_once() is True
     row = await _request(app, request_id)
     assert row["state"] == "COMPLETED" and row["sent_count"] == 1
+
+
+async def test_local_zone_schedules_each_recipient_at_its_own_wall_clock(
+    app: Application,
+) -> None:
+    """scheduled_delivery_time_zone=LOCAL: 09:00 means 09:00 where each recipient is — the
+    contact's time_zone, else the number's zone."""
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    sender = await _sender(app, org)
+    tokyo = await app.contacts.contacts.create(
+        org, "t", {"primary_mdn": us_number(), "time_zone": "Asia/Tokyo"}
+    )
+    california = us_number()  # +1 415: America/Los_Angeles
+    wall = (app.messaging.clock.now() + timedelta(days=2)).replace(
+        hour=9, minute=0, second=0, microsecond=0, tzinfo=None
+    )
+    request_id = await app.messaging.message_requests.create(
+        org,
+        "t",
+        {
+            "from": sender,
+            "to": [tokyo, california],
+            "body": "good morning",
+            "scheduled_delivery_time": wall.isoformat() + "Z",
+            "scheduled_delivery_time_zone": "LOCAL",
+        },
+    )
+    assert await _worker(app, batch=10).fan_out_one() is True
+    async with app.db.read() as session:
+        rows = (
+            await session.execute(
+                select(messages_table.c.to_address, messages_table.c.scheduled_at).where(
+                    messages_table.c.message_request_id == request_id
+                )
+            )
+        ).all()
+    due = {row[0]: row[1] for row in rows}
+    assert len(due) == 2
+    for address, instant in due.items():
+        zone = "America/Los_Angeles" if address == california else "Asia/Tokyo"
+        local = instant.astimezone(ZoneInfo(zone))
+        assert (local.hour, local.minute) == (9, 0), (address, local)

@@ -193,3 +193,26 @@ async def test_shared_sender_validators_are_immutable(
         assert_error(await http.delete(f"{PATH}/{template_id}", headers=bearer), 403, "403")
     finally:
         service.shared_sender_lock = hook
+
+
+async def test_validators_of_a_shared_sender_are_immutable(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """A VALIDATOR attached to the org's copy of a SHARED sender is the operator's rule."""
+    validator = await create(
+        http, bearer, designation="VALIDATOR", name="otp-rule", pattern=r"Your code is \d{6}"
+    )
+    free = await create(http, bearer, designation="VALIDATOR", name="free-rule", pattern="x.*")
+    copy = await http.post(
+        "/messaging/sender_ids",
+        json={"parent_id": "sid_shared_us_alerts", "message_templates": [validator]},
+        headers=bearer,
+    )
+    assert copy.status_code == 200, copy.text
+    changed = await http.post(f"{PATH}/{validator}", json={"pattern": ".*"}, headers=bearer)
+    assert "shared sender" in assert_error(changed, 403, "403")
+    assert_error(await http.delete(f"{PATH}/{validator}", headers=bearer), 403, "403")
+    assert (await get(http, bearer, validator))["pattern"] == r"Your code is \d{6}"
+    # Templates no shared sender uses stay the customer's to change.
+    ok = await http.post(f"{PATH}/{free}", json={"pattern": "y.*"}, headers=bearer)
+    assert ok.status_code == 200, ok.text

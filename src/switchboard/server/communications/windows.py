@@ -13,14 +13,14 @@ for any common time, the first zone decides. Without a number (email only), UTC.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-import phonenumbers
-from phonenumbers import timezone as phone_timezones
+from switchboard.server.sms.phone import zones_for_number
+
+__all__ = ["Window", "fit", "zones_for_number"]
 
 
 @dataclass(frozen=True)
@@ -37,25 +37,6 @@ class Window:
     def contains(self, local: datetime) -> bool:
         minute = local.hour * 60 + local.minute
         return self.opens <= minute < self.closes
-
-
-@functools.cache
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def zones_for_number(e164: str) -> tuple[ZoneInfo, ...]:
-    """The number's time zones (libphonenumber's prefix data); () when unknown."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return ()
-    names = phone_timezones.time_zones_for_number(number)
-    zones = tuple(z for z in (_zone(n) for n in names if n != "Etc/Unknown") if z is not None)
-    return zones
 
 
 def _next_opening(local: datetime, window: Window) -> datetime:

@@ -17,10 +17,12 @@ duplicates, e.g. a contact in two groups).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +52,7 @@ from switchboard.server.messaging.messages import (
     messages_table,
 )
 from switchboard.server.messaging.senders import Sender, SenderService
+from switchboard.server.sms.phone import zones_for_number
 
 _r = requests_table.c
 _m = messages_table.c
@@ -70,6 +73,7 @@ class Recipient:
     address: str
     address_type: AddressType
     contact_id: str = ""
+    time_zone: str = ""  # the contact's IANA zone, when it has one
 
 
 @dataclass
@@ -139,7 +143,7 @@ class Fanout:
                 stage, after = stage + 1, ""
                 continue
             query = (
-                select(_c.id, _c.primary_mdn, _c.primary_email_addr)
+                select(_c.id, _c.primary_mdn, _c.primary_email_addr, _c.time_zone)
                 .where(_c.org_id == request["org_id"], clause, _c.id > after)
                 .order_by(_c.id)
                 .limit(self.batch)
@@ -179,7 +183,7 @@ class Fanout:
             if target.kind == "address":
                 recipients.append(Recipient(target.value, AddressType(target.address_type)))
         if contact_ids:
-            query = select(_c.id, _c.primary_mdn, _c.primary_email_addr).where(
+            query = select(_c.id, _c.primary_mdn, _c.primary_email_addr, _c.time_zone).where(
                 _c.org_id == plan.request["org_id"], _c.id.in_(contact_ids)
             )
             async with self._db.read() as session:
@@ -193,9 +197,16 @@ class Fanout:
 
     def _pick(self, plan: Plan, contact: Any) -> Recipient | None:
         if plan.sms_sender is not None and contact["primary_mdn"]:
-            return Recipient(contact["primary_mdn"], AddressType.MDN, contact["id"])
+            return Recipient(
+                contact["primary_mdn"], AddressType.MDN, contact["id"], contact["time_zone"]
+            )
         if plan.email_sender is not None and contact["primary_email_addr"]:
-            return Recipient(contact["primary_email_addr"], AddressType.EMAIL, contact["id"])
+            return Recipient(
+                contact["primary_email_addr"],
+                AddressType.EMAIL,
+                contact["id"],
+                contact["time_zone"],
+            )
         return None
 
     async def decisions(
@@ -233,12 +244,11 @@ class Fanout:
             state = MessageState.TEST
         elif request["pause_before_transmit"]:
             state = MessageState.PAUSED
-        elif request["scheduled_at"] is not None and request["scheduled_at"] > now:
-            state = MessageState.SCHEDULED
         else:
             state = MessageState.CREATED
         rows = []
         for recipient in recipients:
+            scheduled_at = _scheduled_for(request, recipient)
             sender = plan.sms_sender if recipient.address_type == AddressType.MDN else None
             sender = sender or (
                 plan.email_sender if recipient.address_type == AddressType.EMAIL else None
@@ -254,13 +264,19 @@ class Fanout:
                 "customer_sender_id": sender.id if sender else "",
                 "from_address": sender.address if sender else "",
                 "to_address": recipient.address,
-                "state": state.value,
+                "state": (
+                    MessageState.SCHEDULED.value
+                    if state == MessageState.CREATED
+                    and scheduled_at is not None
+                    and scheduled_at > now
+                    else state.value
+                ),
                 "failure_code": "",
                 "failure_details": "",
                 "subject": request["subject"],
                 "body": request["body"],
                 "attachments": request["attachments"],
-                "scheduled_at": request["scheduled_at"],
+                "scheduled_at": scheduled_at,
                 "expires_at": request["expires_at"],
                 "type": _type(recipient, request),
                 "contact_id": recipient.contact_id,
@@ -354,3 +370,23 @@ def _type(recipient: Recipient, request: Row) -> str:
     if recipient.address_type == AddressType.EMAIL:
         return "EMAIL"
     return "MMS" if request["attachments"] else "SMS"
+
+
+def _scheduled_for(request: Row, recipient: Recipient) -> datetime | None:
+    """When this recipient's message is due. With zone LOCAL the requested time is a wall-clock
+    time in the recipient's own zone: the contact's `time_zone`, else the number's (the first
+    libphonenumber gives), else UTC."""
+    scheduled: datetime | None = request["scheduled_at"]
+    if scheduled is None or request["scheduled_zone"] != "LOCAL":
+        return scheduled
+    zone: ZoneInfo | None = None
+    if recipient.time_zone:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo(recipient.time_zone)
+    if zone is None and recipient.address_type == AddressType.MDN:
+        zones = zones_for_number(recipient.address)
+        zone = zones[0] if zones else None
+    if zone is None:
+        return scheduled
+    wall = scheduled.astimezone(UTC).replace(tzinfo=None)
+    return wall.replace(tzinfo=zone).astimezone(UTC)

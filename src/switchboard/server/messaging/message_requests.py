@@ -72,7 +72,11 @@ from switchboard.server.messaging.messages import (
     counters,
     messages_table,
 )
+from switchboard.server.messaging.reference import mime_allowed
 from switchboard.server.messaging.senders import Sender, SenderService
+from switchboard.server.messaging.senders_models import SenderIdTypeRecord
+
+_types: Table = SenderIdTypeRecord.__table__  # type: ignore[attr-defined]
 
 DEFAULT_MAX_BODY = 1600  # characters after template rendering (ten concatenated SMS)
 MAX_TO_ENTRIES = 1000
@@ -452,12 +456,17 @@ class MessageRequestService:
         criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
 
         senders = await self._sendable(org_id, from_ref)
+        attachment_types: list[str] = []
         for attachment_id in attachment_ids:
             try:
-                await self._attachments.get(org_id, attachment_id)
+                attachment = await self._attachments.get(org_id, attachment_id)
             except NotFound:
                 checks.fail("attachments", f"attachment {attachment_id!r} does not exist")
+                continue
+            attachment_types.append(str(attachment["type"]))
         checks.raise_if_failed()
+        if attachment_types:
+            senders = await self._senders_taking(senders, attachment_types)
         async with self._db.read() as session:
             targets = await self._resolve(session, org_id, entries, checks)
         checks.raise_if_failed()
@@ -522,6 +531,35 @@ class MessageRequestService:
         for wake in self._wake:
             wake()
         return request_id
+
+    async def _senders_taking(
+        self, senders: Sequence[Sender], mime_types: Sequence[str]
+    ) -> list[Sender]:
+        """The senders whose type allows every attachment's content type; a 400 naming the
+        attachments when none does."""
+        type_ids = sorted({s.type_id for s in senders})
+        async with self._db.read() as session:
+            rows = (
+                await session.execute(select(_types).where(_types.c.id.in_(type_ids)))
+            ).mappings()
+            by_type = {row["id"]: row for row in rows}
+        taking = [
+            s
+            for s in senders
+            if s.type_id in by_type and all(mime_allowed(by_type[s.type_id], m) for m in mime_types)
+        ]
+        if not taking:
+            raise InvalidArgument(
+                "no sender of this request may send these attachments",
+                violations=[
+                    FieldViolation(
+                        "attachments",
+                        f"types {', '.join(sorted(set(mime_types)))} are not allowed by the "
+                        "sender's type",
+                    )
+                ],
+            )
+        return taking
 
     async def _sendable(self, org_id: str, from_ref: str) -> list[Sender]:
         try:

@@ -811,3 +811,22 @@ __all__ = [
     "validate_address",
     "visible_to",
 ]
+
+
+def shared_sender_validator_lock(session: Session, org_id: str, template_id: str) -> bool:
+    """Whether `template_id` is a validator of one of the org's copies of a SHARED sender: those
+    validators are the operator's rules for the shared address, so customers may not change them
+    (MessageTemplateService.shared_sender_lock)."""
+    senders = SenderIdRecord.__table__  # type: ignore[attr-defined]
+    originals = senders.alias("originals")
+    query = (
+        select(senders.c.id)
+        .join(originals, originals.c.id == senders.c.parent_id)
+        .where(
+            senders.c.org_id == org_id,
+            originals.c.ownership == Ownership.SHARED.value,
+            senders.c.message_templates.contains(f",{template_id},", autoescape=True),
+        )
+        .limit(1)
+    )
+    return session.execute(query).first() is not None

@@ -17,7 +17,7 @@ from switchboard.server.messaging.message_requests import MessageRequestService
 from switchboard.server.messaging.message_templates import MessageTemplateService
 from switchboard.server.messaging.messages import MessageService
 from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
-from switchboard.server.messaging.senders import SenderService
+from switchboard.server.messaging.senders import SenderService, shared_sender_validator_lock
 from switchboard.server.providers.sandbox import SandboxProvider
 from switchboard.server.workers.message_fanout import MessageRequestWorker
 
@@ -59,6 +59,7 @@ def build_messaging_domain(
     contacts: ContactsDomain,
 ) -> MessagingDomain:
     message_templates = MessageTemplateService(db=db, events=events, clock=clock)
+    message_templates.shared_sender_lock = shared_sender_validator_lock
     keywords = KeywordService(
         db=db, events=events, clock=clock, consent=contacts.consent, templates=message_templates
     )

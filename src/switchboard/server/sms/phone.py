@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
+from phonenumbers import timezone as phone_timezones
 
 # Number types a handset behind them can receive SMS on. FIXED_LINE_OR_MOBILE is ambiguous
 # (e.g. the US) and is given the benefit of the doubt, as carriers do.
@@ -63,3 +66,22 @@ def sms_incapable_reason(number: PhoneNumber) -> str | None:
         return None
     kind = _KIND.get(number.type, "not a mobile number")
     return f"{number.e164} is {kind} and cannot receive SMS"
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zones_for_number(e164: str) -> tuple[ZoneInfo, ...]:
+    """The number's time zones (libphonenumber's prefix data); () when unknown."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    names = phone_timezones.time_zones_for_number(number)
+    zones = tuple(z for z in (_zone(n) for n in names if n != "Etc/Unknown") if z is not None)
+    return zones
