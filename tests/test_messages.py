@@ -5,6 +5,7 @@ soft delete, attachments, "Not allowed" (403) operations and cross-org 404s."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from switchboard.server.app.server import Application
 from switchboard.server.core.events import EventRecord
+from switchboard.server.messaging.messages import counter_deltas
 from tests.test_message_requests import MR, done, messages_of, read, submit, wait_request
 from tests.test_messaging_senders import assert_error, create_sender, us_number
 
@@ -190,3 +192,24 @@ async def test_message_attachments(http: httpx.AsyncClient, bearer: dict[str, st
     none = await http.get(f"{MESSAGES}/{plain[0]['id']}/attachments", headers=bearer)
     assert none.status_code == 200 and none.json() == []
     assert (await read(http, bearer, request_id))["attachments"] == [attachment_id]
+
+
+def test_counter_deltas_follow_each_messages_change() -> None:
+    """Counters move by what changed; a message seen twice in one change counts once."""
+    now = datetime.now(UTC)
+
+    def message(id_: str, state: str, **times: Any) -> dict[str, Any]:
+        base = {"sent_at": None, "delivered_at": None, "converted_at": None}
+        return {"id": id_, "message_request_id": "mr_1", "state": state, **base, **times}
+
+    before = [message("a", "CREATED"), message("b", "SENT", sent_at=now), message("c", "CREATED")]
+    after = [
+        message("a", "SENT", sent_at=now),
+        message("b", "DELIVERED", sent_at=now, delivered_at=now),
+        message("c", "FAILED"),
+    ]
+    assert counter_deltas(before, after) == {
+        "mr_1": {"sent_count": 1, "delivered_count": 1, "failed_count": 1}
+    }
+    assert counter_deltas(after, after) == {"mr_1": {}}
+    assert counter_deltas([], after) == {}

@@ -700,15 +700,9 @@ class MessageRequestService:
         await self._db.run_write(work)
 
     def _cancel(self, session: Session, current: Row, now: datetime) -> Row:
-        unsent = session.execute(
-            select(messages_table).where(
-                messages_table.c.message_request_id == current["id"],
-                messages_table.c.state.in_(UNSENT),
-            )
-        ).mappings()
         row = self.transition(session, current, RequestState.CANCELED, now, "canceled")
-        self._messages.apply(
-            session, list(unsent), {"state": MessageState.CANCELED.value}, now, "canceled"
+        self._change_messages(
+            session, row["id"], UNSENT, {"state": MessageState.CANCELED.value}, now, "canceled"
         )
         return self.current(session, row["id"])
 
@@ -716,15 +710,45 @@ class MessageRequestService:
         if current["pause_expires_at"] is not None and current["pause_expires_at"] <= now:
             raise _bad_state(current, "resumed: its pause expired")
         row = self.transition(session, current, RequestState.TRANSMITTING, now, "resumed")
-        paused = session.execute(
-            select(messages_table).where(
-                messages_table.c.message_request_id == row["id"],
-                messages_table.c.state == MessageState.PAUSED.value,
-            )
-        ).mappings()
-        self._messages.apply(
-            session, list(paused), {"state": MessageState.CREATED.value}, now, "resumed"
+        self._change_messages(
+            session,
+            row["id"],
+            [MessageState.PAUSED.value],
+            {"state": MessageState.CREATED.value},
+            now,
+            "resumed",
         )
+
+    def _change_messages(
+        self,
+        session: Session,
+        request_id: str,
+        states: Sequence[str],
+        changes: Mapping[str, Any],
+        now: datetime,
+        what: str,
+        batch: int = 1000,
+    ) -> None:
+        """Apply `changes` to the request's messages in `states`, 1000 at a time (by id), so a
+        request of any size is changed in one transaction without holding all its rows."""
+        after = ""
+        while True:
+            rows = list(
+                session.execute(
+                    select(messages_table)
+                    .where(
+                        messages_table.c.message_request_id == request_id,
+                        messages_table.c.state.in_(list(states)),
+                        messages_table.c.id > after,
+                    )
+                    .order_by(messages_table.c.id)
+                    .limit(batch)
+                ).mappings()
+            )
+            if not rows:
+                return
+            self._messages.apply(session, rows, changes, now, what)
+            after = rows[-1]["id"]
 
     # -- used by the workers, inside their transactions ------------------------------------------
 
@@ -751,12 +775,23 @@ class MessageRequestService:
         self._events.append(session, [request_event(row, what, now)])
         return row
 
-    def refresh(self, session: Session, request_id: str, now: datetime) -> Row:
-        """Recount a request's counters from its messages; a TRANSMITTING request with nothing
-        left to send becomes COMPLETED."""
-        values: dict[str, Any] = counters(session, request_id)
+    def refresh(
+        self,
+        session: Session,
+        request_id: str,
+        now: datetime,
+        deltas: Mapping[str, int] | None = None,
+    ) -> Row:
+        """Move a request's counters by `deltas` (or recount them from its messages when None);
+        a TRANSMITTING request with nothing left to send becomes COMPLETED."""
         row = self.current(session, request_id)
-        if all(row[k] == v for k, v in values.items()) and row["state"] != "TRANSMITTING":
+        if deltas is None:
+            values: dict[str, Any] = counters(session, request_id)
+            changed = any(row[k] != v for k, v in values.items())
+        else:
+            values = {k: _r[k] + d for k, d in deltas.items()}
+            changed = bool(deltas)
+        if not changed and row["state"] != "TRANSMITTING":
             return row
         statement = (
             update(requests_table)

@@ -6,8 +6,8 @@ DELIVERED, READ, CANCELED, SCHEDULED or PAUSED, with `converted_date` and
 `conversion_info_source`) or DELETED (from any state). DELETE is the same as state DELETED (a
 soft delete: the message stays readable). An illegal change is 400 naming the allowed ones.
 
-The counters of a message request are aggregates of its messages (`recount`), recomputed in the
-transaction of every change that touches them, so they are always true.
+The counters of a message request are aggregates of its messages (`counters`); every change moves
+them by its delta (`counter_deltas`) in the same transaction, so they are always true.
 """
 
 from __future__ import annotations
@@ -252,16 +252,52 @@ def counters(session: Session, request_id: str) -> dict[str, int]:
         count_in(MessageState.FAILED, MessageState.EXPIRED),
     ).where(_m.message_request_id == request_id)
     row = session.execute(query).one()
-    names = (
-        "recipient_count",
-        "sent_count",
-        "delivered_count",
-        "read_count",
-        "converted_count",
-        "canceled_count",
-        "failed_count",
+    return {name: int(value or 0) for name, value in zip(COUNTER_NAMES, row, strict=True)}
+
+
+COUNTER_NAMES = (
+    "recipient_count",
+    "sent_count",
+    "delivered_count",
+    "read_count",
+    "converted_count",
+    "canceled_count",
+    "failed_count",
+)
+
+
+def contribution(row: Row) -> tuple[int, ...]:
+    """What one message adds to its request's counters (in COUNTER_NAMES order): the same rules
+    as `counters`, for one row."""
+    state = row["state"]
+    return (
+        1,
+        int(row["sent_at"] is not None),
+        int(row["delivered_at"] is not None),
+        int(state == MessageState.READ.value),
+        int(row["converted_at"] is not None),
+        int(state == MessageState.CANCELED.value),
+        int(state in (MessageState.FAILED.value, MessageState.EXPIRED.value)),
     )
-    return {name: int(value or 0) for name, value in zip(names, row, strict=True)}
+
+
+def counter_deltas(before: Iterable[Row], after: Iterable[Row]) -> dict[str, dict[str, int]]:
+    """Per request, how its counters move when messages change from `before` to `after`."""
+    old = {r["id"]: r for r in before}
+    deltas: dict[str, list[int]] = {}
+    for row in after:
+        request_id = row["message_request_id"]
+        if not request_id or row["id"] not in old:
+            continue
+        change = deltas.setdefault(request_id, [0] * len(COUNTER_NAMES))
+        for i, (new, was) in enumerate(
+            zip(contribution(row), contribution(old[row["id"]]), strict=True)
+        ):
+            change[i] += new - was
+    return {
+        request_id: {n: d for n, d in zip(COUNTER_NAMES, change, strict=True) if d}
+        for request_id, change in deltas.items()
+    }
 
 
 def message_events(rows: Iterable[Row], what: str, now: datetime) -> list[NewEvent]:
@@ -401,10 +437,13 @@ class MessageService:
                 )
                 written.extend(session.execute(statement).mappings().all())
         self._events.append(session, message_events(written, what, now))
+        # Counters move by what changed, not by a recount of every message of the request:
+        # a large send dispatched in batches would otherwise recount it once per batch.
+        deltas = counter_deltas(rows, written)
         requests = {r["message_request_id"] for r in written if r["message_request_id"]}
         if self.on_request_changed is not None:
             for request_id in sorted(requests):
-                self.on_request_changed(session, request_id, now)
+                self.on_request_changed(session, request_id, now, deltas.get(request_id, {}))
         return written
 
     async def record_inbound(
