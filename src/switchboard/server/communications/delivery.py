@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from typing import Protocol
 
 from switchboard.server.core.ids import new_id
 from switchboard.server.providers.base import (
@@ -102,23 +103,19 @@ def build_email(parts: EmailParts) -> bytes:
     return message.as_bytes()
 
 
-class ChannelProvider:
+class ChannelProvider(Protocol):
     """What the communications dispatcher needs from a channel's provider."""
 
     name: str = "provider"
 
-    async def start(self, receipts: ReceiptSink) -> None:
-        raise NotImplementedError
+    async def start(self, receipts: ReceiptSink) -> None: ...
 
-    async def stop(self) -> None:
-        raise NotImplementedError
+    async def stop(self) -> None: ...
 
-    async def submit_many(self, messages: Sequence[Outbound]) -> list[SubmitResult]:
-        raise NotImplementedError
+    async def submit_many(self, messages: Sequence[Outbound]) -> list[SubmitResult]: ...
 
     def resume(self, delivery_ids: Sequence[tuple[str, str, str]]) -> None:
         """After a restart: (delivery id, org, destination) of hand-offs awaiting receipts."""
-        raise NotImplementedError
 
 
 class SmsChannel(ChannelProvider):
