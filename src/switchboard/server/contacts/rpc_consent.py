@@ -3,11 +3,10 @@ blacklist removal. Proto ⇄ snapshots only; the rules are in consent.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import empty_pb2
-from google.protobuf.message import Message
 from switchboard.common.v1 import resource_pb2
 from switchboard.contacts.v1 import consent_pb2
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
@@ -43,13 +42,6 @@ HISTORY_FILTERS = (
 )
 
 
-def _fields(body: Message) -> dict[str, Any]:
-    """The writable attributes a body set (version_number travels separately)."""
-    fields = protomap.present(body)
-    fields.pop("version_number", None)
-    return fields
-
-
 class ConsentRpc:
     domain: ContactsDomain
 
@@ -76,7 +68,7 @@ class ConsentRpc:
     ) -> resource_pb2.ResourceId:
         principal = current_principal()
         status_id = await self.domain.consent.create_status(
-            principal.org, principal.subject, _fields(request.body)
+            principal.org, principal.subject, protomap.written_fields(request.body)
         )
         return resource_pb2.ResourceId(id=status_id)
 
@@ -96,7 +88,7 @@ class ConsentRpc:
             principal.org,
             principal.subject,
             request.address_status_id,
-            _fields(request.body),
+            protomap.written_fields(request.body),
             protomap.body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=status_id)

@@ -20,7 +20,6 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts import fast_access, groups, service
 from switchboard.server.contacts.wiring import ContactsDomain
-from switchboard.server.core import listing
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import EventRecord, Heartbeat
@@ -29,6 +28,7 @@ from switchboard.server.core.protomap import (
     body_version,
     event_envelope,
     given_filters,
+    page_of,
     present,
     to_message,
 )
@@ -54,10 +54,6 @@ _EVENT_RESOURCES: dict[str, tuple[str, Any]] = {
 MAX_STREAM_IDS = 1000
 
 
-def _page(request: Any, checks: Checks) -> listing.Page:
-    return listing.page(checks, request.limit, request.offset, request.page_token)
-
-
 class ContactRpcs:
     domain: ContactsDomain
 
@@ -67,7 +63,7 @@ class ContactRpcs:
         self, request: pb.ListContactsRequest, context: Context
     ) -> pb.ListContactsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, service.FILTERS)
         items, token = await self.domain.contacts.list_page(
             current_principal().org, given, request.criteria, page, checks
@@ -128,7 +124,7 @@ class ContactRpcs:
         self, request: pb.ListFastAccessRulesRequest, context: Context
     ) -> pb.ListFastAccessRulesResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, fast_access.FILTERS)
         items, token = await self.domain.fast_access.list_page(
             current_principal().org, given, page, checks
@@ -177,7 +173,7 @@ class ContactRpcs:
         self, request: pb.ListContactGroupsRequest, context: Context
     ) -> pb.ListContactGroupsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, groups.FILTERS)
         items, token = await self.domain.groups.list_page(
             current_principal().org, given, page, checks
@@ -236,7 +232,7 @@ class ContactRpcs:
         self, request: pb.ListGroupContactsRequest, context: Context
     ) -> pb.ListGroupContactsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, service.FILTERS)
         items, token = await self.domain.groups.list_members(
             current_principal().org, request.group_id, given, page, checks

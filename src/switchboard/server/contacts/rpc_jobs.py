@@ -4,7 +4,7 @@ only; the rules live in contacts/jobs.py, the work in workers/contact_jobs.py.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 from google.api import httpbody_pb2
@@ -15,16 +15,11 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts import jobs
 from switchboard.server.contacts.wiring import ContactsDomain
-from switchboard.server.core import listing
 from switchboard.server.core.context import current_principal
-from switchboard.server.core.protomap import bare_list, given_filters, to_message
+from switchboard.server.core.protomap import bare_list, given_filters, page_of, to_message
 from switchboard.server.core.validation import Checks
 
 Context: TypeAlias = grpc.aio.ServicerContext
-
-
-def _page(request: Any, checks: Checks) -> listing.Page:
-    return listing.page(checks, request.limit, request.offset, request.page_token)
 
 
 class ContactJobRpcs:
@@ -65,7 +60,7 @@ class ContactJobRpcs:
         self, request: pb.ListContactImportJobsRequest, context: Context
     ) -> pb.ListContactImportJobsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, jobs.IMPORT_FILTERS)
         items, token = await self.domain.jobs.list_imports(
             current_principal().org, given, page, checks
@@ -103,7 +98,7 @@ class ContactJobRpcs:
         self, request: pb.ListContactExportJobsRequest, context: Context
     ) -> pb.ListContactExportJobsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, jobs.EXPORT_FILTERS)
         items, token = await self.domain.jobs.list_exports(
             current_principal().org, given, page, checks

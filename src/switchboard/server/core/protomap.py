@@ -16,8 +16,10 @@ from google.protobuf.message import Message
 from switchboard.common.v1 import event_pb2
 
 from switchboard.server.core import context as rpc_context
+from switchboard.server.core import listing
 from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.validation import Checks
 
 M = TypeVar("M", bound=Message)
 
@@ -25,6 +27,19 @@ M = TypeVar("M", bound=Message)
 def present(message: Message) -> dict[str, Any]:
     """The fields a client set (for `optional` fields, presence; scalars as they are)."""
     return {field.name: value for field, value in message.ListFields()}
+
+
+def written_fields(body: Message) -> dict[str, Any]:
+    """The attributes an Input message set; its version_number travels separately (see
+    body_version)."""
+    fields = present(body)
+    fields.pop("version_number", None)
+    return fields
+
+
+def page_of(request: Any, checks: Checks) -> listing.Page:
+    """The page a list request asks for (its limit, offset and page_token)."""
+    return listing.page(checks, request.limit, request.offset, request.page_token)
 
 
 def given_filters(request: Message, names: Iterable[str]) -> dict[str, str]:

@@ -4,7 +4,7 @@ their content. Proto ⇄ plain data only; the rules live in the services."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 from google.api import httpbody_pb2
@@ -13,31 +13,21 @@ from switchboard.common.v1 import resource_pb2
 from switchboard.messaging.v1 import attachment_pb2, keyword_pb2, message_template_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as pb
 
-from switchboard.server.core import listing
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import InvalidArgument
 from switchboard.server.core.protomap import (
     bare_list,
     body_version,
     given_filters,
-    present,
+    page_of,
     to_message,
+    written_fields,
 )
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging import attachments, keywords, message_templates
 from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext
-
-
-def _page(request: Any, checks: Checks) -> listing.Page:
-    return listing.page(checks, request.limit, request.offset, request.page_token)
-
-
-def _body(message: Any) -> dict[str, Any]:
-    body = present(message)
-    body.pop("version_number", None)
-    return body
 
 
 class ContentRpcs:
@@ -49,7 +39,7 @@ class ContentRpcs:
         self, request: pb.ListMessageTemplatesRequest, context: Context
     ) -> pb.ListMessageTemplatesResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, message_templates.FILTERS)
         items, token = await self.domain.message_templates.rows.list_page(
             current_principal().org, given, page, checks
@@ -65,7 +55,7 @@ class ContentRpcs:
     ) -> resource_pb2.ResourceId:
         principal = current_principal()
         template_id = await self.domain.message_templates.create(
-            principal.org, principal.subject, _body(request.body)
+            principal.org, principal.subject, written_fields(request.body)
         )
         return resource_pb2.ResourceId(id=template_id)
 
@@ -83,7 +73,7 @@ class ContentRpcs:
         await self.domain.message_templates.update(
             current_principal().org,
             request.template_id,
-            _body(request.body),
+            written_fields(request.body),
             body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=request.template_id)
@@ -94,7 +84,7 @@ class ContentRpcs:
         await self.domain.message_templates.update(
             current_principal().org,
             request.template_id,
-            _body(request.body),
+            written_fields(request.body),
             body_version(request.body, context),
             replace=True,
         )
@@ -112,7 +102,7 @@ class ContentRpcs:
         self, request: pb.ListKeywordsRequest, context: Context
     ) -> pb.ListKeywordsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, keywords.FILTERS)
         items, token = await self.domain.keywords.list_page(
             current_principal().org, given, page, checks
@@ -127,7 +117,7 @@ class ContentRpcs:
     ) -> resource_pb2.ResourceId:
         principal = current_principal()
         keyword_id = await self.domain.keywords.create(
-            principal.org, principal.subject, _body(request.body)
+            principal.org, principal.subject, written_fields(request.body)
         )
         return resource_pb2.ResourceId(id=keyword_id)
 
@@ -143,7 +133,7 @@ class ContentRpcs:
         await self.domain.keywords.update(
             current_principal().org,
             request.keyword_id,
-            _body(request.body),
+            written_fields(request.body),
             body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=request.keyword_id)
@@ -154,7 +144,7 @@ class ContentRpcs:
         await self.domain.keywords.update(
             current_principal().org,
             request.keyword_id,
-            _body(request.body),
+            written_fields(request.body),
             body_version(request.body, context),
             replace=True,
         )
@@ -172,7 +162,7 @@ class ContentRpcs:
         self, request: pb.ListAttachmentsRequest, context: Context
     ) -> pb.ListAttachmentsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, attachments.FILTERS)
         items, token = await self.domain.attachments.list_page(
             current_principal().org, given, page, checks
@@ -188,7 +178,7 @@ class ContentRpcs:
     ) -> resource_pb2.ResourceId:
         principal = current_principal()
         attachment_id = await self.domain.attachments.create(
-            principal.org, principal.subject, _body(request.body)
+            principal.org, principal.subject, written_fields(request.body)
         )
         return resource_pb2.ResourceId(id=attachment_id)
 
@@ -204,7 +194,7 @@ class ContentRpcs:
         await self.domain.attachments.update(
             current_principal().org,
             request.attachment_id,
-            _body(request.body),
+            written_fields(request.body),
             body_version(request.body, context),
         )
         return resource_pb2.ResourceId(id=request.attachment_id)

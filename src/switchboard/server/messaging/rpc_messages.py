@@ -11,14 +11,14 @@ from switchboard.common.v1 import resource_pb2
 from switchboard.messaging.v1 import attachment_pb2, message_pb2, message_request_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as pb
 
-from switchboard.server.core import listing
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import (
     bare_list,
     body_version,
     given_filters,
-    present,
+    page_of,
     to_message,
+    written_fields,
 )
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging import attachments, message_requests, messages
@@ -30,13 +30,8 @@ _SUB_FILTERS = tuple(
 )
 
 
-def _page(request: Any, checks: Checks) -> listing.Page:
-    return listing.page(checks, request.limit, request.offset, request.page_token)
-
-
 def _input(message: Any) -> dict[str, Any]:
-    values = present(message)
-    values.pop("version_number", None)
+    values = written_fields(message)
     values.pop("recipient_count_typo", None)
     if "template_values" in values:
         values["template_values"] = dict(values["template_values"])
@@ -59,7 +54,7 @@ class MessageRpcs:
         self, request: pb.ListMessageRequestsRequest, context: Context
     ) -> pb.ListMessageRequestsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, message_requests.FILTERS)
         items, token = await self.domain.message_requests.list_page(
             current_principal().org, given, page, checks
@@ -111,7 +106,7 @@ class MessageRpcs:
     ) -> pb.ListMessageRequestMessagesResponse:
         org = current_principal().org
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, _SUB_FILTERS)
         if "message_request_id_filter" in given:
             given["message_request_id"] = given.pop("message_request_id_filter")
@@ -138,7 +133,7 @@ class MessageRpcs:
         self, request: pb.ListMessagesRequest, context: Context
     ) -> pb.ListMessagesResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, messages.FILTERS)
         items, token = await self.domain.messages.list_page(
             current_principal().org, given, page, checks
@@ -178,7 +173,7 @@ class MessageRpcs:
     ) -> pb.ListMessageAttachmentsResponse:
         org = current_principal().org
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, attachments.FILTERS)
         ids = await self.domain.messages.attachment_ids(org, request.message_id)
         items: list[dict[str, Any]] = []

@@ -12,14 +12,14 @@ from switchboard.common.v1 import resource_pb2
 from switchboard.messaging.v1 import channel_pb2, sender_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as pb
 
-from switchboard.server.core import listing
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import (
     bare_list,
     body_version,
     given_filters,
-    present,
+    page_of,
     to_message,
+    written_fields,
 )
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging import channels, reference, senders
@@ -28,14 +28,9 @@ from switchboard.server.messaging.wiring import MessagingDomain
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-def _page(request: Any, checks: Checks) -> listing.Page:
-    return listing.page(checks, request.limit, request.offset, request.page_token)
-
-
 def _input(message: Any) -> dict[str, Any]:
     """The fields present in an Input message, repeated ones as lists, version_number dropped."""
-    values = present(message)
-    values.pop("version_number", None)
+    values = written_fields(message)
     return {
         k: list(v) if not isinstance(v, str | int | float | bool) else v for k, v in values.items()
     }
@@ -50,7 +45,7 @@ class SenderRpcs:
         self, request: pb.ListSenderIdClassesRequest, context: Context
     ) -> pb.ListSenderIdClassesResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, reference.CLASS_FILTERS)
         items, token = await self.domain.reference.list_classes(given, page, checks)
         bare_list("sender_id_classes")
@@ -77,7 +72,7 @@ class SenderRpcs:
         self, request: pb.ListSenderIdTypesRequest, context: Context
     ) -> pb.ListSenderIdTypesResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, reference.TYPE_FILTERS)
         items, token = await self.domain.reference.list_types(given, page, checks)
         bare_list("sender_id_types")
@@ -106,7 +101,7 @@ class SenderRpcs:
         self, request: pb.ListSenderIdsRequest, context: Context
     ) -> pb.ListSenderIdsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, senders.FILTERS)
         items, token = await self.domain.senders.list_page(
             current_principal().org, given, page, checks
@@ -183,7 +178,7 @@ class SenderRpcs:
         self, request: pb.ListChannelsRequest, context: Context
     ) -> pb.ListChannelsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, channels.FILTERS)
         items, token = await self.domain.channels.list_page(
             current_principal().org, given, page, checks
@@ -241,7 +236,7 @@ class SenderRpcs:
         self, request: pb.ListChannelSenderIdsRequest, context: Context
     ) -> pb.ListChannelSenderIdsResponse:
         checks = Checks()
-        page = _page(request, checks)
+        page = page_of(request, checks)
         given = given_filters(request, senders.FILTERS)
         items, token = await self.domain.channels.list_senders(
             current_principal().org, request.channel_id, given, page, checks
