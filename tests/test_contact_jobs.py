@@ -21,7 +21,7 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.app.server import Application
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
-from switchboard.server.attachments.store import CHUNK_BYTES, AttachmentStore
+from switchboard.server.attachments.store import CHUNK_BYTES
 from switchboard.server.contacts.models import ContactJobRecord, ContactRecord, JobState
 from switchboard.server.contacts.service import ContactService
 from switchboard.server.core.ids import new_id
@@ -126,7 +126,7 @@ async def test_import_counts_rows_and_reports_failures_by_line(
     assert sorted(r["external_id"] for r in rows) == ["c1", "c2", "c5"]
     assert {r["external_id"]: r["first_name"] for r in rows}["c2"] == "Multi\nline"
     # The failures file lists every failed row as CSV (line, reason), and is complete.
-    store = AttachmentStore(app.db)
+    store = app.contacts.jobs.store
     attachment = await store.get(org, job.failures_attachment_id)
     assert attachment is not None and attachment["state"] == "UPLOADED"
     content = b"".join([c async for c in store.chunks(org, job.failures_attachment_id)])
@@ -213,7 +213,7 @@ async def test_invalid_utf8_fails_the_job_after_the_rows_before_it(
 
 async def _upload_raw(app: Application, org: str, pieces: list[bytes]) -> str:
     """An UPLOADED attachment with exactly these bytes (as chunks), bypassing the RPC."""
-    store = AttachmentStore(app.db)
+    store = app.contacts.jobs.store
     now = app.clock.now()
 
     def work(session: Any) -> str:

@@ -170,6 +170,7 @@ async def test_validation(http: httpx.AsyncClient, bearer: dict[str, str]) -> No
     assert "pause_expiry_time" in await bad(pause_expiry_time="2999-01-01T00:00:00Z")
     assert "attachments" in await bad(attachments="att_missing")
     await bad(test_message_flag="perhaps")
+    assert "translat" in await bad(translate=True)  # no engine: refused, never sent untranslated
     await bad("1017", criteria="{not json")
     assert "template" in await bad(body="", template_id="no-such-template")
     assert_error(

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024,
         description="Largest messaging attachment content accepted (larger → 400 / 1019).",
     )
+    attachment_dir: Path | None = Field(
+        default=None,
+        description="Directory of messaging attachment content (files named by SHA-256); "
+        "var_dir/attachments when unset. Replicas must share it.",
+    )
+    attachment_sweep_seconds: float = Field(
+        default=3600.0,
+        description="How often (and after how long) files no attachment names are removed.",
+    )
     attachment_allowed_types: list[str] = Field(
         default_factory=list,
         description='MIME types attachments may have, as JSON (["image/*", "application/pdf"]); '
@@ -120,6 +129,11 @@ class Settings(BaseSettings):
         default=True,
         description="Shorten the non-sensitive Link arguments an SMS template uses (/s/{code}).",
     )
+
+    def resolved_attachment_dir(self) -> Path:
+        return (
+            self.attachment_dir if self.attachment_dir is not None else self.var_dir / "attachments"
+        )
 
     def resolved_jwt_secret(self) -> str:
         """The configured secret, else one generated once and kept under var/."""

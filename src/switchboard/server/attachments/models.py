@@ -1,7 +1,9 @@
-"""Stored files: uploaded import CSVs, produced export CSVs (and, with messaging, attachments).
+"""Stored files: uploaded import CSVs, produced export CSVs, messaging attachments.
 
-Content lives in the database as ordered chunks, so every replica can read what another wrote,
-a file never has to fit in memory, and a restart loses nothing that was committed.
+Job files (import CSVs, exports, failure reports) live in the database as ordered chunks: they
+are written batch by batch in the same transactions as their jobs' checkpoints. Messaging
+attachments' content is a file in the attachment directory (attachments/files.py) that the row
+names by `location`, with its SHA-256 `checksum`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Attachment(SQLModel, table=True):
     # defaults: the columns came after rows existed).
     name: str = Field(default="", max_length=256, sa_column_kwargs={"server_default": ""})
     checksum: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    # Where the content is when it is a file in the attachment directory (attachments/files.py),
+    # relative to it; empty when the content is database chunks.
+    location: str = Field(default="", max_length=256, sa_column_kwargs={"server_default": ""})
     size_bytes: int = 0
     application_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_type=UtcDateTime)

@@ -1,4 +1,8 @@
-"""Stored files as ordered database chunks: write them as they arrive, read them back in order.
+"""Stored files: metadata rows, with content as ordered database chunks or as a file.
+
+Job files are database chunks, written as they arrive. Messaging attachments' content is a file
+in the attachment directory (attachments/files.py) that the row names; `chunks` reads either
+kind, so a contact import reads a messaging attachment like its own upload.
 
 Writes are synchronous and take the caller's transaction (see Database.run_write), so a chunk can
 be committed together with whatever it belongs to (an export batch and its job's checkpoint, an
@@ -15,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from switchboard.server.attachments.files import ContentDirectory, StoredFile
 from switchboard.server.attachments.models import Attachment, AttachmentChunk, AttachmentState
 from switchboard.server.core.db import Database
 from switchboard.server.core.ids import new_id
@@ -49,8 +54,9 @@ def split(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
 
 
 class AttachmentStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, files: ContentDirectory) -> None:
         self._db = db
+        self.files = files
 
     # Writes: synchronous, inside the caller's transaction.
 
@@ -127,44 +133,54 @@ class AttachmentStore:
             .values(state=AttachmentState.UPLOADED.value, updated_at=now, version=_a.version + 1)
         )
 
-    def replace_content(
+    def use_file(
         self,
         session: Session,
         attachment_id: str,
-        data: bytes,
+        stored: StoredFile,
         *,
-        checksum: str,
         now: datetime,
         changes: Mapping[str, Any] | None = None,
-    ) -> None:
-        """The whole content at once (a re-upload replaces the old one): chunks, size, checksum,
-        UPLOADED, plus any metadata `changes`, in the caller's transaction."""
+    ) -> str:
+        """The attachment's content is now `stored` (a re-upload replaces the old content):
+        location, size, checksum, UPLOADED, plus any metadata `changes`, in the caller's
+        transaction. Returns the location it had before (to remove once this commits)."""
         connection = session.connection()
+        previous = connection.execute(
+            select(_a.location).where(_a.id == attachment_id)
+        ).scalar_one()
         connection.execute(delete(_chunks).where(_k.attachment_id == attachment_id))
         connection.execute(
             update(_attachments)
             .where(_a.id == attachment_id)
             .values(
-                size_bytes=0,
-                checksum=checksum,
+                location=stored.location,
+                size_bytes=stored.size,
+                checksum=stored.checksum,
                 state=AttachmentState.UPLOADED.value,
                 updated_at=now,
                 version=_a.version + 1,
                 **dict(changes or {}),
             )
         )
-        self.append(session, attachment_id, split(data), first_seq=0)
+        return "" if previous == stored.location else str(previous)
 
-    def delete(self, session: Session, org_id: str, attachment_ids: Sequence[str]) -> None:
+    def delete(self, session: Session, org_id: str, attachment_ids: Sequence[str]) -> list[str]:
         """Remove the org's attachments and their chunks (the chunks explicitly: SQLite honours
-        ON DELETE CASCADE only with foreign keys on, which a foreign tool may not set)."""
+        ON DELETE CASCADE only with foreign keys on, which a foreign tool may not set). Returns
+        the locations of their files, to remove once this commits."""
         ids = [i for i in attachment_ids if i]
         if not ids:
-            return
+            return []
         connection = session.connection()
         owned = select(_a.id).where(_a.org_id == org_id, _a.id.in_(ids))
+        locations = connection.execute(
+            select(_a.location).where(_a.org_id == org_id, _a.id.in_(ids), _a.location != "")
+        ).scalars()
+        files = [str(location) for location in locations]
         connection.execute(delete(_chunks).where(_k.attachment_id.in_(owned)))
         connection.execute(delete(_attachments).where(_a.org_id == org_id, _a.id.in_(ids)))
+        return files
 
     def get_sync(self, session: Session, org_id: str, attachment_id: str) -> Row | None:
         query = select(_attachments).where(_a.org_id == org_id, _a.id == attachment_id)
@@ -178,21 +194,40 @@ class AttachmentStore:
             query = select(_attachments).where(_a.org_id == org_id, _a.id == attachment_id)
             return (await session.execute(query)).mappings().one_or_none()
 
-    async def chunks(
-        self, org_id: str, attachment_id: str, *, start_seq: int = 0
-    ) -> AsyncIterator[bytes]:
+    async def chunks(self, org_id: str, attachment_id: str) -> AsyncIterator[bytes]:
         """The attachment's content in order, one stored chunk per item (nothing for another
         org's attachment). Each chunk is its own short read, so no transaction stays open while
         the consumer works on a chunk."""
-        if await self.get(org_id, attachment_id) is None:
+        attachment = await self.get(org_id, attachment_id)
+        if attachment is None:
             return
-        seq = start_seq
+        if attachment["location"]:
+            pieces = self.files.read(
+                attachment["location"],
+                size=attachment["size_bytes"],
+                checksum=attachment["checksum"],
+            )
+            async for piece in pieces:
+                yield piece
+            return
+        seq = 0
         while True:
             async with self._db.read() as session:
-                row = (
+                chunk = (
                     await session.execute(_NEXT_CHUNK, {"id": attachment_id, "seq": seq})
                 ).first()
-            if row is None:
+            if chunk is None:
                 return
-            seq = int(row.seq) + 1
-            yield bytes(row.data)
+            seq = int(chunk.seq) + 1
+            yield bytes(chunk.data)
+
+    async def file_locations(self) -> set[str]:
+        """Every location a row names (what the attachment directory must keep)."""
+        async with self._db.read() as session:
+            query = select(_a.location).where(_a.location != "")
+            return {str(location) for location in (await session.execute(query)).scalars()}
+
+    async def sweep_files(self, *, older_than_seconds: float) -> int:
+        """Remove files no attachment names (see ContentDirectory.sweep)."""
+        named = await self.file_locations()
+        return await self.files.sweep(named, older_than_seconds=older_than_seconds)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchboard.server.app.config import Settings
+from switchboard.server.attachments.files import ContentDirectory
 from switchboard.server.attachments.store import AttachmentStore
 from switchboard.server.contacts.consent import ConsentService
 from switchboard.server.contacts.fast_access import FastAccessService
@@ -63,7 +64,7 @@ def build_contacts_domain(
     fast_access = FastAccessService(db, events, clock)
     contacts = ContactService(db, events, clock, fast_access)
     groups = GroupService(db, events, clock, contacts)
-    store = AttachmentStore(db)
+    store = AttachmentStore(db, ContentDirectory(settings.resolved_attachment_dir()))
     jobs = ContactJobService(db=db, events=events, clock=clock, store=store)
     domain = ContactsDomain(
         db=db,
@@ -93,6 +94,11 @@ def build_contacts_domain(
             fast_access=fast_access,
             poll_seconds=settings.contact_job_poll_seconds,
         )
+    )
+    from switchboard.server.workers.attachment_sweep import AttachmentSweeper
+
+    domain.workers.append(
+        AttachmentSweeper(store, period_seconds=settings.attachment_sweep_seconds)
     )
     from switchboard.server.workers.contact_jobs import ContactJobWorker
 

@@ -130,6 +130,12 @@ class InternalError(DomainError):
     """Anything unexpected: the client sees a generic message, the log has the details."""
 
 
+class ContentCorrupted(InternalError):
+    """Stored content that fails its size or checksum check: never served as if it were fine."""
+
+    grpc_code = grpc.StatusCode.DATA_LOSS
+
+
 def validation_error(violations: list[FieldViolation], message: str | None = None) -> DomainError:
     """The error for a set of invalid fields: 1023 when only lengths are exceeded, else 400."""
     only_lengths = all(v.reason == "Length" for v in violations)
@@ -173,6 +179,7 @@ def internal_status() -> grpc.Status:
 
 __all__ = [
     "AttachmentTooBig",
+    "ContentCorrupted",
     "DomainError",
     "FieldTooLong",
     "FieldViolation",

@@ -1,23 +1,24 @@
 """Messaging attachments: metadata CRUD, access tokens, content upload and download.
 
-Content lives in the one attachment store (attachments/store.py: ordered chunks in the
-database), not in a directory on disk: every replica reads what another wrote without a shared
-volume, content commits in the same transaction as the state change (CREATED → UPLOADED) and
-its event, backups and org deletion cover it, and contact import reads a messaging attachment
-exactly like its own uploads. Integrity is checked with the SHA-256 `checksum` stored on upload.
+Content is a file in the attachment directory (`attachment_dir`, attachments/files.py) named by
+its SHA-256, which the row keeps as `checksum`. An upload writes the file durably first, then
+commits the row's move to it (CREATED → UPLOADED, with its event); the file a re-upload or a
+DELETE leaves unnamed is removed after that commit, and a periodic sweep removes whatever a crash
+left unnamed. Downloads check size and checksum, so damaged content is an error, not a download.
+Contact import reads a messaging attachment through the same store as its own uploads.
 
 The content URL carries an access token (AccessTokenService, owner ATTACHMENT), not a bearer
 token. Unknown, expired, revoked (deleted with its attachment) and foreign tokens (another
 owner's) are all 401. An upload is `multipart/form-data` with one file part (or, for
 convenience, the raw bytes with their own content type); it is held in memory up to
-`attachment_max_bytes` (larger → 400 / 1019) and stored in one transaction. A re-upload
-replaces the content. DELETE removes the whole attachment: metadata, content and tokens.
+`attachment_max_bytes` (larger → 400 / 1019) before it is written. A re-upload replaces the
+content. DELETE removes the whole attachment: metadata, content and tokens.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from switchboard.server.core.events import EventLog
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
+
+log = logging.getLogger(__name__)
 
 attachments_table: Table = Attachment.__table__  # type: ignore[attr-defined]
 _a = attachments_table.c
@@ -256,13 +259,14 @@ class AttachmentService:
     async def delete(self, org_id: str, attachment_id: str) -> None:
         now = self._clock.now()
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> list[str]:
             current = self.rows.locked(session, org_id, attachment_id)
             self._tokens.delete_owned(session, org_id, TokenOwner.ATTACHMENT, attachment_id)
-            self.store.delete(session, org_id, [attachment_id])
+            files = self.store.delete(session, org_id, [attachment_id])
             self.rows.event(session, "deleted", current, now)
+            return files
 
-        await self.rows.write(work)
+        await self.store.files.remove(await self.rows.write(work))
 
     async def get(self, org_id: str, attachment_id: str) -> Snapshot:
         return await self.rows.get(org_id, attachment_id)
@@ -314,19 +318,33 @@ class AttachmentService:
             changes["filename"] = part.filename[: LIMITS["filename"]]
         if (refusal := self.mime_refusal(org_id, mime)) is not None:
             raise InvalidArgument(refusal)
-        checksum = hashlib.sha256(part.data).hexdigest()
         now = self._clock.now()
+        stored = await self.store.files.write(attachment["id"], part.data)
+        del part
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> str:
             current = self.rows.locked(session, org_id, attachment["id"])
-            self.store.replace_content(
-                session, current["id"], part.data, checksum=checksum, now=now, changes=changes
-            )
+            previous = self.store.use_file(session, current["id"], stored, now=now, changes=changes)
             row = self.rows.locked(session, org_id, attachment["id"])
             self.rows.event(session, "uploaded", row, now)
+            return previous
 
-        await self.rows.write(work)
+        try:
+            previous = await self.rows.write(work)
+        except BaseException:
+            await self._forget_unnamed(stored.location)
+            raise
+        await self.store.files.remove([previous])
         return str(attachment["id"])
+
+    async def _forget_unnamed(self, location: str) -> None:
+        """Remove a just-written file whose commit failed, unless a row names it after all (an
+        identical upload that committed); if even that cannot be read, the sweep will see."""
+        try:
+            if location not in await self.store.file_locations():
+                await self.store.files.remove([location])
+        except Exception:
+            log.warning("left attachment file %s to the sweep", location, exc_info=True)
 
     def _too_big(self) -> AttachmentTooBig:
         return AttachmentTooBig(

@@ -439,6 +439,10 @@ class MessageRequestService:
             if values.get(name):
                 checks.language(name, str(values[name]))
         translate = _flag(checks, "translate", values.get("translate"))
+        if translate:
+            # Refused rather than ignored: no translation engine is wired in yet, and a request
+            # that asked for translation must not go out untranslated.
+            checks.fail("translate", "translation is not available on this server")
         attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
         sort_criteria = [
             s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])
