@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from switchboard.communications.v1 import communications_service_pb2 as pb
 from switchboard.communications.v1 import communications_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2 as tpb
@@ -24,10 +25,12 @@ from switchboard.templates.v1 import templates_service_pb2_grpc
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.communications import windows
 from switchboard.server.communications.delivery import ChannelProvider, Outbound, SandboxChannel
+from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.communications.service import Languages
 from switchboard.server.communications.wiring import default_providers
 from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
+from switchboard.server.delivery import queue
 from switchboard.server.providers.base import ReceiptSink, SubmitResult
 from tests.conftest import make_settings, reset_postgres
 from tests.test_communications_support import SMS_TEXT, unique_type
@@ -63,8 +66,11 @@ class FailingEmail(ChannelProvider):
         self.calls += 1
         return [SubmitResult(error="mailbox full", permanent=self.permanent) for _ in messages]
 
-    def resume(self, delivery_ids: Sequence[tuple[str, str, str]]) -> None:
+    def resume(self, pending: Sequence[Outbound]) -> None:
         pass
+
+    def healthy(self) -> bool:
+        return True
 
 
 @pytest.fixture
@@ -188,9 +194,9 @@ async def test_outside_the_window_waits_scheduled_then_goes_when_due(
     [channel] = sent.data.channels
     assert channel.status == "SCHEDULED"
     assert channel.due_time.ToDatetime(UTC) == datetime(2030, 1, 16, 8, 0, tzinfo=UTC)
-    assert await server.communications.dispatcher.dispatch_once() == 0
+    assert await server.delivery.dispatch_once() == 0
     clock.at = datetime(2030, 1, 16, 7, 59, tzinfo=UTC)
-    assert await server.communications.dispatcher.dispatch_once() == 0
+    assert await server.delivery.dispatch_once() == 0
     assert await statuses(server, sent.id) == {"sms": "SCHEDULED"}
     clock.at = datetime(2030, 1, 16, 8, 0, 1, tzinfo=UTC)
     await until(server, sent.id, {"sms": "DELIVERED"})
@@ -272,15 +278,23 @@ async def test_real_time_types_are_claimed_first(server: Application, clock: Fak
     fast = await seed(server, window="ANYDAY_ANYTIME", real_time=True)
     later = await send(server, slow, scheduled_time="2030-01-15T19:40:00Z")
     urgent = await send(server, fast, scheduled_time="2030-01-15T19:45:00Z")
-    dispatcher = server.communications.dispatcher
-    rows = await server.db.run_write(dispatcher._claim)
-    assert rows == []
+
+    def claim_one(session: Session) -> list[dict[str, Any]]:
+        now = clock.now()
+        rows = queue.claim(session, now=now, lease_until=now + timedelta(seconds=30), limit=1)
+        deliveries = DeliveryRecord.__table__.c  # type: ignore[attr-defined]
+        return [
+            dict(r)
+            for r in session.execute(
+                select(deliveries.communication_id).where(
+                    deliveries.id.in_([r["id"] for r in rows])
+                )
+            ).mappings()
+        ]
+
+    assert await server.db.run_write(claim_one) == []
     clock.at = datetime(2030, 1, 15, 19, 50, tzinfo=UTC)
-    dispatcher._batch_size = 1
-    try:
-        [first] = await server.db.run_write(dispatcher._claim)
-    finally:
-        dispatcher._batch_size = 100
+    [first] = await server.db.run_write(claim_one)
     assert first["communication_id"] == urgent.id
     clock.at += timedelta(minutes=1)  # past the lease of the claim made by hand
     await until(server, later.id, {"sms": "DELIVERED"})

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
@@ -25,6 +27,7 @@ from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.db import create_engine
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.models import metadata
+from switchboard.server.delivery import queue
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 from tests.conftest import TEST_SECRET, free_port, make_settings
 from tests.helpers import Metadata, collect_events, sms
@@ -88,13 +91,30 @@ async def test_work_leased_by_a_crashed_worker_comes_back(
         content="orphaned",
         segments=1,
         status=SmsStatus.ACCEPTED.value,
-        attempts=1,
-        lease_until=now + timedelta(seconds=1.5),  # a worker claimed it, then died
         created_at=now,
         updated_at=now,
     )
-    async with app.db.write() as session:
+    # Its queue row is leased: a worker claimed it, then died.
+    leased = {
+        "id": record.id,
+        "kind": "sms",
+        "org_id": org,
+        "channel": "sms",
+        "route": "smpp",
+        "destination": record.destination,
+        "priority": 1,
+        "due_at": now,
+        "lease_until": now + timedelta(seconds=1.5),
+        "attempts": 1,
+        "created_at": now,
+    }
+
+    def work(session: Session) -> None:
         session.add(record)
+        session.flush()
+        queue.enqueue(session, [leased])
+
+    await app.db.run_write(work)
     app.bus.notify()
     stub = sms_service_pb2_grpc.SmsServiceStub(channel)
     request = pb.GetSmsMessageRequest(api_message_id=record.id)
@@ -115,6 +135,43 @@ async def test_migrations_match_the_models(fresh_database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+_AT = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+async def test_upgrading_moves_messages_in_flight_into_the_queue(fresh_database_url: str) -> None:
+    """Before 0006 each API queued in its own table: an upgrade must carry over what was
+    waiting or awaiting a receipt, or those messages would never finish."""
+    engine = create_engine(fresh_database_url)
+    try:
+        await upgrade(engine, "0005")
+        async with engine.begin() as conn:
+            for message_id, status, provider_id in (
+                ("sms_waiting", "ACCEPTED", None),
+                ("sms_sent", "SENT", "smsc-1"),
+                ("sms_done", "DELIVERED", "smsc-2"),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO sms_messages (id, org_id, channel, destination, "
+                        "destination_type, content, segments, status, provider_message_id, "
+                        "attempts, created_at, updated_at) VALUES (:id, 'o', 'smpp', "
+                        "'+27821234567', 'MOBILE', 'x', 1, :status, :pid, 0, :at, :at)"
+                    ),
+                    {"id": message_id, "status": status, "pid": provider_id, "at": _AT},
+                )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT id, state, provider_message_id FROM delivery_queue ORDER BY id")
+            )
+            assert [tuple(r) for r in rows] == [
+                ("sms_sent", "SENT", "smsc-1"),
+                ("sms_waiting", "QUEUED", ""),
+            ]
+    finally:
+        await engine.dispose()
 
 
 def test_cli_issues_tokens_and_upgrades(tmp_path: Path) -> None:

@@ -15,7 +15,13 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
-from switchboard.server.providers.base import OutboundSms, Receipt, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import (
+    InboundSink,
+    OutboundSms,
+    Receipt,
+    ReceiptSink,
+    SubmitResult,
+)
 from tests.conftest import make_settings
 from tests.helpers import Metadata, collect_events, sms
 
@@ -31,7 +37,7 @@ class ScriptedProvider:
         self._receipts: ReceiptSink | None = None
         self._reporting: set[asyncio.Task[None]] = set()
 
-    async def start(self, receipts: ReceiptSink) -> None:
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
         self._receipts = receipts
 
     async def stop(self) -> None:
@@ -55,6 +61,9 @@ class ScriptedProvider:
 
     def resume(self, pending: Sequence[OutboundSms]) -> None:
         pass
+
+    def healthy(self) -> bool:
+        return True
 
 
 Scripted = tuple[ScriptedProvider, sms_service_pb2_grpc.SmsServiceStub, Metadata]

@@ -22,7 +22,7 @@ from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
-from switchboard.server.communications.delivery import ChannelProvider
+from switchboard.server.communications.delivery import ChannelProvider, SmsChannel
 from switchboard.server.communications.servicer import CommunicationsServicer
 from switchboard.server.communications.wiring import (
     CommunicationsDomain,
@@ -37,11 +37,14 @@ from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
+from switchboard.server.delivery.engine import DeliveryEngine
+from switchboard.server.delivery.policies import Policies
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
 from switchboard.server.providers.base import SmsProvider
 from switchboard.server.providers.sandbox import SandboxProvider
+from switchboard.server.sms.ledger import SmsLedger
 from switchboard.server.sms.models import Channel
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.sms.service import SmsLimits, SmsService
@@ -49,7 +52,6 @@ from switchboard.server.sms.servicer import SmsServicer
 from switchboard.server.templates.service import CommunicationTypeService, TemplateService
 from switchboard.server.templates.servicer import TemplatesServicer
 from switchboard.server.templates.wiring import TemplatesDomain, build_templates_domain
-from switchboard.server.workers.dispatcher import SmsDispatcher
 
 log = logging.getLogger("switchboard.server")
 
@@ -74,7 +76,7 @@ class Application:
     bus: EventBus
     writer: Writer
     sms: SmsService
-    dispatcher: SmsDispatcher
+    delivery: DeliveryEngine
     contacts: ContactsDomain
     templates_domain: TemplatesDomain
     templates: TemplateService  # stable templates, for the communications domain
@@ -91,8 +93,7 @@ class Application:
         if self.db.dialect == "postgresql":
             await self.bus.listen_postgres(self.db.engine)
         self.writer.start()
-        await self.dispatcher.start()
-        await self.communications.start()
+        await self.delivery.start()
         for worker in [*self.contacts.workers, *self.messaging.workers]:
             await worker.start()
         server = grpc.aio.server(
@@ -143,8 +144,7 @@ class Application:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
-        await self.dispatcher.stop()
-        await self.communications.stop()
+        await self.delivery.stop()
         for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
             await worker.stop()
         await self.writer.stop()
@@ -187,18 +187,6 @@ def build_application(
         ),
         writer=writer,
     )
-    dispatcher = SmsDispatcher(
-        db=db,
-        writer=writer,
-        repository=repository,
-        events=events,
-        bus=bus,
-        clock=clock,
-        providers=providers,
-        poll_seconds=settings.dispatcher_poll_seconds,
-        max_attempts=settings.dispatcher_max_attempts,
-        retry_base_seconds=settings.dispatcher_retry_base_seconds,
-    )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
     contacts = build_contacts_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
@@ -219,6 +207,25 @@ def build_application(
     messaging = build_messaging_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings, contacts=contacts
     )
+    # The SMS API's channels are its routes; one wrapper per provider instance.
+    wrapped: dict[int, SmsChannel] = {}
+    routes: dict[str, ChannelProvider] = {
+        name: wrapped.setdefault(id(provider), SmsChannel(provider, route=name))
+        for name, provider in providers.items()
+    }
+    routes.update(communications.providers)  # sms, email, whatsapp
+    delivery = DeliveryEngine(
+        db=db,
+        writer=writer,
+        bus=bus,
+        clock=clock,
+        policies=Policies(db),
+        routes=routes,
+        ledgers=[SmsLedger(repository, events), communications.ledger],
+        poll_seconds=settings.dispatcher_poll_seconds,
+        max_attempts=settings.dispatcher_max_attempts,
+        retry_base_seconds=settings.dispatcher_retry_base_seconds,
+    )
     return Application(
         settings=settings,
         db=db,
@@ -227,7 +234,7 @@ def build_application(
         writer=writer,
         bus=bus,
         sms=sms,
-        dispatcher=dispatcher,
+        delivery=delivery,
         contacts=contacts,
         templates_domain=templates_domain,
         templates=templates_domain.templates,

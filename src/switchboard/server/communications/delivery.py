@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from html.parser import HTMLParser
 from typing import Protocol
 
 from switchboard.server.core.ids import new_id
@@ -61,6 +63,8 @@ class Outbound:
     content: str
     recipients: tuple[str, ...] = ()  # email envelope: to, cc and bcc
     mime: bytes = b""  # email: the complete message
+    # On `resume` only: what submit_many answered for it, so late receipts still match.
+    provider_message_id: str = ""
 
 
 @dataclass
@@ -81,7 +85,91 @@ def cid(name: str) -> str:
     return f"{name}@switchboard"
 
 
+class _TextExtractor(HTMLParser):
+    """HTML to readable plain text: blocks become paragraphs, `<br>` a line break, links
+    `text (url)`; scripts, styles and the head are dropped."""
+
+    _BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "table",
+            "tr",
+            "ul",
+            "ol",
+            "blockquote",
+            "pre",
+            "hr",
+            "section",
+            "article",
+            "header",
+            "footer",
+        }
+    )
+    _HIDDEN = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._out: list[str] = []
+        self._hidden = 0
+        self._links: list[tuple[str, int]] = []  # (href, position in _out where its text starts)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._HIDDEN:
+            self._hidden += 1
+        elif tag == "br":
+            self._out.append("\n")
+        elif tag in self._BLOCKS:
+            self._out.append("\n\n")
+        elif tag == "li":
+            self._out.append("\n- ")
+        elif tag in ("td", "th"):
+            self._out.append(" ")
+        elif tag == "a":
+            self._links.append((dict(attrs).get("href") or "", len(self._out)))
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt:
+                self._out.append(alt)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in self._BLOCKS:
+            self._out.append("\n\n")
+        elif tag == "a" and self._links:
+            href, start = self._links.pop()
+            text = "".join(self._out[start:]).strip()
+            # A link whose text is its address, or that points nowhere useful, stays as is.
+            if href and not href.startswith(("#", "cid:")) and href != text:
+                self._out.append(f" ({href})" if text else href)
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self._out.append(re.sub(r"\s+", " ", data))
+
+    def text(self) -> str:
+        lines = [line.strip() for line in "".join(self._out).split("\n")]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def html_to_text(html: str) -> str:
+    """The plain-text alternative of an HTML body, for clients that do not render HTML."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    return parser.text()
+
+
 def build_email(parts: EmailParts) -> bytes:
+    """multipart/mixed (when there are attachments) of multipart/alternative: text/plain
+    derived from the HTML, then multipart/related holding the HTML and its `cid:` images."""
     message = EmailMessage()
     message["From"] = formataddr((parts.sender_name, parts.sender_address))
     message["To"] = parts.to
@@ -91,10 +179,13 @@ def build_email(parts: EmailParts) -> bytes:
         message["Reply-To"] = parts.reply_to
     message["Subject"] = parts.subject
     message["Message-ID"] = make_msgid(domain="switchboard")
-    message.set_content(parts.html, subtype="html")
+    message.set_content(html_to_text(parts.html))
+    message.add_alternative(parts.html, subtype="html")
+    html_part = message.get_body(("html",))
+    assert html_part is not None  # added just above
     for part in parts.inline:
         maintype, _, subtype = part.content_type.partition("/")
-        message.add_related(
+        html_part.add_related(
             part.content, maintype, subtype, cid=f"<{part.content_id}>", filename=part.name
         )
     for part in parts.attachments:
@@ -114,8 +205,13 @@ class ChannelProvider(Protocol):
 
     async def submit_many(self, messages: Sequence[Outbound]) -> list[SubmitResult]: ...
 
-    def resume(self, delivery_ids: Sequence[tuple[str, str, str]]) -> None:
-        """After a restart: (delivery id, org, destination) of hand-offs awaiting receipts."""
+    def resume(self, pending: Sequence[Outbound]) -> None:
+        """After a restart: hand-offs awaiting receipts (ids, addresses and provider ids; no
+        content)."""
+
+    def healthy(self) -> bool:
+        """Whether it can take submits now; the engine fails over or waits when not."""
+        ...
 
 
 class SmsChannel(ChannelProvider):
@@ -134,6 +230,7 @@ class SmsChannel(ChannelProvider):
             channel=self._route,
             to=PhoneNumber(message.to, message.to_type),
             content=message.content,
+            sender=message.sender,
         )
 
     async def start(self, receipts: ReceiptSink) -> None:
@@ -146,13 +243,24 @@ class SmsChannel(ChannelProvider):
         self.outbox.extend(messages)
         return await self.provider.submit_many([self._sms(m) for m in messages])
 
-    def resume(self, delivery_ids: Sequence[tuple[str, str, str]]) -> None:
+    def resume(self, pending: Sequence[Outbound]) -> None:
         self.provider.resume(
             [
-                OutboundSms(i, org, self._route, PhoneNumber(to, "MOBILE"), "")
-                for i, org, to in delivery_ids
+                OutboundSms(
+                    m.delivery_id,
+                    m.org_id,
+                    self._route,
+                    PhoneNumber(m.to, m.to_type or "MOBILE"),
+                    "",
+                    sender=m.sender,
+                    provider_message_id=m.provider_message_id,
+                )
+                for m in pending
             ]
         )
+
+    def healthy(self) -> bool:
+        return self.provider.healthy()
 
 
 def _email_problem(message: Outbound) -> str | None:
@@ -215,8 +323,11 @@ class SandboxChannel(ChannelProvider):
         self._deliver_later(accepted)
         return results
 
-    def resume(self, delivery_ids: Sequence[tuple[str, str, str]]) -> None:
-        self._deliver_later([i for i, _, _ in delivery_ids])
+    def resume(self, pending: Sequence[Outbound]) -> None:
+        self._deliver_later([m.delivery_id for m in pending])
+
+    def healthy(self) -> bool:
+        return True
 
     def _deliver_later(self, ids: list[str]) -> None:
         if not ids:

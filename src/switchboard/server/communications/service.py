@@ -68,6 +68,10 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
+from switchboard.server.delivery import queue
+from switchboard.server.delivery.models import Priority, QueueKind
+from switchboard.server.delivery.policies import hours_window
+from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.sms import phone
 from switchboard.server.templates.catalog import CommunicationType
 from switchboard.server.templates.engine import TemplateError
@@ -848,7 +852,35 @@ class CommunicationService:
             session, caller.org_id, caller.application_id, links, now
         )
         self._events.append(session, [delivery_event(d) for d in deliveries])
+        queue.enqueue(session, [self._queue_row(request, d) for d in deliveries if d["due_at"]])
         return communication, deliveries
+
+    def _queue_row(self, request: Request, delivery: dict[str, Any]) -> dict[str, Any]:
+        """The delivery queue's row: the channel is the route, the type's window travels with
+        it (the engine re-checks it when the delivery comes due, e.g. after a retry)."""
+        phone = delivery["destination"] if delivery["channel"] != ChannelName.EMAIL else ""
+        if not phone:
+            phone = (request.sms or request.whatsapp or Recipient("", "", "", "")).e164
+        country, zones = country_and_zones(phone) if phone else ("", "")
+        try:
+            hours = request.type.delivery_hours
+        except ValueError:
+            hours = None
+        return {
+            "id": delivery["id"],
+            "kind": QueueKind.COMMUNICATION.value,
+            "org_id": delivery["org_id"],
+            "channel": delivery["channel"],
+            "route": delivery["channel"],
+            "sender": delivery["sender_info"],
+            "destination": delivery["destination"],
+            "country": country,
+            "zones": zones,
+            "window": hours_window(*hours) if hours else "",
+            "priority": Priority.REAL_TIME if request.type.real_time_required else Priority.NORMAL,
+            "due_at": delivery["due_at"],
+            "created_at": delivery["created_at"],
+        }
 
     def _delivery_row(
         self,

@@ -1,4 +1,5 @@
-"""Builds the communications domain: its services, its dispatcher and its providers."""
+"""Builds the communications domain: its services, its delivery ledger and its providers
+(routes of the delivery engine, named after the channels)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 
 from switchboard.server.app.config import Settings
 from switchboard.server.communications.delivery import ChannelProvider, SandboxChannel, SmsChannel
-from switchboard.server.communications.dispatcher import CommunicationDispatcher
+from switchboard.server.communications.ledger import CommunicationLedger
 from switchboard.server.communications.models import ChannelName
 from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import (
@@ -34,21 +35,14 @@ class CommunicationsDomain:
     sealer: Sealer
     communications: CommunicationService
     short_urls: ShortUrlService
-    dispatcher: CommunicationDispatcher
+    ledger: CommunicationLedger
     providers: Mapping[str, ChannelProvider] = field(default_factory=dict)
-
-    async def start(self) -> None:
-        await self.dispatcher.start()
-
-    async def stop(self) -> None:
-        await self.dispatcher.stop()
 
 
 def default_providers(
     settings: Settings, sms: SmsProvider | None = None
 ) -> dict[str, ChannelProvider]:
-    """Sandbox providers on every channel. SMS uses an `SmsProvider` of its own (its receipts
-    come back to this domain's dispatcher, not to the SMS API's)."""
+    """Sandbox providers on every channel."""
     delay = settings.sandbox_delivery_delay
     return {
         ChannelName.SMS.value: SmsChannel(sms or SandboxProvider(delay)),
@@ -93,24 +87,13 @@ def build_communications_domain(
         shorten_links=settings.communications_shorten_links,
     )
     providers = providers if providers is not None else default_providers(settings)
-    dispatcher = CommunicationDispatcher(
-        db=db,
-        events=events,
-        bus=bus,
-        clock=clock,
-        sealer=sealer,
-        providers=providers,
-        email_from=settings.email_from,
-        poll_seconds=settings.dispatcher_poll_seconds,
-        max_attempts=settings.dispatcher_max_attempts,
-        retry_base_seconds=settings.dispatcher_retry_base_seconds,
-    )
+    ledger = CommunicationLedger(events=events, sealer=sealer, email_from=settings.email_from)
     return CommunicationsDomain(
         clock=clock,
         feed=feed,
         sealer=sealer,
         communications=communications,
         short_urls=short_urls,
-        dispatcher=dispatcher,
+        ledger=ledger,
         providers=providers,
     )

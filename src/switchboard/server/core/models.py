@@ -20,6 +20,7 @@ from switchboard.server.contacts.models import (
     GroupMemberRecord,
 )
 from switchboard.server.core.events import EventRecord
+from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
 from switchboard.server.messaging.keywords import KeywordRecord
 from switchboard.server.messaging.message_requests import MessageRequestRecord
 from switchboard.server.messaging.message_templates import MessageTemplateRecord
@@ -58,6 +59,8 @@ __all__ = [
     "ContactGroupRecord",
     "ContactJobRecord",
     "ContactRecord",
+    "DailyCountRecord",
+    "DeliveryQueueRecord",
     "DeliveryRecord",
     "EventRecord",
     "ExampleRecord",

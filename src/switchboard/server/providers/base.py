@@ -1,4 +1,10 @@
-"""The provider interface: what the dispatcher needs from any SMS route (sandbox, SMPP, HTTP)."""
+"""The provider interface: what the dispatcher needs from any SMS route (sandbox, SMPP, HTTP).
+
+A provider submits, reports receipts for what it accepted (matched back to our message ids,
+however many segments or provider ids a message took), and hands over inbound (MO) messages.
+Both sinks return once what they were given is durable, so a provider whose peer re-sends
+unacknowledged PDUs (SMPP deliver_sm) acknowledges only then.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ class OutboundSms:
     channel: str
     to: PhoneNumber
     content: str
+    sender: str = ""  # source address: E.164 long code, short code or alphanumeric; "" = default
+    # On `resume` only: what submit_many answered for this message, so receipts still match.
+    provider_message_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,16 +49,28 @@ class Receipt:
     error: str | None = None
 
 
-# Receives receipts in batches and returns once they are durable, so a provider whose peer
-# re-sends unacknowledged receipts (SMPP deliver_sm) can acknowledge only then.
+@dataclass(frozen=True)
+class InboundSms:
+    """A mobile-originated message as a provider received it (reassembled if it was split)."""
+
+    from_address: str  # E.164 where the number allows, else as received
+    to_address: str  # our address it was sent to: long code, short code
+    content: str
+    provider: str  # the provider's name
+    provider_message_id: str = ""
+
+
+# Receive receipts / inbound messages in batches and return once they are durable.
 ReceiptSink = Callable[[Sequence[Receipt]], Coroutine[Any, Any, None]]
+InboundSink = Callable[[Sequence[InboundSms]], Coroutine[Any, Any, None]]
 
 
 class SmsProvider(Protocol):
     name: str
 
-    async def start(self, receipts: ReceiptSink) -> None:
-        """Connect; report receipts to `receipts` from now on."""
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
+        """Connect; report receipts to `receipts` and MO messages to `inbound` from now on
+        (a provider without an inbound sink refuses or drops MO as its protocol allows)."""
 
     async def stop(self) -> None: ...
 
@@ -60,3 +81,8 @@ class SmsProvider(Protocol):
 
     def resume(self, pending: Sequence[OutboundSms]) -> None:
         """After a restart: messages sent earlier whose receipts have not arrived yet."""
+
+    def healthy(self) -> bool:
+        """Whether the route can take submits now (bound, not rate-limited into a stall);
+        the dispatcher fails over to another eligible route when it cannot."""
+        ...

@@ -7,7 +7,13 @@ import asyncio
 from collections.abc import Sequence
 
 from switchboard.server.core.ids import new_id
-from switchboard.server.providers.base import OutboundSms, Receipt, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import (
+    InboundSink,
+    OutboundSms,
+    Receipt,
+    ReceiptSink,
+    SubmitResult,
+)
 from switchboard.server.sms.phone import sms_incapable_reason
 
 
@@ -20,8 +26,11 @@ class SandboxProvider:
         self._timers: set[asyncio.TimerHandle] = set()
         self._reporting: set[asyncio.Task[None]] = set()
 
-    async def start(self, receipts: ReceiptSink) -> None:
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
         self._receipts = receipts
+
+    def healthy(self) -> bool:
+        return True
 
     async def stop(self) -> None:
         for timer in self._timers:

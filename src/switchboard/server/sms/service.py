@@ -14,6 +14,9 @@ from switchboard.server.core.errors import FieldViolation, NotFound, validation_
 from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.writer import Writer
+from switchboard.server.delivery import queue
+from switchboard.server.delivery.models import Priority, QueueKind
+from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import segment_count
 from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
@@ -258,6 +261,7 @@ class SmsService:
             rows = [r for r in rows if r["id"] not in replaced]
             results = [[replaced.get(i, i) if i else i for i in ids] for ids in results]
         self._events.append(session, [status_event(r) for r in rows])
+        queue.enqueue(session, [_queue_row(r) for r in rows])
         return results
 
     def _resolve_lost_races(self, session: Session, lost: Sequence[Row]) -> dict[str, str | None]:
@@ -318,6 +322,24 @@ class SmsService:
             heartbeat_seconds=heartbeat_seconds or 15,
         ):
             yield item
+
+
+def _queue_row(row: Row) -> dict[str, Any]:
+    """The delivery queue's row for an accepted message: its channel is its route."""
+    country, zones = country_and_zones(row["destination"])
+    return {
+        "id": row["id"],
+        "kind": QueueKind.SMS.value,
+        "org_id": row["org_id"],
+        "channel": "sms",
+        "route": row["channel"],
+        "destination": row["destination"],
+        "country": country,
+        "zones": zones,
+        "priority": Priority.NORMAL,
+        "due_at": row["created_at"],
+        "created_at": row["created_at"],
+    }
 
 
 def _parse_channel(raw: str) -> Channel | None:

@@ -1,0 +1,1 @@
+"""Development tools: a test SMSC for the SMPP provider."""

@@ -1,0 +1,71 @@
+"""What the engine needs to know about a queue row's window and throughput class, cached.
+
+A row names its window (`class:<id>`: the sender class's `delivery_window`; `hours:8-20`: a
+communication type's ANYDAY hours; "" none) and its throughput class (`class_id`). Sender classes
+are reference data that change rarely (Admin RPCs), so they are re-read at most every
+`ttl_seconds`, never per message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table, select
+
+from switchboard.server.core.db import Database
+from switchboard.server.delivery.throughput import Limits
+from switchboard.server.delivery.windows import DeliveryWindow
+from switchboard.server.messaging.senders_models import SenderIdClassRecord
+
+_classes: Table = SenderIdClassRecord.__table__  # type: ignore[attr-defined]
+_UNLIMITED = Limits()
+
+
+def hours_window(opens: int, closes: int) -> str:
+    """The `window` value of a queue row for ANYDAY hours."""
+    return f"hours:{opens}-{closes}"
+
+
+class Policies:
+    def __init__(self, db: Database, *, ttl_seconds: float = 30.0) -> None:
+        self._db = db
+        self._ttl = ttl_seconds
+        self._loaded_at = -1e18
+        self._windows: dict[str, DeliveryWindow | None] = {}
+        self._limits: dict[str, Limits] = {}
+
+    async def refresh(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < self._ttl:
+            return
+        async with self._db.read() as session:
+            rows = list((await session.execute(select(_classes))).mappings())
+        self.load(rows)
+
+    def load(self, rows: Sequence[Mapping[Any, Any]]) -> None:
+        windows: dict[str, DeliveryWindow | None] = {}
+        limits: dict[str, Limits] = {}
+        for row in rows:
+            windows[f"class:{row['id']}"] = DeliveryWindow.parse(row["delivery_window"] or None)
+            limits[row["id"]] = Limits(
+                peak=float(row["country_peak_throughput"] or 0),
+                peak_total=float(row["country_peak_total_throughput"] or 0),
+                daily=int(row["country_daily_throughput"] or 0),
+            )
+        self._windows, self._limits = windows, limits
+        self._loaded_at = time.monotonic()
+
+    def window(self, key: str) -> DeliveryWindow | None:
+        if not key:
+            return None
+        if key.startswith("hours:"):
+            opens, _, closes = key[6:].partition("-")
+            return DeliveryWindow.every_day(int(opens), int(closes))
+        return self._windows.get(key)
+
+    def limits(self, class_id: str) -> Limits:
+        return self._limits.get(class_id, _UNLIMITED) if class_id else _UNLIMITED
+
+
+__all__ = ["Policies", "hours_window"]
