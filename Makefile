@@ -48,6 +48,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.template_render
 	$(BIN)/python -m bench.communication_preview
 	$(BIN)/python -m bench.message_fanout
+	$(BIN)/python -m bench.delivery_smpp
 
 clean:
 	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

@@ -172,7 +172,7 @@ class RssSampler:
 class Server:
     """`switchboard serve` as a subprocess on a fresh SQLite database."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, extra_env: dict[str, str] | None = None) -> None:
         self.work = work
         self.db = work / "server.db"
         self.port = free_port()
@@ -184,6 +184,7 @@ class Server:
             "SWITCHBOARD_JWT_SECRET": SECRET,
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
             "SWITCHBOARD_CONTACT_JOB_BATCH_ROWS": str(BATCH_ROWS),
+            **(extra_env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "switchboard.server.cli", "serve"],

@@ -27,11 +27,10 @@ from switchboard.server.communications import windows
 from switchboard.server.communications.delivery import ChannelProvider, Outbound, SandboxChannel
 from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.communications.service import Languages
-from switchboard.server.communications.wiring import default_providers
 from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
 from switchboard.server.delivery import queue
-from switchboard.server.providers.base import ReceiptSink, SubmitResult
+from switchboard.server.providers.base import InboundSink, ReceiptSink, SubmitResult
 from tests.conftest import make_settings, reset_postgres
 from tests.test_communications_support import SMS_TEXT, unique_type
 
@@ -56,7 +55,7 @@ class FailingEmail(ChannelProvider):
         self.permanent = permanent
         self.calls = 0
 
-    async def start(self, receipts: ReceiptSink) -> None:
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
         pass
 
     async def stop(self) -> None:
@@ -226,7 +225,7 @@ async def test_a_scheduled_communication_survives_a_restart(
     second = await _start(tmp_path, clock)
     try:
         await until(second, sent.id, {"sms": "DELIVERED"})
-        provider = second.communications.providers["sms"]
+        provider = second.delivery.routes["sms"]
         [handed] = [m for m in provider.outbox if m.delivery_id]  # type: ignore[attr-defined]
         assert handed.content == "Hi Juan, enter https://password.com/reset/1 to reset password"
     finally:
@@ -240,7 +239,7 @@ async def test_provider_failures_fail_the_channel_or_retry(
     if settings.database_url.startswith("postgresql"):
         await reset_postgres(settings.database_url)
     permanent = FailingEmail(permanent=True)
-    providers = {**default_providers(settings), "email": permanent}
+    providers = {"email": permanent}
     app = await _start(tmp_path, clock, communication_providers=providers)
     try:
         code = await seed(app, window="ANYDAY_ANYTIME")

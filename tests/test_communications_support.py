@@ -186,7 +186,7 @@ async def wait_status(
 
 
 def outbox(app: Application, channel: str) -> list[Outbound]:
-    provider = app.communications.providers[channel]
+    provider = app.delivery.routes[channel]
     assert isinstance(provider, SandboxChannel | SmsChannel)
     return list(provider.outbox)
 

@@ -4,6 +4,7 @@ during preparation stops it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core.listing import Page
 from switchboard.server.core.validation import Checks
+from switchboard.server.delivery import queue
 from switchboard.server.messaging.fanout import Fanout
 from switchboard.server.messaging.message_requests import requests_table
 from switchboard.server.messaging.messages import messages_table
@@ -58,7 +60,6 @@ def _worker(app: Application, batch: int) -> MessageRequestWorker:
         fanout=fanout,
         requests=domain.message_requests,
         messages=domain.messages,
-        provider=domain.message_worker._provider,
     )
 
 
@@ -234,20 +235,21 @@ async def test_scheduled_messages_wait_for_their_time(app: Application) -> None:
     assert await worker.fan_out_one() is True
     row = await _request(app, request_id)
     assert row["state"] == "TRANSMITTING" and row["recipient_count"] == 1
-    assert await worker.dispatch_once() is False  # SCHEDULED and not yet due
+    assert await app.delivery.dispatch_once() == 0  # SCHEDULED and not yet due
     past = app.messaging.clock.now() - timedelta(seconds=1)
 
     def due(session: Any) -> None:
+        ids = select(messages_table.c.id).where(messages_table.c.message_request_id == request_id)
         session.execute(
-            update(messages_table)
-            .where(messages_table.c.message_request_id == request_id)
-            .values(scheduled_at=past)
+            update(queue.queue_table).where(queue.queue_table.c.id.in_(ids)).values(due_at=past)
         )
 
     await app.db.run_write(due)
-    assert await worker.dispatch_once() is True
-    row = await _request(app, request_id)
-    assert row["state"] == "COMPLETED" and row["sent_count"] == 1
+    app.bus.notify()
+    async with asyncio.timeout(10):
+        while (row := await _request(app, request_id))["state"] != "COMPLETED":
+            await asyncio.sleep(0.05)
+    assert row["sent_count"] == 1
 
 
 async def test_local_zone_schedules_each_recipient_at_its_own_wall_clock(

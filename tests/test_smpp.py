@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
 import pytest
 
 from switchboard.server.providers import gsm
@@ -17,51 +14,9 @@ from switchboard.server.providers.base import InboundSms, OutboundSms, Receipt
 from switchboard.server.providers.smpp import SmppProvider, source_address
 from switchboard.server.sms.encoding import segment_count
 from switchboard.server.sms.phone import PhoneNumber
-from tests.conftest import free_port
+from tests.smsc import Smsc
 
 SYSTEM_ID, PASSWORD = "switchboard", "secret"
-
-
-class Smsc:
-    def __init__(self, *extra: str) -> None:
-        self.port, self.control_port = free_port(), free_port()
-        self.extra = extra
-        self.process: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.control_port}", timeout=5)
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "switchboard.devtools.smsc", "--port", str(self.port)]
-        command += ["--control-port", str(self.control_port), *self.extra]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.http.get("/stats")
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def stats(self) -> dict[str, int]:
-        result: dict[str, int] = self.http.get("/stats").json()
-        return result
-
-    def messages(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.http.get("/messages").json()
-        return result
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.http.post(path, json=body)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
 
 
 class Sinks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,12 @@ class Settings(BaseSettings):
     sms_max_batch: int = Field(default=1000, description="Most messages per SendSms request.")
     sms_default_region: str | None = Field(
         default=None, description="ISO region for numbers without a country code (e.g. ZA)."
+    )
+    routes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Delivery routes as JSON: route name → provider (type smpp, clickatell, "
+        'grandcom, smtp, whatsapp or sandbox, and its parameters) or {"same_as": route}. '
+        "Unconfigured routes are sandboxes. See README § Delivery.",
     )
     sandbox_delivery_delay: float = Field(
         default=1.0, description="Seconds before the sandbox provider reports DELIVERED."

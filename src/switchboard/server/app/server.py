@@ -39,13 +39,12 @@ from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.engine import DeliveryEngine
 from switchboard.server.delivery.policies import Policies
+from switchboard.server.delivery.routes import build_routes
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
 from switchboard.server.providers.base import SmsProvider
-from switchboard.server.providers.sandbox import SandboxProvider
 from switchboard.server.sms.ledger import SmsLedger
-from switchboard.server.sms.models import Channel
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.sms.service import SmsLimits, SmsService
 from switchboard.server.sms.servicer import SmsServicer
@@ -159,9 +158,10 @@ def build_application(
     providers: dict[str, SmsProvider] | None = None,
     communication_providers: Mapping[str, ChannelProvider] | None = None,
 ) -> Application:
-    """Everything a server process runs. `providers` maps channels to SMS providers; the default
-    is the sandbox carrier on every channel. `communication_providers` maps the communications
-    channels (sms, email, whatsapp) to theirs; the default is a sandbox on each."""
+    """Everything a server process runs. Delivery routes come from SWITCHBOARD_ROUTES (sandboxes
+    by default); `providers` replaces SMS API channels' (smpp, clickatell, grandcom) with these
+    SMS providers, `communication_providers` the communications channels' (sms, email,
+    whatsapp)."""
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
@@ -171,9 +171,6 @@ def build_application(
     events = EventLog()
     feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
     repository = SmsRepository()
-    if providers is None:
-        sandbox = SandboxProvider(settings.sandbox_delivery_delay)
-        providers = {channel.value: sandbox for channel in Channel}
     sms = SmsService(
         db=db,
         repository=repository,
@@ -207,13 +204,13 @@ def build_application(
     messaging = build_messaging_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings, contacts=contacts
     )
-    # The SMS API's channels are its routes; one wrapper per provider instance.
+    # Every route is a sandbox unless SWITCHBOARD_ROUTES configures it; callers (tests) may
+    # replace the SMS API's channels and the communications' channels with providers of theirs.
+    routes = build_routes(settings.routes, settings.sandbox_delivery_delay)
     wrapped: dict[int, SmsChannel] = {}
-    routes: dict[str, ChannelProvider] = {
-        name: wrapped.setdefault(id(provider), SmsChannel(provider, route=name))
-        for name, provider in providers.items()
-    }
-    routes.update(communications.providers)  # sms, email, whatsapp
+    for name, provider in (providers or {}).items():
+        routes[name] = wrapped.setdefault(id(provider), SmsChannel(provider, route=name))
+    routes.update(communications.providers)
     delivery = DeliveryEngine(
         db=db,
         writer=writer,
@@ -221,7 +218,8 @@ def build_application(
         clock=clock,
         policies=Policies(db),
         routes=routes,
-        ledgers=[SmsLedger(repository, events), communications.ledger],
+        ledgers=[SmsLedger(repository, events), communications.ledger, messaging.ledger],
+        inbound=messaging.inbound.receive,
         poll_seconds=settings.dispatcher_poll_seconds,
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,

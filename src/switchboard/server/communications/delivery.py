@@ -28,6 +28,7 @@ from typing import Protocol
 
 from switchboard.server.core.ids import new_id
 from switchboard.server.providers.base import (
+    InboundSink,
     OutboundSms,
     Receipt,
     ReceiptSink,
@@ -199,7 +200,8 @@ class ChannelProvider(Protocol):
 
     name: str = "provider"
 
-    async def start(self, receipts: ReceiptSink) -> None: ...
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
+        """Report receipts (and, for channels that receive, MO messages) from now on."""
 
     async def stop(self) -> None: ...
 
@@ -233,8 +235,8 @@ class SmsChannel(ChannelProvider):
             sender=message.sender,
         )
 
-    async def start(self, receipts: ReceiptSink) -> None:
-        await self.provider.start(receipts)
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
+        await self.provider.start(receipts, inbound)
 
     async def stop(self) -> None:
         await self.provider.stop()
@@ -298,7 +300,7 @@ class SandboxChannel(ChannelProvider):
     def whatsapp(cls, delay: float) -> SandboxChannel:
         return cls("sandbox-whatsapp", delay, _whatsapp_problem)
 
-    async def start(self, receipts: ReceiptSink) -> None:
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
         self._receipts = receipts
 
     async def stop(self) -> None:

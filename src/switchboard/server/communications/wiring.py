@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from switchboard.server.app.config import Settings
-from switchboard.server.communications.delivery import ChannelProvider, SandboxChannel, SmsChannel
+from switchboard.server.communications.delivery import ChannelProvider
 from switchboard.server.communications.ledger import CommunicationLedger
-from switchboard.server.communications.models import ChannelName
 from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import (
     CommunicationService,
@@ -22,8 +21,6 @@ from switchboard.server.communications.short_urls import ShortUrlService
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
-from switchboard.server.providers.base import SmsProvider
-from switchboard.server.providers.sandbox import SandboxProvider
 
 
 @dataclass
@@ -36,19 +33,8 @@ class CommunicationsDomain:
     communications: CommunicationService
     short_urls: ShortUrlService
     ledger: CommunicationLedger
+    # Overrides of the delivery routes `sms`, `email`, `whatsapp` (tests); else SWITCHBOARD_ROUTES.
     providers: Mapping[str, ChannelProvider] = field(default_factory=dict)
-
-
-def default_providers(
-    settings: Settings, sms: SmsProvider | None = None
-) -> dict[str, ChannelProvider]:
-    """Sandbox providers on every channel."""
-    delay = settings.sandbox_delivery_delay
-    return {
-        ChannelName.SMS.value: SmsChannel(sms or SandboxProvider(delay)),
-        ChannelName.EMAIL.value: SandboxChannel.email(delay),
-        ChannelName.WHATSAPP.value: SandboxChannel.whatsapp(delay),
-    }
 
 
 def build_communications_domain(
@@ -86,7 +72,6 @@ def build_communications_domain(
         default_region=settings.sms_default_region,
         shorten_links=settings.communications_shorten_links,
     )
-    providers = providers if providers is not None else default_providers(settings)
     ledger = CommunicationLedger(events=events, sealer=sealer, email_from=settings.email_from)
     return CommunicationsDomain(
         clock=clock,
@@ -95,5 +80,5 @@ def build_communications_domain(
         communications=communications,
         short_urls=short_urls,
         ledger=ledger,
-        providers=providers,
+        providers=dict(providers or {}),
     )

@@ -43,13 +43,14 @@ from switchboard.server.delivery.models import QueueState
 from switchboard.server.delivery.policies import Policies
 from switchboard.server.delivery.throughput import Throughput
 from switchboard.server.delivery.windows import next_opening
-from switchboard.server.providers.base import Receipt, SubmitResult
+from switchboard.server.providers.base import InboundSink, Receipt, SubmitResult
 
 log = logging.getLogger("switchboard.delivery")
 
 Row = Mapping[str, Any]
 T = TypeVar("T")
 _MAX_BACKOFF = timedelta(seconds=300)
+_POLICY_RETRY = timedelta(seconds=0.2)
 _MAX_EARLY = 100_000  # early receipts held at once (each is a few hundred bytes)
 
 
@@ -134,6 +135,7 @@ class DeliveryEngine:
         routes: Mapping[str, ChannelProvider],
         ledgers: Sequence[Ledger],
         poll_seconds: float,
+        inbound: InboundSink | None = None,
         batch_size: int = 200,
         lease: timedelta = timedelta(seconds=30),
         max_attempts: int = 5,
@@ -148,6 +150,7 @@ class DeliveryEngine:
         self.routes = dict(routes)
         self._ledgers = {ledger.kind: ledger for ledger in ledgers}
         self._poll_seconds = poll_seconds
+        self._inbound = inbound
         self._batch_size = batch_size
         self._lease = lease
         self._max_attempts = max_attempts
@@ -171,7 +174,7 @@ class DeliveryEngine:
 
     async def start(self) -> None:
         for provider in self._providers():
-            await provider.start(self._on_receipts)
+            await provider.start(self._on_receipts, self._inbound)
         await self._resume_sent()
         day = self._clock.now().date().isoformat()
         self.throughput.load_daily(day, await queue.daily_counts(self._db, day))
@@ -242,6 +245,9 @@ class DeliveryEngine:
         expires = row["expires_at"]
         if expires is not None and expires <= now:
             work.expired.append(row)
+            return
+        if not self._policies.known(row):  # reference data not loaded yet: look again soon
+            work.deferred.append({**row, "due_at": now + _POLICY_RETRY})
             return
         window = self._policies.window(row["window"])
         if window is not None:

@@ -19,6 +19,7 @@ from switchboard.server.core.db import UtcDateTime
 
 
 class QueueState(StrEnum):
+    HELD = "HELD"  # written with its message, waiting for its request to start transmitting
     QUEUED = "QUEUED"
     SENT = "SENT"
 

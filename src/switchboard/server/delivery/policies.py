@@ -8,6 +8,7 @@ are reference data that change rarely (Admin RPCs), so they are re-read at most 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from switchboard.server.delivery.throughput import Limits
 from switchboard.server.delivery.windows import DeliveryWindow
 from switchboard.server.messaging.senders_models import SenderIdClassRecord
 
+log = logging.getLogger("switchboard.delivery")
 _classes: Table = SenderIdClassRecord.__table__  # type: ignore[attr-defined]
 _UNLIMITED = Limits()
 
@@ -35,10 +37,15 @@ class Policies:
         self._loaded_at = -1e18
         self._windows: dict[str, DeliveryWindow | None] = {}
         self._limits: dict[str, Limits] = {}
+        self._asked_unknown: set[str] = set()
+        self._missing: set[str] = set()
 
     async def refresh(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self._loaded_at < self._ttl:
+        stale = bool(self._asked_unknown)
+        if not force and not stale and time.monotonic() - self._loaded_at < self._ttl:
             return
+        self._missing |= self._asked_unknown  # asked and reloaded: really not there
+        self._asked_unknown = set()
         async with self._db.read() as session:
             rows = list((await session.execute(select(_classes))).mappings())
         self.load(rows)
@@ -53,8 +60,22 @@ class Policies:
                 peak_total=float(row["country_peak_total_throughput"] or 0),
                 daily=int(row["country_daily_throughput"] or 0),
             )
+        for class_id in self._missing - set(limits):
+            log.warning("sender class %r is unknown: its messages go unrestricted", class_id)
+        self._missing &= self._missing - set(limits)
         self._windows, self._limits = windows, limits
         self._loaded_at = time.monotonic()
+
+    def known(self, row: Mapping[str, Any]) -> bool:
+        """Whether the row's class is loaded. A class the cache has not seen yet (created since
+        the last load, or seeded after start) makes the next `refresh` reload; a class still
+        unknown after that is treated as unrestricted (and logged), so no message waits forever
+        on reference data that is gone."""
+        class_id = row["class_id"]
+        if not class_id or class_id in self._limits or class_id in self._missing:
+            return True
+        self._asked_unknown.add(class_id)
+        return False
 
     def window(self, key: str) -> DeliveryWindow | None:
         if not key:

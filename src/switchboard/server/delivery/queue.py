@@ -97,6 +97,24 @@ def remove(session: Session, ids: Sequence[str]) -> None:
         session.connection().execute(delete(queue_table).where(_q.id.in_(list(ids))))
 
 
+def release(session: Session, ids: Any) -> None:
+    """HELD rows among `ids` (a list or a SELECT of ids) become QUEUED: their request started
+    transmitting or was resumed."""
+    session.connection().execute(
+        update(queue_table)
+        .where(_q.state == QueueState.HELD.value, _q.id.in_(ids))
+        .values(state=QueueState.QUEUED.value)
+    )
+
+
+def discard(session: Session, ids: Any) -> None:
+    """Remove the rows among `ids` (a list or a SELECT of ids) that are not SENT: their messages
+    were canceled or expired before going out."""
+    session.connection().execute(
+        delete(queue_table).where(_q.state != QueueState.SENT.value, _q.id.in_(ids))
+    )
+
+
 def rows_by_id(session: Session, ids: Sequence[str]) -> list[Row]:
     """The queue rows among `ids`, whatever their state (locked on PostgreSQL)."""
     query = select(queue_table).where(_q.id.in_(list(ids)))
@@ -143,8 +161,10 @@ __all__ = [
     "awaiting_receipts",
     "claim",
     "daily_counts",
+    "discard",
     "enqueue",
     "queue_table",
+    "release",
     "remove",
     "rows_by_id",
     "update_rows",

@@ -37,7 +37,11 @@ from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.delivery import queue
+from switchboard.server.delivery.models import Priority, QueueKind, QueueState
+from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.messaging.content_common import Row
+from switchboard.server.messaging.ledger import WAITING
 from switchboard.server.messaging.message_requests import (
     MessageRequestService,
     RequestState,
@@ -51,6 +55,7 @@ from switchboard.server.messaging.messages import (
     MessageState,
     messages_table,
 )
+from switchboard.server.messaging.reference import types
 from switchboard.server.messaging.senders import Sender, SenderService
 from switchboard.server.sms.phone import zones_for_number
 
@@ -84,6 +89,12 @@ class Plan:
     targets: list[Target]
     sms_sender: Sender | None
     email_sender: Sender | None
+    # Delivery routes: the sender's type's gateway, then the other eligible senders' of the
+    # same kind as `gateway|address` (the engine fails over to them in order).
+    sms_route: str = ""
+    email_route: str = ""
+    sms_fallbacks: str = ""
+    email_fallbacks: str = ""
 
     @property
     def stages(self) -> int:
@@ -122,10 +133,29 @@ class Fanout:
             raise FanoutRejected(str(exc)) from exc
         if not senders:
             raise FanoutRejected(f"{request['from_ref']!r} has no ACTIVE sender ID any more")
-        sms = next((s for s in senders if not _is_email(s)), None)
-        email = next((s for s in senders if _is_email(s)), None)
+        sms_senders = [s for s in senders if not _is_email(s)]
+        email_senders = [s for s in senders if _is_email(s)]
+        async with self._db.read() as session:
+            gateways = dict((await session.execute(select(types.c.id, types.c.gateway_id))).all())
+
+        def routes(kind: list[Sender], default: str) -> tuple[str, str]:
+            chain = [(gateways.get(s.type_id) or default, s.address) for s in kind]
+            fallbacks = ",".join(f"{route}|{address}" for route, address in chain[1:])
+            return (chain[0][0] if chain else default), fallbacks
+
+        sms_route, sms_fallbacks = routes(sms_senders, "sms-default")
+        email_route, email_fallbacks = routes(email_senders, "smtp-default")
         targets = [Target(**t) for t in json.loads(request["targets"])]
-        return Plan(request, targets, sms, email)
+        return Plan(
+            request,
+            targets,
+            sms_senders[0] if sms_senders else None,
+            email_senders[0] if email_senders else None,
+            sms_route,
+            email_route,
+            sms_fallbacks,
+            email_fallbacks,
+        )
 
     # -- reading a batch -------------------------------------------------------------------------
 
@@ -298,6 +328,45 @@ class Fanout:
             rows.append(row)
         return rows
 
+    def queue_rows(
+        self, plan: Plan, rows: list[dict[str, Any]], recipients: list[Recipient]
+    ) -> list[dict[str, Any]]:
+        """The delivery queue's rows (HELD until the request transmits) for the messages that
+        will go out: not TEST, not already FAILED. `rows` are `message_rows(recipients)`."""
+        queued = []
+        for row, recipient in zip(rows, recipients, strict=True):
+            if row["state"] not in _QUEUED_STATES:
+                continue
+            email = recipient.address_type == AddressType.EMAIL
+            sender = plan.email_sender if email else plan.sms_sender
+            assert sender is not None  # a message without a sender is FAILED
+            if email:
+                country, zones = "", recipient.time_zone
+            else:
+                country, zones = country_and_zones(row["to_address"], time_zone=recipient.time_zone)
+            queued.append(
+                {
+                    "id": row["id"],
+                    "kind": QueueKind.MESSAGE.value,
+                    "org_id": row["org_id"],
+                    "channel": "email" if email else "sms",
+                    "route": plan.email_route if email else plan.sms_route,
+                    "fallback_routes": plan.email_fallbacks if email else plan.sms_fallbacks,
+                    "sender": sender.address,
+                    "destination": row["to_address"],
+                    "country": country,
+                    "zones": zones,
+                    "window": f"class:{sender.class_id}" if sender.class_id else "",
+                    "class_id": sender.class_id,
+                    "priority": _PRIORITIES.get(sender.priority, Priority.NORMAL),
+                    "state": QueueState.HELD.value,
+                    "due_at": row["scheduled_at"] or row["created_at"],
+                    "expires_at": row["expires_at"],
+                    "created_at": row["created_at"],
+                }
+            )
+        return queued
+
     def write_batch(
         self,
         session: Session,
@@ -307,9 +376,10 @@ class Fanout:
         after: str,
         now: datetime,
         lease_until: datetime | None,
+        queue_rows: list[dict[str, Any]] | None = None,
     ) -> Row:
-        """Insert the batch's messages and move the resume point; FanoutLost if the request is
-        no longer this worker's."""
+        """Insert the batch's messages (and their HELD queue rows) and move the resume point;
+        FanoutLost if the request is no longer this worker's."""
         values: dict[str, Any] = {}
         if rows:
             dialect = session.get_bind().dialect.name
@@ -325,6 +395,8 @@ class Fanout:
             inserted = list(session.execute(select(_m.id).where(_m.id.in_(ids))).scalars())
             values["recipient_count"] = _r.recipient_count + len(inserted)
             values["failed_count"] = _r.failed_count + len(failed.intersection(inserted))
+            kept = set(inserted)
+            queue.enqueue(session, [q for q in queue_rows or [] if q["id"] in kept])
         statement = (
             update(requests_table)
             .where(
@@ -361,9 +433,18 @@ class Fanout:
         row = self._requests.transition(
             session, request, RequestState.TRANSMITTING, now, "transmitting", lease_until=None
         )
+        queue.release(session, self._requests.message_ids(request["id"], WAITING))
         if not self._requests.has_unsent(session, request["id"]):
             row = self._requests.transition(session, row, RequestState.COMPLETED, now, "completed")
         return row
+
+
+_QUEUED_STATES = (
+    MessageState.CREATED.value,
+    MessageState.SCHEDULED.value,
+    MessageState.PAUSED.value,
+)
+_PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "low": Priority.LOW}
 
 
 def _type(recipient: Recipient, request: Row) -> str:

@@ -56,6 +56,7 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
+from switchboard.server.delivery import queue
 from switchboard.server.messaging.attachments import AttachmentService
 from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
 from switchboard.server.messaging.message_templates import (
@@ -708,6 +709,7 @@ class MessageRequestService:
         self._change_messages(
             session, row["id"], UNSENT, {"state": MessageState.CANCELED.value}, now, "canceled"
         )
+        queue.discard(session, self.message_ids(row["id"], [MessageState.CANCELED.value]))
         return self.current(session, row["id"])
 
     def _resume(self, session: Session, current: Row, now: datetime) -> None:
@@ -722,6 +724,7 @@ class MessageRequestService:
             now,
             "resumed",
         )
+        queue.release(session, self.message_ids(row["id"], [MessageState.CREATED.value]))
 
     def _change_messages(
         self,
@@ -755,6 +758,13 @@ class MessageRequestService:
             after = rows[-1]["id"]
 
     # -- used by the workers, inside their transactions ------------------------------------------
+
+    def message_ids(self, request_id: str, states: Sequence[str]) -> Any:
+        """A SELECT of the ids of the request's messages in `states` (for queue updates)."""
+        return select(messages_table.c.id).where(
+            messages_table.c.message_request_id == request_id,
+            messages_table.c.state.in_(list(states)),
+        )
 
     def current(self, session: Session, request_id: str) -> Row:
         query = select(requests_table).where(_r.id == request_id)

@@ -456,29 +456,74 @@ class MessageService:
         customer_sender_id: str = "",
         reply_to: str = "",
     ) -> str:
-        """An MO message as received (the delivery engine's entry point)."""
+        """An MO message as received, in a transaction of its own."""
         now = self._clock.now()
+
+        def work(session: Session) -> str:
+            written = self.insert_inbound(
+                session,
+                org_id,
+                from_address=from_address,
+                to_address=to_address,
+                body=body,
+                customer_sender_id=customer_sender_id,
+                reply_to=reply_to,
+                now=now,
+            )
+            return str(written["id"])
+
+        return await self._db.run_write(work)
+
+    def insert_inbound(
+        self,
+        session: Session,
+        org_id: str,
+        *,
+        from_address: str,
+        to_address: str,
+        body: str,
+        now: datetime,
+        customer_sender_id: str = "",
+        reply_to: str = "",
+    ) -> Row:
+        """An MO message (RECEIVED, with its event) in the caller's transaction."""
         row = {
             "id": new_id("msg_"),
             "org_id": org_id,
             "direction": Direction.MO.value,
             "from_address": from_address,
             "to_address": to_address,
-            "body": body,
+            "body": body[:8192],
             "customer_sender_id": customer_sender_id,
             "reply_to": reply_to,
             "state": MessageState.RECEIVED.value,
             "created_at": now,
             "updated_at": now,
         }
+        statement = messages_table.insert().values(row).returning(*messages_table.c)
+        written = session.execute(statement).mappings().one()
+        self._events.append(session, message_events([written], "received", now))
+        return written
 
-        def work(session: Session) -> str:
-            statement = messages_table.insert().values(row).returning(*messages_table.c)
-            written = session.execute(statement).mappings().one()
-            self._events.append(session, message_events([written], "received", now))
-            return str(row["id"])
-
-        return await self._db.run_write(work)
+    def insert_reply(self, session: Session, mo: Row, body: str, now: datetime) -> Row:
+        """An MT answer to `mo` (an auto-reply), CREATED, with its event."""
+        row = {
+            "id": new_id("msg_"),
+            "org_id": mo["org_id"],
+            "direction": Direction.MT.value,
+            "customer_sender_id": mo["customer_sender_id"],
+            "from_address": mo["to_address"],
+            "to_address": mo["from_address"],
+            "reply_to": mo["id"],
+            "body": body[:8192],
+            "state": MessageState.CREATED.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        statement = messages_table.insert().values(row).returning(*messages_table.c)
+        written = session.execute(statement).mappings().one()
+        self._events.append(session, message_events([written], "created", now))
+        return written
 
 
 def _require_transition(current: Row, target: CustomerState) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -450,13 +450,17 @@ def _as_input(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ReferenceSeeder:
-    """Applies the reference data file when the server starts (a BackgroundWorker)."""
+    """Applies the reference data file when the server starts (a BackgroundWorker), then any
+    other seeds (the RESERVED keywords, which inbound matching needs from the first MO on)."""
 
-    def __init__(self, reference: ReferenceService) -> None:
+    def __init__(self, reference: ReferenceService, *also: Callable[[], Awaitable[None]]) -> None:
         self._reference = reference
+        self._also = also
 
     async def start(self) -> None:
         await self._reference.seed()
+        for seed in self._also:
+            await seed()
 
     async def stop(self) -> None:
         return None

@@ -12,13 +12,14 @@ from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.messaging.attachments import AttachmentService
 from switchboard.server.messaging.channels import ChannelService
 from switchboard.server.messaging.fanout import Fanout
+from switchboard.server.messaging.inbound import InboundService
 from switchboard.server.messaging.keywords import KeywordService
+from switchboard.server.messaging.ledger import MessageLedger
 from switchboard.server.messaging.message_requests import MessageRequestService
 from switchboard.server.messaging.message_templates import MessageTemplateService
 from switchboard.server.messaging.messages import MessageService
 from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
 from switchboard.server.messaging.senders import SenderService, shared_sender_validator_lock
-from switchboard.server.providers.sandbox import SandboxProvider
 from switchboard.server.workers.message_fanout import MessageRequestWorker
 
 
@@ -45,6 +46,8 @@ class MessagingDomain:
     messages: MessageService
     message_requests: MessageRequestService
     message_worker: MessageRequestWorker
+    ledger: MessageLedger
+    inbound: InboundService
     workers: list[BackgroundWorker] = field(default_factory=list)
 
 
@@ -103,8 +106,6 @@ def build_messaging_domain(
         fanout=fanout,
         requests=message_requests,
         messages=messages,
-        # its own sandbox carrier: a provider reports receipts to one sink
-        provider=SandboxProvider(settings.sandbox_delivery_delay),
         poll_seconds=settings.contact_job_poll_seconds,
         lease_seconds=settings.contact_job_lease_seconds,
     )
@@ -125,7 +126,15 @@ def build_messaging_domain(
         messages=messages,
         message_requests=message_requests,
         message_worker=message_worker,
+        ledger=MessageLedger(messages),
+        inbound=InboundService(
+            db=db,
+            clock=clock,
+            keywords=keywords,
+            messages=messages,
+            templates=message_templates,
+        ),
     )
-    domain.workers.append(ReferenceSeeder(reference))
+    domain.workers.append(ReferenceSeeder(reference, keywords.ensure_reserved))
     domain.workers.append(message_worker)
     return domain

@@ -30,7 +30,7 @@ from email.utils import parseaddr
 import aiosmtplib
 
 from switchboard.server.communications.delivery import Outbound
-from switchboard.server.providers.base import Receipt, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import InboundSink, Receipt, ReceiptSink, SubmitResult
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class SmtpProvider:
         self._healthy = True
         self.connections_opened = 0  # for operators and tests: reuse shows as a low count
 
-    async def start(self, receipts: ReceiptSink) -> None:
-        self._receipts = receipts
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
+        self._receipts = receipts  # email has no inbound here (bounces are not read)
 
     async def stop(self) -> None:
         for timer in self._timers:

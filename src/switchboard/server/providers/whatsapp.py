@@ -33,7 +33,13 @@ from typing import Any
 import httpx
 
 from switchboard.server.communications.delivery import Outbound
-from switchboard.server.providers.base import InboundSms, Receipt, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import (
+    InboundSink,
+    InboundSms,
+    Receipt,
+    ReceiptSink,
+    SubmitResult,
+)
 from switchboard.server.providers.http_sms import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -86,12 +92,14 @@ class WhatsAppCloudProvider:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._receipts: ReceiptSink | None = None
+        self._inbound_sink: InboundSink | None = None
         self._pending: dict[str, str] = {}  # wamid → delivery id, until a final status
         self._rejected_auth = False
         self._blocked_until = 0.0
 
-    async def start(self, receipts: ReceiptSink) -> None:
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
         self._receipts = receipts
+        self._inbound_sink = inbound
         self._client = httpx.AsyncClient(
             base_url=self._base_url,
             timeout=self._timeout,
@@ -209,6 +217,8 @@ class WhatsAppCloudProvider:
         result = self.parse_webhook(payload)
         if result.receipts and self._receipts is not None:
             await self._receipts(result.receipts)
+        if result.inbound and self._inbound_sink is not None:
+            await self._inbound_sink(result.inbound)
         return result
 
     def _status(self, status: Mapping[str, Any], result: WebhookResult) -> None:

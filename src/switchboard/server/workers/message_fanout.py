@@ -1,18 +1,15 @@
-"""The message request worker: fans requests out into messages, hands TRANSMITTING messages to
-the provider layer, records receipts, and expires paused requests.
+"""The message request worker: fans requests out into messages and expires paused requests.
 
 Fan-out: a request is claimed with a lease (ACCEPTED, or PREPARING whose worker stopped renewing
 it: SKIP LOCKED on PostgreSQL) and expanded batch by batch (messaging/fanout.py), each batch one
-transaction that also moves the resume point and renews the lease; a restart resumes after the
-last committed batch. A cancel wins: the next batch sees the request changed and stops.
+transaction that writes the messages with their HELD delivery-queue rows, moves the resume point
+and renews the lease; a restart resumes after the last committed batch. A cancel wins: the next
+batch sees the request changed and stops. When the last batch is in, the request TRANSMITS and
+its queue rows are released to the delivery engine (delivery/engine.py, with the messages'
+ledger in messaging/ledger.py), which sends them and records every state change.
 
-Hand-off (sandbox until the delivery engine, issue 6): CREATED messages of TRANSMITTING requests
-(and SCHEDULED ones whose time came) are claimed with a lease, EXPIRED when past expiry_time,
-phone numbers submitted to the SMS provider (SENT, or FAILED when it refuses them), email
-addresses SENT and DELIVERED by the sandbox at once; receipts make SENT messages DELIVERED or
-FAILED. Each change is a `message.*` event and recounts its request's counters in the same
-transaction. Paused requests whose pause_expiry_time passed expire their PAUSED messages and
-complete.
+Paused requests whose pause_expiry_time passed expire their PAUSED messages (and their queue
+rows) and complete.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
+from switchboard.server.delivery import queue
 from switchboard.server.messaging.content_common import Row
 from switchboard.server.messaging.fanout import Fanout, FanoutLost, FanoutRejected, Plan
 from switchboard.server.messaging.message_requests import (
@@ -39,13 +36,10 @@ from switchboard.server.messaging.message_requests import (
     requests_table,
 )
 from switchboard.server.messaging.messages import (
-    FailureCode,
     MessageService,
     MessageState,
     messages_table,
 )
-from switchboard.server.providers.base import OutboundSms, Receipt, SmsProvider
-from switchboard.server.sms.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.messaging.fanout")
 _r = requests_table.c
@@ -61,20 +55,16 @@ class MessageRequestWorker:
         fanout: Fanout,
         requests: MessageRequestService,
         messages: MessageService,
-        provider: SmsProvider,
         poll_seconds: float = 0.5,
         lease_seconds: float = 30.0,
-        dispatch_batch: int = 200,
     ) -> None:
         self._db = db
         self._clock = clock
         self._fanout = fanout
         self._requests = requests
         self._messages = messages
-        self._provider = provider
         self._poll = poll_seconds
         self._lease = timedelta(seconds=lease_seconds)
-        self._dispatch_batch = dispatch_batch
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -85,8 +75,6 @@ class MessageRequestWorker:
 
     async def start(self) -> None:
         self._stopping = False
-        await self._provider.start(self._record_receipts)
-        await self._resume_sent()
         self._task = asyncio.create_task(self._run(), name="message-requests")
 
     async def stop(self) -> None:
@@ -96,32 +84,6 @@ class MessageRequestWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._provider.stop()
-
-    async def _resume_sent(self) -> None:
-        """After a restart: tell the provider which SENT messages still await a receipt."""
-        after = ""
-        while True:
-            query = (
-                select(_m.id, _m.org_id, _m.to_address, _m.body)
-                .where(_m.state == MessageState.SENT.value, _m.id > after)
-                .order_by(_m.id)
-                .limit(1000)
-            )
-            async with self._db.read() as session:
-                rows = list((await session.execute(query)).mappings())
-            pending = []
-            for row in rows:
-                with contextlib.suppress(InvalidNumber):
-                    number = classify(row["to_address"])
-                    pending.append(
-                        OutboundSms(row["id"], row["org_id"], "sms", number, row["body"])
-                    )
-            if pending:
-                self._provider.resume(pending)
-            if len(rows) < 1000:
-                return
-            after = rows[-1]["id"]
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -137,11 +99,10 @@ class MessageRequestWorker:
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
 
     async def run_once(self) -> bool:
-        """One round: a fan-out, a dispatch batch, paused expiries. False when idle."""
+        """One round: a fan-out and paused expiries. False when idle."""
         fanned = await self.fan_out_one()
-        sent = await self.dispatch_once()
         expired = await self.expire_paused()
-        return fanned or sent or expired
+        return fanned or expired
 
     # -- fan-out ---------------------------------------------------------------------------------
 
@@ -209,10 +170,12 @@ class MessageRequestWorker:
             decisions = await self._fanout.decisions(plan, recipients)
             now = self._clock.now()
             rows = self._fanout.message_rows(plan, recipients, decisions, now)
+            queued = self._fanout.queue_rows(plan, rows, recipients)
             work = functools.partial(
                 self._write_batch,
                 plan=plan,
                 rows=rows,
+                queued=queued,
                 stage=stage,
                 after=after,
                 final=done,
@@ -226,13 +189,14 @@ class MessageRequestWorker:
         *,
         plan: Plan,
         rows: list[dict[str, Any]],
+        queued: list[dict[str, Any]],
         stage: int,
         after: str,
         final: bool,
         now: datetime,
     ) -> Row:
         row = self._fanout.write_batch(
-            session, plan.request, rows, stage, after, now, now + self._lease
+            session, plan.request, rows, stage, after, now, now + self._lease, queued
         )
         if final:
             row = self._fanout.finish(session, row, now)
@@ -257,157 +221,6 @@ class MessageRequestWorker:
                 self._requests.transition(
                     session, current, RequestState.REJECTED, self._clock.now(), "rejected"
                 )
-
-        await self._db.run_write(work)
-
-    # -- hand-off to the provider layer ----------------------------------------------------------
-
-    async def dispatch_once(self) -> bool:
-        claimed = await self._db.run_write(self._claim_messages)
-        if not claimed:
-            return False
-        now = self._clock.now()
-        expired = [m for m in claimed if m["expires_at"] is not None and m["expires_at"] <= now]
-        live = [m for m in claimed if m not in expired]
-        emails = [m for m in live if "@" in m["to_address"]]
-        phones: list[tuple[Row, OutboundSms]] = []
-        invalid: list[Row] = []
-        for message in live:
-            if message in emails:
-                continue
-            try:
-                number = classify(message["to_address"])
-            except InvalidNumber:
-                invalid.append(message)
-                continue
-            outbound = OutboundSms(message["id"], message["org_id"], "sms", number, message["body"])
-            phones.append((message, outbound))
-        results = await self._provider.submit_many([o for _, o in phones]) if phones else []
-
-        def work(session: Session) -> None:
-            at = self._clock.now()
-            apply = self._messages.apply
-            apply(session, expired, {"state": "EXPIRED", "lease_until": None}, at, "expired")
-            apply(
-                session,
-                invalid,
-                {
-                    "state": MessageState.FAILED.value,
-                    "failure_code": FailureCode.INVALID_RECIPIENT.value,
-                    "failure_details": "not a phone number",
-                    "lease_until": None,
-                },
-                at,
-                "failed",
-            )
-            accepted = [(m, r) for (m, _), r in zip(phones, results, strict=True) if r.accepted]
-            refused = [(m, r) for (m, _), r in zip(phones, results, strict=True) if not r.accepted]
-            apply(
-                session,
-                [m for m, _ in accepted],
-                {"state": MessageState.SENT.value, "sent_at": at, "lease_until": None},
-                at,
-                "sent",
-                per_row={
-                    m["id"]: {"external_transaction_ids": r.provider_message_id or ""}
-                    for m, r in accepted
-                },
-            )
-            apply(
-                session,
-                [m for m, _ in refused],
-                {"state": MessageState.FAILED.value, "lease_until": None},
-                at,
-                "failed",
-                per_row={
-                    m["id"]: {
-                        "failure_code": FailureCode.INVALID_RECIPIENT.value
-                        if r.permanent
-                        else FailureCode.OTHER.value,
-                        "failure_details": (r.error or "")[:1024],
-                    }
-                    for m, r in refused
-                },
-            )
-            # the sandbox reaches email addresses at once
-            sent = apply(
-                session,
-                emails,
-                {"state": MessageState.SENT.value, "sent_at": at, "lease_until": None},
-                at,
-                "sent",
-            )
-            apply(
-                session,
-                sent,
-                {"state": MessageState.DELIVERED.value, "delivered_at": at},
-                at,
-                "delivered",
-            )
-
-        await self._db.run_write(work)
-        return True
-
-    def _claim_messages(self, session: Session) -> list[Row]:
-        now = self._clock.now()
-        query = (
-            select(_m.id)
-            .join(requests_table, _r.id == _m.message_request_id)
-            .where(
-                _r.state == RequestState.TRANSMITTING.value,
-                or_(
-                    _m.state == MessageState.CREATED.value,
-                    and_(_m.state == MessageState.SCHEDULED.value, _m.scheduled_at <= now),
-                ),
-                or_(_m.lease_until.is_(None), _m.lease_until <= now),
-            )
-            .limit(self._dispatch_batch)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=messages_table, skip_locked=True)
-        ids = list(session.execute(query).scalars())
-        if not ids:
-            return []
-        statement = (
-            update(messages_table)
-            .where(_m.id.in_(ids))
-            .values(lease_until=now + self._lease)
-            .returning(*messages_table.c)
-        )
-        return list(session.execute(statement).mappings())
-
-    async def _record_receipts(self, receipts: Sequence[Receipt]) -> None:
-        def work(session: Session) -> None:
-            at = self._clock.now()
-            ids = [r.message_id for r in receipts]
-            rows = {
-                r["id"]: r
-                for r in session.execute(
-                    select(messages_table).where(
-                        _m.id.in_(ids), _m.state == MessageState.SENT.value
-                    )
-                ).mappings()
-            }
-            delivered = [
-                rows[r.message_id] for r in receipts if r.message_id in rows and r.delivered
-            ]
-            failed = [
-                rows[r.message_id] for r in receipts if r.message_id in rows and not r.delivered
-            ]
-            self._messages.apply(
-                session,
-                delivered,
-                {"state": MessageState.DELIVERED.value, "delivered_at": at},
-                at,
-                "delivered",
-            )
-            self._messages.apply(
-                session,
-                failed,
-                {"state": MessageState.FAILED.value, "failure_code": FailureCode.OTHER.value},
-                at,
-                "failed",
-            )
 
         await self._db.run_write(work)
 
@@ -439,6 +252,7 @@ class MessageRequestWorker:
         self._messages.apply(
             session, list(paused), {"state": MessageState.EXPIRED.value}, now, "expired"
         )
+        queue.discard(session, self._requests.message_ids(request_id, [MessageState.EXPIRED.value]))
         del row
 
 

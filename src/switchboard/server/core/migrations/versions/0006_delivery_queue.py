@@ -91,6 +91,33 @@ def upgrade() -> None:
         FROM communication_deliveries WHERE status IN ('ACCEPTED', 'SCHEDULED', 'SENT')
         """
     )
+    # Messages of requests that are not transmitting yet (or paused) wait HELD.
+    op.execute(
+        """
+        INSERT INTO delivery_queue (id, kind, org_id, channel, route, fallback_routes, sender,
+            destination, country, zones, "window", class_id, priority, state, due_at,
+            expires_at, lease_until, attempts, provider_message_id, created_at)
+        SELECT m.id, 'message', m.org_id,
+            CASE WHEN m.to_address LIKE '%@%' THEN 'email' ELSE 'sms' END,
+            COALESCE(NULLIF(t.gateway_id, ''),
+                CASE WHEN m.to_address LIKE '%@%' THEN 'smtp-default' ELSE 'sms-default' END),
+            '', m.from_address, m.to_address, '', '',
+            CASE WHEN COALESCE(s.class_id, '') = '' THEN '' ELSE 'class:' || s.class_id END,
+            COALESCE(s.class_id, ''), 1,
+            CASE
+                WHEN m.state = 'SENT' THEN 'SENT'
+                WHEN m.state <> 'PAUSED' AND r.state = 'TRANSMITTING' THEN 'QUEUED'
+                ELSE 'HELD'
+            END,
+            COALESCE(m.scheduled_at, m.created_at), m.expires_at, NULL, 0,
+            m.external_transaction_ids, m.created_at
+        FROM messages m
+        JOIN message_requests r ON r.id = m.message_request_id
+        LEFT JOIN messaging_sender_ids s ON s.id = m.customer_sender_id
+        LEFT JOIN messaging_sender_id_types t ON t.id = s.type_id
+        WHERE m.state IN ('CREATED', 'SCHEDULED', 'PAUSED', 'SENT')
+        """
+    )
 
 
 def downgrade() -> None:

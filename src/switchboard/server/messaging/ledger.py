@@ -1,0 +1,173 @@
+"""Message requests' side of the delivery engine: each message's content and states.
+
+A message's queue row is written with the message (HELD) and released (QUEUED) when its request
+starts TRANSMITTING, or when a PAUSED request is resumed; canceled and expired messages take
+their rows with them. From the queue a message goes CREATED/SCHEDULED → SENT → DELIVERED or
+FAILED (by receipt), or FAILED when refused, EXPIRED past its `expiry_time`, SCHEDULED again
+while its sender class's window is closed. Each change goes through `MessageService.apply`:
+a `message.*` event and the request's counters, in the engine's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from switchboard.server.communications.delivery import Outbound
+from switchboard.server.delivery.engine import Failure, FailureKind, Prepared, Row
+from switchboard.server.delivery.models import QueueKind
+from switchboard.server.messaging.messages import (
+    FailureCode,
+    MessageService,
+    MessageState,
+    messages_table,
+)
+from switchboard.server.providers.base import Receipt, SubmitResult
+from switchboard.server.sms.phone import InvalidNumber, classify
+
+_m = messages_table.c
+WAITING = (MessageState.CREATED.value, MessageState.SCHEDULED.value)
+
+
+def _ids(provider_message_id: str | None) -> str:
+    return (provider_message_id or "")[:1024]
+
+
+def _text(error: str | None) -> str:
+    return (error or "")[:1024]
+
+
+def _channel(address: str) -> str:
+    return "email" if "@" in address else "sms"
+
+
+class MessageLedger:
+    kind = QueueKind.MESSAGE.value
+
+    def __init__(self, messages: MessageService) -> None:
+        self._messages = messages
+
+    def _current(self, session: Session, ids: Sequence[str], states: Sequence[str]) -> list[Row]:
+        query = select(messages_table).where(_m.id.in_(list(ids)), _m.state.in_(list(states)))
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        return [dict(r) for r in session.execute(query).mappings()]
+
+    def prepare(self, session: Session, rows: Sequence[Row]) -> dict[str, Prepared]:
+        prepared: dict[str, Prepared] = {}
+        for m in self._current(session, [r["id"] for r in rows], WAITING):
+            channel = _channel(m["to_address"])
+            to_type = ""
+            if channel == "sms":  # providers judge numbers by their type (mobile, fixed line…)
+                try:
+                    to_type = classify(m["to_address"]).type
+                except InvalidNumber as exc:
+                    prepared[m["id"]] = Prepared(failure=str(exc))
+                    continue
+            prepared[m["id"]] = Prepared(
+                Outbound(
+                    delivery_id=m["id"],
+                    org_id=m["org_id"],
+                    channel=channel,
+                    to=m["to_address"],
+                    to_type=to_type,
+                    sender=m["from_address"],
+                    subject=m["subject"],
+                    content=m["body"],
+                )
+            )
+        return prepared
+
+    def scheduled(self, session: Session, rows: Sequence[Row], now: datetime) -> None:
+        due = {r["id"]: r["due_at"] for r in rows}
+        current = self._current(session, list(due), WAITING)
+        self._messages.apply(
+            session,
+            current,
+            {"state": MessageState.SCHEDULED.value},
+            now,
+            "scheduled",
+            per_row={m["id"]: {"scheduled_at": due[m["id"]]} for m in current},
+        )
+
+    def sent(
+        self, session: Session, results: Sequence[tuple[Row, SubmitResult]], now: datetime
+    ) -> None:
+        ids = {row["id"]: result for row, result in results}
+        current = self._current(session, list(ids), WAITING)
+        self._messages.apply(
+            session,
+            current,
+            {"state": MessageState.SENT.value, "sent_at": now, "lease_until": None},
+            now,
+            "sent",
+            per_row={
+                m["id"]: {
+                    "external_transaction_ids": (ids[m["id"]].provider_message_id or "")[:1024]
+                }
+                for m in current
+            },
+        )
+
+    def failed(self, session: Session, failures: Sequence[Failure], now: datetime) -> None:
+        by_id = {f.row["id"]: f for f in failures}
+        current = self._current(session, list(by_id), WAITING)
+        per_row: dict[str, dict[str, Any]] = {}
+        for message in current:
+            failure = by_id[message["id"]]
+            # Refused by the provider, or not a number we can send to: the recipient's fault.
+            code = (
+                FailureCode.INVALID_RECIPIENT
+                if failure.kind in (FailureKind.REFUSED, FailureKind.UNREADABLE)
+                else FailureCode.OTHER
+            )
+            per_row[message["id"]] = {
+                "failure_code": code.value,
+                "failure_details": failure.error[:1024],
+            }
+        self._messages.apply(
+            session,
+            current,
+            {"state": MessageState.FAILED.value, "lease_until": None},
+            now,
+            "failed",
+            per_row=per_row,
+        )
+
+    def expired(self, session: Session, rows: Sequence[Row], now: datetime) -> None:
+        current = self._current(session, [r["id"] for r in rows], WAITING)
+        self._messages.apply(
+            session, current, {"state": MessageState.EXPIRED.value}, now, "expired"
+        )
+
+    def receipted(
+        self, session: Session, receipts: Sequence[tuple[Row, Receipt]], now: datetime
+    ) -> None:
+        by_id = {row["id"]: receipt for row, receipt in receipts}
+        current = self._current(session, list(by_id), [MessageState.SENT.value])
+        delivered = [m for m in current if by_id[m["id"]].delivered]
+        failed = [m for m in current if not by_id[m["id"]].delivered]
+        self._messages.apply(
+            session,
+            delivered,
+            {"state": MessageState.DELIVERED.value, "delivered_at": now},
+            now,
+            "delivered",
+        )
+        self._messages.apply(
+            session,
+            failed,
+            {"state": MessageState.FAILED.value, "failure_code": FailureCode.OTHER.value},
+            now,
+            "failed",
+            per_row={
+                m["id"]: {"failure_details": (by_id[m["id"]].error or "")[:1024]} for m in failed
+            },
+        )
+
+
+__all__ = ["WAITING", "MessageLedger"]
