@@ -225,8 +225,12 @@ class FastAccessService:
         def work(session: Session) -> None:
             current = self._locked(session, org_id, rule_id)
             session.execute(delete(rules_table).where(_r.id == rule_id))
+            # Flag the remaining rules with a fresh updated_at: a pass already running read the
+            # old one, so it cannot clear this request when it finishes.
             remaining = session.connection().execute(
-                update(rules_table).where(_r.org_id == org_id).values(reapply_pending=True)
+                update(rules_table)
+                .where(_r.org_id == org_id)
+                .values(reapply_pending=True, updated_at=now)
             )
             if not remaining.rowcount:
                 cleared = dict.fromkeys(("fast_access", *SLOTS))
@@ -257,19 +261,24 @@ class FastAccessService:
 
     # -- the re-derivation pass ----------------------------------------------------------------
 
-    async def pending(self) -> list[tuple[str, str, int]]:
-        """(org, rule id, version) of rules whose contacts still need re-deriving."""
+    async def pending(self) -> list[tuple[str, str, tuple[int, datetime]]]:
+        """(org, rule id, mark) of rules whose contacts still need re-deriving; the mark is
+        what `mark_applied` compares, so a request made during the pass is not lost."""
         async with self._db.read() as session:
-            query = select(_r.org_id, _r.id, _r.version).where(_r.reapply_pending.is_(True))
-            return [(r[0], r[1], r[2]) for r in await session.execute(query)]
+            query = select(_r.org_id, _r.id, _r.version, _r.updated_at).where(
+                _r.reapply_pending.is_(True)
+            )
+            return [(r[0], r[1], (r[2], r[3])) for r in await session.execute(query)]
 
-    async def mark_applied(self, rule_id: str, version: int) -> None:
-        """Clear the flag, unless the rule changed again meanwhile (then another pass runs)."""
+    async def mark_applied(self, rule_id: str, mark: tuple[int, datetime]) -> None:
+        """Clear the flag, unless the rule changed or was flagged again meanwhile (a sibling
+        rule's deletion touches `updated_at`): then another pass runs."""
+        version, updated_at = mark
 
         def work(session: Session) -> None:
             session.execute(
                 update(rules_table)
-                .where(_r.id == rule_id, _r.version == version)
+                .where(_r.id == rule_id, _r.version == version, _r.updated_at == updated_at)
                 .values(reapply_pending=False)
             )
 

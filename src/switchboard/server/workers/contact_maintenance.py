@@ -74,9 +74,9 @@ class ContactMaintenance:
 
     async def run_once(self) -> None:
         """One pass: re-derive flagged rules' orgs, then recount stale DYNAMIC groups."""
-        for org_id, rule_id, version in await self._fast_access.pending():
+        for org_id, rule_id, mark in await self._fast_access.pending():
             await self._rederive(org_id)
-            await self._fast_access.mark_applied(rule_id, version)
+            await self._fast_access.mark_applied(rule_id, mark)
         for group in await self._groups.stale_groups():
             await self._groups.recount(group)
 
