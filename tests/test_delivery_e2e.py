@@ -131,6 +131,11 @@ async def test_message_request_over_smpp_and_mo_stop(app: Application, smsc: Sms
     await _until_states(app, first, {"DELIVERED"})
     [mt] = [m for m in smsc.messages() if m["text"] == "Sale!"]
     assert mt["source"].lstrip("+") == address.lstrip("+")
+    async with app.db.read() as session:
+        price = (
+            await session.execute(select(_m.price).where(_m.message_request_id == first))
+        ).scalar_one()
+    assert price == 0.0079  # one GSM-7 segment to the US, from the reference rate table
     counters = await requests.get(org, first)
     assert counters["state"] == "COMPLETED"
     assert (counters["sent_count"], counters["delivered_count"]) == (1, 1)

@@ -124,4 +124,8 @@ async def test_peak_throughput_caps_the_send_rate(app: Application) -> None:
     )
     assert busiest <= 10, busiest  # never more than the burst plus one second's rate
     rate = (count - 5) / span
+    print(
+        f"\nthroughput cap 5/s: {count} sent in {span:.2f} s, {rate:.2f}/s after the burst, "
+        f"at most {busiest} in any second"
+    )
     assert rate <= 5.5, rate

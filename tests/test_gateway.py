@@ -15,6 +15,7 @@ from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.context import HTTP_STATUS_HEADER, set_http_status
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
+from switchboard.server.delivery.outbox import Outbox
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from tests.conftest import TEST_SECRET
 
@@ -32,7 +33,9 @@ async def stub() -> AsyncIterator[diagnostics_service_pb2_grpc.DiagnosticsServic
     tokens = TokenService(TEST_SECRET, SystemClock())
     service = pb.DESCRIPTOR.services_by_name["DiagnosticsService"]
     server = grpc.aio.server(interceptors=[RpcGateway(tokens, AccessPolicy([service]))])
-    diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(AcceptedPing(), server)
+    diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
+        AcceptedPing(Outbox()), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

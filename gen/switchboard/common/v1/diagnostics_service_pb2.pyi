@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -16,6 +18,112 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ListOutboxRequest(_message.Message):
+    """Request for ListOutbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Most entries to return (default 100, at most 1000)."""
+    channel: _builtins.str
+    """Only this channel: `sms`, `email` or `whatsapp`."""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        channel: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOutboxRequest: _TypeAlias = ListOutboxRequest  # noqa: Y015
+
+@_typing.final
+class ListOutboxResponse(_message.Message):
+    """Response for ListOutbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutboxEntry]:
+        """Newest first. Output only."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___OutboxEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOutboxResponse: _TypeAlias = ListOutboxResponse  # noqa: Y015
+
+@_typing.final
+class OutboxEntry(_message.Message):
+    """One message a sandbox route took."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    HANDED_TIME_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The message's id: an SMS API `apiMessageId`, a message id, or a communication delivery id."""
+    kind: _builtins.str
+    """Which API it came from: `sms`, `message` or `communication`."""
+    channel: _builtins.str
+    """`sms`, `email` or `whatsapp`."""
+    route: _builtins.str
+    """The route that took it (see SWITCHBOARD_ROUTES)."""
+    to: _builtins.str
+    """Destination address."""
+    sender: _builtins.str
+    """Source address or sender name."""
+    subject: _builtins.str
+    """Email subject."""
+    content: _builtins.str
+    """The text (communications: masked as stored)."""
+    @_builtins.property
+    def handed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the route took it. Output only."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        route: _builtins.str = ...,
+        to: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        content: _builtins.str = ...,
+        handed_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handed_time", b"handed_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "content", b"content", "handed_time", b"handed_time", "kind", b"kind", "message_id", b"message_id", "route", b"route", "sender", b"sender", "subject", b"subject", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboxEntry: _TypeAlias = OutboxEntry  # noqa: Y015
 
 @_typing.final
 class PingRequest(_message.Message):

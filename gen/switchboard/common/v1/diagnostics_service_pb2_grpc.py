@@ -40,6 +40,11 @@ class DiagnosticsServiceStub:
                 request_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingRequest.SerializeToString,
                 response_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.ListOutbox = channel.unary_unary(
+                '/switchboard.common.v1.DiagnosticsService/ListOutbox',
+                request_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.FromString,
+                _registered_method=True)
 
 
 class DiagnosticsServiceServicer:
@@ -54,6 +59,15 @@ class DiagnosticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOutbox(self, request, context):
+        """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
+        route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
+        server's memory (the last 1,000 of all orgs); communications show their masked rendering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiagnosticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +75,11 @@ def add_DiagnosticsServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingRequest.FromString,
                     response_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingResponse.SerializeToString,
+            ),
+            'ListOutbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOutbox,
+                    request_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +110,33 @@ class DiagnosticsService:
             '/switchboard.common.v1.DiagnosticsService/Ping',
             switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingRequest.SerializeToString,
             switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOutbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.common.v1.DiagnosticsService/ListOutbox',
+            switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,11 @@ class DiagnosticsServiceStub:
     """Does nothing but authenticate the caller. Benchmarks use it as the ceiling for any RPC of the
     same server; clients use it to check a token.
     """
+    ListOutbox: _grpc.UnaryUnaryMultiCallable[_diagnostics_service_pb2.ListOutboxRequest, _diagnostics_service_pb2.ListOutboxResponse]
+    """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
+    route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
+    server's memory (the last 1,000 of all orgs); communications show their masked rendering.
+    """
 
 @_typing.type_check_only
 class DiagnosticsServiceAsyncStub(DiagnosticsServiceStub):
@@ -46,6 +51,11 @@ class DiagnosticsServiceAsyncStub(DiagnosticsServiceStub):
     Ping: _aio.UnaryUnaryMultiCallable[_diagnostics_service_pb2.PingRequest, _diagnostics_service_pb2.PingResponse]  # type: ignore[assignment]
     """Does nothing but authenticate the caller. Benchmarks use it as the ceiling for any RPC of the
     same server; clients use it to check a token.
+    """
+    ListOutbox: _aio.UnaryUnaryMultiCallable[_diagnostics_service_pb2.ListOutboxRequest, _diagnostics_service_pb2.ListOutboxResponse]  # type: ignore[assignment]
+    """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
+    route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
+    server's memory (the last 1,000 of all orgs); communications show their masked rendering.
     """
 
 class DiagnosticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -59,6 +69,17 @@ class DiagnosticsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_diagnostics_service_pb2.PingResponse, _abc.Awaitable[_diagnostics_service_pb2.PingResponse]]:
         """Does nothing but authenticate the caller. Benchmarks use it as the ceiling for any RPC of the
         same server; clients use it to check a token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOutbox(
+        self,
+        request: _diagnostics_service_pb2.ListOutboxRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_diagnostics_service_pb2.ListOutboxResponse, _abc.Awaitable[_diagnostics_service_pb2.ListOutboxResponse]]:
+        """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
+        route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
+        server's memory (the last 1,000 of all orgs); communications show their masked rendering.
         """
 
 def add_DiagnosticsServiceServicer_to_server(servicer: DiagnosticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

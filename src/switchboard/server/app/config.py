@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     dispatcher_poll_seconds: float = Field(
         default=1.0, description="How often workers look for due work without a wake-up."
     )
+    dispatcher_batch: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        description="Messages the delivery engine claims per round: larger batches go faster, "
+        "and are also the most a crash can make a provider receive twice.",
+    )
     dispatcher_max_attempts: int = Field(
         default=5, description="Submits per message before a transient failure becomes FAILED."
     )

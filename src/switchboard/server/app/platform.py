@@ -86,6 +86,9 @@ Watch delivery events (Server-Sent Events; accepted → sent → delivered):
 Read one message's status:
   curl -s {http}/communication/message/sms/<apiMessageId> -H "Authorization: Bearer $TOKEN"
 
+See what the sandbox "sent" (every route is a sandbox until SWITCHBOARD_ROUTES configures it):
+  curl -s {http}/diagnostics/outbox -H "Authorization: Bearer $TOKEN"
+
 Contacts, groups and consent (snake_case JSON; lists are bare arrays):
   curl -s {http}/contacts -H "Authorization: Bearer $TOKEN" \\
     -d '{{"external_id":"crm-1","first_name":"Ana","primary_mdn":"+34600111222"}}'

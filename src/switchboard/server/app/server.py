@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
+from switchboard.common.v1 import (
+    diagnostics_service_pb2,
+    diagnostics_service_pb2_grpc,
+    webhooks_service_pb2,
+    webhooks_service_pb2_grpc,
+)
 from switchboard.communications.v1 import (
     communications_service_pb2,
     communications_service_pb2_grpc,
@@ -39,7 +44,8 @@ from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.engine import DeliveryEngine
 from switchboard.server.delivery.policies import Policies
-from switchboard.server.delivery.routes import build_routes
+from switchboard.server.delivery.routes import build_routes, webhook_auth
+from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
@@ -51,6 +57,7 @@ from switchboard.server.sms.servicer import SmsServicer
 from switchboard.server.templates.service import CommunicationTypeService, TemplateService
 from switchboard.server.templates.servicer import TemplatesServicer
 from switchboard.server.templates.wiring import TemplatesDomain, build_templates_domain
+from switchboard.server.webhooks.servicer import WebhooksServicer
 
 log = logging.getLogger("switchboard.server")
 
@@ -59,6 +66,7 @@ SERVICES = (
     contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
     messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"],
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
+    webhooks_service_pb2.DESCRIPTOR.services_by_name["WebhooksService"],
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
 )
@@ -116,7 +124,15 @@ class Application:
             MessagingServicer(self.messaging), server
         )
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
-            DiagnosticsServicer(), server
+            DiagnosticsServicer(self.delivery.outbox), server
+        )
+        webhooks = Webhooks(
+            self.delivery.routes,
+            webhook_auth(self.settings.routes),
+            on_read=self.messaging.messages.mark_read,
+        )
+        webhooks_service_pb2_grpc.add_WebhooksServiceServicer_to_server(
+            WebhooksServicer(webhooks), server
         )
         templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
             TemplatesServicer(self.templates_domain), server
@@ -202,7 +218,14 @@ def build_application(
         providers=communication_providers,
     )
     messaging = build_messaging_domain(
-        db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings, contacts=contacts
+        db=db,
+        events=events,
+        feed=feed,
+        bus=bus,
+        clock=clock,
+        settings=settings,
+        contacts=contacts,
+        short_urls=communications.short_urls,
     )
     # Every route is a sandbox unless SWITCHBOARD_ROUTES configures it; callers (tests) may
     # replace the SMS API's channels and the communications' channels with providers of theirs.
@@ -221,6 +244,7 @@ def build_application(
         ledgers=[SmsLedger(repository, events), communications.ledger, messaging.ledger],
         inbound=messaging.inbound.receive,
         poll_seconds=settings.dispatcher_poll_seconds,
+        batch_size=settings.dispatcher_batch,
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )

@@ -264,6 +264,10 @@ class SmsChannel(ChannelProvider):
     def healthy(self) -> bool:
         return self.provider.healthy()
 
+    @property
+    def sandbox(self) -> bool:
+        return bool(getattr(self.provider, "sandbox", False))
+
 
 def _email_problem(message: Outbound) -> str | None:
     for address in message.recipients or (message.to,):
@@ -282,6 +286,8 @@ def _whatsapp_problem(message: Outbound) -> str | None:
 class SandboxChannel(ChannelProvider):
     """A provider that needs no account: accepts, then reports DELIVERED after `delay` seconds;
     refuses what `problem` names (permanently, as a real provider would)."""
+
+    sandbox = True  # what it takes shows in the dev outbox
 
     def __init__(self, name: str, delay: float, problem: Callable[[Outbound], str | None]) -> None:
         self.name = name

@@ -54,7 +54,9 @@ class CommunicationLedger:
         prepared: dict[str, Prepared] = {}
         for delivery in session.connection().execute(query).mappings():
             try:
-                prepared[delivery["id"]] = Prepared(self._outbound(delivery))
+                # The dev outbox shows the masked rendering, never the sealed one.
+                outbound = self._outbound(delivery)
+                prepared[delivery["id"]] = Prepared(outbound, shown=delivery["content"])
             except (InvalidToken, ValueError, KeyError) as exc:
                 log.warning(
                     "sealed content unreadable",

@@ -121,6 +121,8 @@ class ShortUrlRecord(SQLModel, table=True):
     long_url: str = Field(sa_type=Text)
     custom_suffix: bool = False
     communication_id: str = Field(default="", max_length=64)
+    # A tracked link of one message (message requests' `track_links`): its click converts it.
+    message_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     click_count: int = 0
     created_agent: str = Field(default="", max_length=256)
     updated_agent: str = Field(default="", max_length=256)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,10 +69,14 @@ class NewShortUrl:
 
     code: str
     long_url: str
-    communication_id: str
+    communication_id: str = ""
+    message_id: str = ""  # a tracked link of one message (message requests' track_links)
 
 
 class ShortUrlService:
+    # Messaging's hook: a tracked link of a message was clicked (inside the click's transaction).
+    on_message_click: Callable[[Session, str, str, datetime], None] | None = None
+
     def __init__(self, *, db: Database, events: EventLog, clock: Clock, base_url: str) -> None:
         self._db = db
         self._events = events
@@ -172,6 +176,7 @@ class ShortUrlService:
                     "long_url": link.long_url,
                     "custom_suffix": False,
                     "communication_id": link.communication_id,
+                    "message_id": link.message_id,
                     "click_count": 0,
                     "created_agent": agent,
                     "updated_agent": agent,
@@ -205,6 +210,8 @@ class ShortUrlService:
             self._events.append(
                 session, [NewEvent(row["org_id"], CLICKED, row["id"], payload, now)]
             )
+            if row["message_id"] and self.on_message_click is not None:
+                self.on_message_click(session, row["org_id"], row["message_id"], now)
             return str(row["long_url"])
 
         target = await self._db.run_write(work) if code else None

@@ -66,6 +66,12 @@ class AttachmentTooBig(InvalidArgument):
     reason = Reason.ERROR_REASON_ATTACHMENT_TOO_BIG
 
 
+class InvalidTrackingUrl(InvalidArgument):
+    """A message request's `track_links` body with a URL that cannot be tracked (1020)."""
+
+    reason = Reason.ERROR_REASON_INVALID_TRACKING_URL
+
+
 class InvalidCriteria(InvalidArgument):
     """A dynamic group's (or a list's) criteria expression is not valid (1017)."""
 
@@ -186,6 +192,7 @@ __all__ = [
     "InternalError",
     "InvalidArgument",
     "InvalidCriteria",
+    "InvalidTrackingUrl",
     "MessageTooLarge",
     "NotFound",
     "PaymentRequired",

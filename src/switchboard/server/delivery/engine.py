@@ -40,6 +40,7 @@ from switchboard.server.core.events import EventBus, wait_for
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import QueueState
+from switchboard.server.delivery.outbox import Outbox, OutboxEntry
 from switchboard.server.delivery.policies import Policies
 from switchboard.server.delivery.throughput import Throughput
 from switchboard.server.delivery.windows import next_opening
@@ -61,6 +62,7 @@ class Prepared:
 
     outbound: Outbound | None = None
     failure: str = ""
+    shown: str | None = None  # what the dev outbox shows instead of the content (masked)
 
 
 DROP = Prepared()
@@ -120,6 +122,7 @@ class _Round:
     scheduled: list[Row] = field(default_factory=list)  # due_at = the window's opening
     deferred: list[Row] = field(default_factory=list)  # due_at = when to look again
     ready: dict[str, list[tuple[Row, Outbound]]] = field(default_factory=dict)  # by route
+    shown: dict[str, str] = field(default_factory=dict)  # dev outbox text, by row id
     results: list[tuple[Row, SubmitResult]] = field(default_factory=list)
 
 
@@ -158,6 +161,7 @@ class DeliveryEngine:
         self._outage_retry = timedelta(seconds=outage_retry_seconds)
         self._min_claim_interval = min_claim_interval
         self.throughput = Throughput()
+        self.outbox = Outbox()
         # Writes share the process writer's transactions (and group commits) with accepts.
         self._claims = writer.channel("delivery-claim", self._claim)
         self._outcomes = writer.channel("delivery-outcomes", self._record)
@@ -230,6 +234,7 @@ class DeliveryEngine:
                 log.exception("delivery decision failed", extra={"id": row["id"]})
                 work.deferred.append({**row, "due_at": now + self._outage_retry})
         work.results = await self._submit(work.ready)
+        self._to_outbox(work)
         await self._outcomes.submit(work)
         return len(claimed)
 
@@ -287,6 +292,8 @@ class DeliveryEngine:
             return
         outbound = prepared.outbound
         work.ready.setdefault(route, []).append(({**row, "route": route}, outbound))
+        if prepared.shown is not None:
+            work.shown[row["id"]] = prepared.shown
 
     async def _submit(
         self, ready: Mapping[str, list[tuple[Row, Outbound]]]
@@ -308,6 +315,32 @@ class DeliveryEngine:
                 (row, result) for (row, _), result in zip(ready[route], answer, strict=True)
             )
         return results
+
+    def _to_outbox(self, work: _Round) -> None:
+        """Sandbox routes' accepted messages, for the dev outbox."""
+        sandboxes = {r for r in work.ready if getattr(self.routes[r], "sandbox", False)}
+        if not sandboxes:
+            return
+        outbound = {row["id"]: message for r in sandboxes for row, message in work.ready[r]}
+        now = self._clock.now()
+        for row, result in work.results:
+            message = outbound.get(row["id"])
+            if message is None or not result.accepted:
+                continue
+            self.outbox.add(
+                OutboxEntry(
+                    org_id=row["org_id"],
+                    message_id=row["id"],
+                    kind=row["kind"],
+                    channel=row["channel"],
+                    route=row["route"],
+                    to=message.to,
+                    sender=message.sender,
+                    subject=message.subject,
+                    content=work.shown.get(row["id"], message.content),
+                    handed_at=now,
+                )
+            )
 
     # -- recording -------------------------------------------------------------------------------
 

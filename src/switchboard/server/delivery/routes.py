@@ -16,14 +16,16 @@ until configured, so a fresh install sends (to the dev outbox) without any accou
     }'
 
 `type` is one of sandbox, smpp, clickatell, grandcom, smtp, whatsapp; the other keys are the
-provider's constructor parameters (a misspelt one is an error naming it, at start-up). `same_as`
-shares one provider (one SMPP bind, one SMTP pool) between names.
+provider's constructor parameters (a misspelt one is an error naming it, at start-up), plus
+`webhook_secret` and `webhook_verify_token` for providers that call back (delivery/webhooks.py).
+`same_as` shares one provider (one SMPP bind, one SMTP pool) between names.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from switchboard.server.communications.delivery import ChannelProvider, SandboxChannel, SmsChannel
@@ -49,8 +51,30 @@ _CHANNEL_TYPES: dict[str, Callable[..., ChannelProvider]] = {
 }
 
 
+WEBHOOK_KEYS = ("webhook_secret", "webhook_verify_token")
+
+
 class RouteConfigError(ValueError):
     """A route in SWITCHBOARD_ROUTES that cannot be built; the message names it."""
+
+
+@dataclass(frozen=True)
+class WebhookAuth:
+    """How a route's provider callbacks authenticate (see delivery/webhooks.py)."""
+
+    secret: str = ""
+    verify_token: str = ""
+
+
+def webhook_auth(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, WebhookAuth]:
+    """The routes that take webhooks, and their secrets."""
+    return {
+        name: WebhookAuth(
+            str(spec.get("webhook_secret", "")), str(spec.get("webhook_verify_token", ""))
+        )
+        for name, spec in configured.items()
+        if spec.get("webhook_secret")
+    }
 
 
 def sandbox_routes(delay: float) -> dict[str, ChannelProvider]:
@@ -93,6 +117,8 @@ def build_routes(
 
 def _build(name: str, spec: dict[str, Any], delay: float) -> ChannelProvider:
     kind = spec.pop("type", None)
+    for key in WEBHOOK_KEYS:  # the webhook layer's, not the provider's
+        spec.pop(key, None)
     if kind == "sandbox":
         channel = spec.pop("channel", "sms")
         _no_extra(name, spec)
@@ -135,6 +161,8 @@ __all__ = [
     "SMS_ROUTES",
     "WHATSAPP_ROUTES",
     "RouteConfigError",
+    "WebhookAuth",
     "build_routes",
     "sandbox_routes",
+    "webhook_auth",
 ]

@@ -48,6 +48,7 @@ TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.communications.v1.CommunicationsService",
     "switchboard.common.v1.DiagnosticsService",
     "switchboard.templates.v1.TemplatesService",
+    "switchboard.common.v1.WebhooksService",
 )
 
 #: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list

@@ -28,6 +28,12 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from switchboard.server.communications.short_urls import (
+    LINK_CODE_LENGTH,
+    NewShortUrl,
+    ShortUrlService,
+    random_code,
+)
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.consent import ConsentDecision, ConsentService
 from switchboard.server.contacts.groups import membership
@@ -40,6 +46,7 @@ from switchboard.server.core.ids import new_id
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind, QueueState
 from switchboard.server.delivery.recipients import country_and_zones
+from switchboard.server.messaging import tracking
 from switchboard.server.messaging.content_common import Row
 from switchboard.server.messaging.ledger import WAITING
 from switchboard.server.messaging.message_requests import (
@@ -116,6 +123,7 @@ class Fanout:
         senders: SenderService,
         consent: ConsentService,
         requests: MessageRequestService,
+        short_urls: ShortUrlService | None = None,
         batch: int = 1000,
     ) -> None:
         self._db = db
@@ -124,6 +132,7 @@ class Fanout:
         self._senders = senders
         self._consent = consent
         self._requests = requests
+        self._short_urls = short_urls
         self.batch = max(1, batch)
 
     async def plan(self, request: Row) -> Plan:
@@ -328,6 +337,25 @@ class Fanout:
             rows.append(row)
         return rows
 
+    def track(self, plan: Plan, rows: list[dict[str, Any]]) -> list[NewShortUrl]:
+        """With `track_links`: each message to be sent gets its own short link for every URL of
+        its body (the body is rewritten in place); returns the links to store with them."""
+        if not plan.request["track_links"] or self._short_urls is None:
+            return []
+        links: list[NewShortUrl] = []
+        for row in rows:
+            if row["state"] not in _QUEUED_STATES:
+                continue
+
+            def shorten(url: str, message_id: str = row["id"]) -> str:
+                assert self._short_urls is not None
+                code = random_code(LINK_CODE_LENGTH)
+                links.append(NewShortUrl(code, url, message_id=message_id))
+                return self._short_urls.link(code)
+
+            row["body"] = tracking.personalise(row["body"], shorten)
+        return links
+
     def queue_rows(
         self, plan: Plan, rows: list[dict[str, Any]], recipients: list[Recipient]
     ) -> list[dict[str, Any]]:
@@ -377,6 +405,7 @@ class Fanout:
         now: datetime,
         lease_until: datetime | None,
         queue_rows: list[dict[str, Any]] | None = None,
+        links: list[NewShortUrl] | None = None,
     ) -> Row:
         """Insert the batch's messages (and their HELD queue rows) and move the resume point;
         FanoutLost if the request is no longer this worker's."""
@@ -397,6 +426,11 @@ class Fanout:
             values["failed_count"] = _r.failed_count + len(failed.intersection(inserted))
             kept = set(inserted)
             queue.enqueue(session, [q for q in queue_rows or [] if q["id"] in kept])
+            tracked = [link for link in links or [] if link.message_id in kept]
+            if tracked and self._short_urls is not None:
+                self._short_urls.insert_for_communication(
+                    session, request["org_id"], "message-request", tracked, now
+                )
         statement = (
             update(requests_table)
             .where(

@@ -26,6 +26,7 @@ from switchboard.server.messaging.messages import (
     MessageState,
     messages_table,
 )
+from switchboard.server.messaging.rates import Rates
 from switchboard.server.providers.base import Receipt, SubmitResult
 from switchboard.server.sms.phone import InvalidNumber, classify
 
@@ -48,8 +49,9 @@ def _channel(address: str) -> str:
 class MessageLedger:
     kind = QueueKind.MESSAGE.value
 
-    def __init__(self, messages: MessageService) -> None:
+    def __init__(self, messages: MessageService, rates: Rates) -> None:
         self._messages = messages
+        self._rates = rates
 
     def _current(self, session: Session, ids: Sequence[str], states: Sequence[str]) -> list[Row]:
         query = select(messages_table).where(_m.id.in_(list(ids)), _m.state.in_(list(states)))
@@ -98,6 +100,7 @@ class MessageLedger:
         self, session: Session, results: Sequence[tuple[Row, SubmitResult]], now: datetime
     ) -> None:
         ids = {row["id"]: result for row, result in results}
+        countries = {row["id"]: row["country"] for row, _ in results}
         current = self._current(session, list(ids), WAITING)
         self._messages.apply(
             session,
@@ -107,7 +110,10 @@ class MessageLedger:
             "sent",
             per_row={
                 m["id"]: {
-                    "external_transaction_ids": (ids[m["id"]].provider_message_id or "")[:1024]
+                    "external_transaction_ids": _ids(ids[m["id"]].provider_message_id),
+                    "price": self._rates.price(
+                        _channel(m["to_address"]), countries[m["id"]], m["body"]
+                    ),
                 }
                 for m in current
             },
@@ -164,9 +170,7 @@ class MessageLedger:
             {"state": MessageState.FAILED.value, "failure_code": FailureCode.OTHER.value},
             now,
             "failed",
-            per_row={
-                m["id"]: {"failure_details": (by_id[m["id"]].error or "")[:1024]} for m in failed
-            },
+            per_row={m["id"]: {"failure_details": _text(by_id[m["id"]].error)} for m in failed},
         )
 
 

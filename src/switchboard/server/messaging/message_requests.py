@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, Table, select, update
+from sqlalchemy import ColumnElement, Index, Table, false, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -57,6 +57,7 @@ from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
+from switchboard.server.messaging import tracking
 from switchboard.server.messaging.attachments import AttachmentService
 from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
 from switchboard.server.messaging.message_templates import (
@@ -159,6 +160,7 @@ class MessageRequestRecord(SQLModel, table=True):
     src_language: str = Field(default="en", max_length=35)
     dst_language: str = Field(default="", max_length=35)
     translate: bool = False
+    track_links: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     content_type: str = Field(default="", max_length=128)
     fanout_stage: int = 0  # resume point of the fan-out: the target being expanded…
     fanout_after: str = Field(default="", max_length=64)  # …and the last contact id done
@@ -264,6 +266,7 @@ def snapshot(row: Row) -> Snapshot:
         "src_language": row["src_language"],
         "dst_language": row["dst_language"],
         "translate": row["translate"],
+        "track_links": row["track_links"],
         "translations_count": 0,
         "translations_failed_count": 0,
         "translations_performed_count": 0,
@@ -440,6 +443,7 @@ class MessageRequestService:
             if values.get(name):
                 checks.language(name, str(values[name]))
         translate = _flag(checks, "translate", values.get("translate"))
+        track_links = _flag(checks, "track_links", values.get("track_links"))
         if translate:
             # Refused rather than ignored: no translation engine is wired in yet, and a request
             # that asked for translation must not go out untranslated.
@@ -490,6 +494,8 @@ class MessageRequestService:
                     "the body matches none of the sender's VALIDATOR templates",
                     violations=[FieldViolation("body", "is not allowed by the sender")],
                 )
+            if track_links:
+                tracking.check(text)  # 1020 unless every URL of the final body is trackable
             row = {
                 "id": new_id("mr_"),
                 "org_id": org_id,
@@ -520,6 +526,7 @@ class MessageRequestService:
                 "src_language": str(values.get("src_language") or "en"),
                 "dst_language": str(values.get("dst_language") or ""),
                 "translate": translate,
+                "track_links": track_links,
                 "content_type": str(values.get("content_type") or ""),
                 "created_at": now,
                 "updated_at": now,

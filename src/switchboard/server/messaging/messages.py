@@ -85,6 +85,8 @@ CONVERTIBLE = frozenset(
         MessageState.PAUSED,
     }
 )
+# Messages whose end user can have clicked a tracked link: they went out.
+CLICKABLE = (MessageState.SENT.value, MessageState.DELIVERED.value, MessageState.READ.value)
 # Messages still waiting to go out: canceling their request cancels them.
 UNSENT = (MessageState.CREATED.value, MessageState.SCHEDULED.value, MessageState.PAUSED.value)
 
@@ -445,6 +447,44 @@ class MessageService:
             for request_id in sorted(requests):
                 self.on_request_changed(session, request_id, now, deltas.get(request_id, {}))
         return written
+
+    def convert_by_click(
+        self, session: Session, org_id: str, message_id: str, now: datetime
+    ) -> None:
+        """A tracked link of the message was clicked: its first click makes a sent message
+        CONVERTED (`conversion_info_source` URL, `converted_date` now), counted on its request;
+        later clicks change nothing."""
+        query = select(messages_table).where(
+            _m.org_id == org_id,
+            _m.id == message_id,
+            _m.state.in_(CLICKABLE),
+            _m.converted_at.is_(None),
+        )
+        rows = list(session.execute(query).mappings())
+        changes = {
+            "state": MessageState.CONVERTED.value,
+            "converted_at": now,
+            "conversion_info_source": "URL",
+        }
+        self.apply(session, rows, changes, now, "converted")
+
+    async def mark_read(self, message_ids: Sequence[str]) -> None:
+        """Read receipts (WhatsApp): SENT or DELIVERED messages among `message_ids` become READ,
+        counted on their requests; ids of other APIs' messages are ignored."""
+        if not message_ids:
+            return
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            query = select(messages_table).where(
+                _m.id.in_(list(message_ids)),
+                _m.state.in_([MessageState.SENT.value, MessageState.DELIVERED.value]),
+            )
+            rows = list(session.execute(query).mappings())
+            changes = {"state": MessageState.READ.value}
+            self.apply(session, rows, changes, now, "read")
+
+        await self._db.run_write(work)
 
     async def record_inbound(
         self,

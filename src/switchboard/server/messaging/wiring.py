@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switchboard.server.app.config import Settings
+from switchboard.server.communications.short_urls import ShortUrlService
 from switchboard.server.contacts.wiring import BackgroundWorker, ContactsDomain
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
@@ -18,6 +19,7 @@ from switchboard.server.messaging.ledger import MessageLedger
 from switchboard.server.messaging.message_requests import MessageRequestService
 from switchboard.server.messaging.message_templates import MessageTemplateService
 from switchboard.server.messaging.messages import MessageService
+from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
 from switchboard.server.messaging.senders import SenderService, shared_sender_validator_lock
 from switchboard.server.workers.message_fanout import MessageRequestWorker
@@ -60,6 +62,7 @@ def build_messaging_domain(
     clock: Clock,
     settings: Settings,
     contacts: ContactsDomain,
+    short_urls: ShortUrlService | None = None,
 ) -> MessagingDomain:
     message_templates = MessageTemplateService(db=db, events=events, clock=clock)
     message_templates.shared_sender_lock = shared_sender_validator_lock
@@ -99,7 +102,10 @@ def build_messaging_domain(
         senders=senders,
         consent=contacts.consent,
         requests=message_requests,
+        short_urls=short_urls,
     )
+    if short_urls is not None:  # a click on a tracked link converts its message
+        short_urls.on_message_click = messages.convert_by_click
     message_worker = MessageRequestWorker(
         db=db,
         clock=clock,
@@ -126,7 +132,7 @@ def build_messaging_domain(
         messages=messages,
         message_requests=message_requests,
         message_worker=message_worker,
-        ledger=MessageLedger(messages),
+        ledger=MessageLedger(messages, Rates.from_reference_data()),
         inbound=InboundService(
             db=db,
             clock=clock,

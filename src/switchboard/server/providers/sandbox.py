@@ -19,6 +19,7 @@ from switchboard.server.sms.phone import sms_incapable_reason
 
 class SandboxProvider:
     name = "sandbox"
+    sandbox = True  # what it takes shows in the dev outbox
 
     def __init__(self, delivery_delay: float) -> None:
         self._delay = delivery_delay

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from switchboard.server.communications.short_urls import NewShortUrl
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.delivery import queue
@@ -170,12 +171,14 @@ class MessageRequestWorker:
             decisions = await self._fanout.decisions(plan, recipients)
             now = self._clock.now()
             rows = self._fanout.message_rows(plan, recipients, decisions, now)
+            links = self._fanout.track(plan, rows)
             queued = self._fanout.queue_rows(plan, rows, recipients)
             work = functools.partial(
                 self._write_batch,
                 plan=plan,
                 rows=rows,
                 queued=queued,
+                links=links,
                 stage=stage,
                 after=after,
                 final=done,
@@ -190,13 +193,14 @@ class MessageRequestWorker:
         plan: Plan,
         rows: list[dict[str, Any]],
         queued: list[dict[str, Any]],
+        links: list[NewShortUrl],
         stage: int,
         after: str,
         final: bool,
         now: datetime,
     ) -> Row:
         row = self._fanout.write_batch(
-            session, plan.request, rows, stage, after, now, now + self._lease, queued
+            session, plan.request, rows, stage, after, now, now + self._lease, queued, links
         )
         if final:
             row = self._fanout.finish(session, row, now)
