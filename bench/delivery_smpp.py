@@ -11,8 +11,9 @@ message's created and last-updated times from the database once all are DELIVERE
   ceiling msgs/s    the same N through a bare SmppProvider in this process (no database, no
                     engine), to the same SMSC in the same run: submit and receipt only
 
-Run: `python -m bench.delivery_smpp [--messages 20000]`. Writes bench/results/delivery_smpp.json
-and .md. Not part of the test run.
+Run: `python -m bench.delivery_smpp [--messages 20000] [--rate 500]`; --rate paces the accepts,
+so latency is a message's own path rather than a burst's backlog. Writes
+bench/results/delivery_smpp[_rate<N>].json and .md. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ IN_FLIGHT = 4  # SendSms requests at once
 @dataclass
 class Result:
     messages: int
+    offered_rate: float  # messages/s the bench accepted at (0: all at once)
     seconds: float
     messages_per_second: float
     latency_p50_ms: float
@@ -62,8 +64,11 @@ def _number(i: int) -> str:
     return f"+2782{i:06d}5"  # ends in 5: none of the SMSC's failure rules
 
 
-async def _accept(port: int, count: int) -> None:
+async def _accept(port: int, count: int, rate: float) -> None:
+    """All at once (rate 0: a burst, batches of 1000), or paced at `rate` messages/s in
+    batches of a tenth of a second's worth."""
     metadata = auth(ORG)
+    batch = BATCH if not rate else max(1, int(rate / 10))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = sms_service_pb2_grpc.SmsServiceStub(channel)
         gate = asyncio.Semaphore(IN_FLIGHT)
@@ -72,14 +77,22 @@ async def _accept(port: int, count: int) -> None:
             async with gate:
                 messages = [
                     pb.SmsMessage(channel="smpp", to=_number(i), content=f"bench {i}")
-                    for i in range(start, min(start + BATCH, count))
+                    for i in range(start, min(start + batch, count))
                 ]
                 reply = await stub.SendSms(
                     pb.SendSmsRequest(messages=messages), metadata=metadata, timeout=120
                 )
                 assert all(m.accepted for m in reply.smpp_msg_response.messages)
 
-        await asyncio.gather(*(send(start) for start in range(0, count, BATCH)))
+        if not rate:
+            await asyncio.gather(*(send(start) for start in range(0, count, batch)))
+            return
+        began = time.perf_counter()
+        sending = []
+        for number, start in enumerate(range(0, count, batch)):
+            await asyncio.sleep(max(0.0, began + number * batch / rate - time.perf_counter()))
+            sending.append(asyncio.create_task(send(start)))
+        await asyncio.gather(*sending)
 
 
 def _finished(db: Path) -> tuple[int, list[tuple[str, int, int]]]:
@@ -138,7 +151,7 @@ async def ceiling(smsc: SmscProcess, count: int) -> float:
         await provider.stop()
 
 
-async def measure(count: int, work: Path) -> Result:
+async def measure(count: int, work: Path, rate: float = 0.0) -> Result:
     smsc = SmscProcess("--dlr-delay", "0.05")
     smsc.start()
     try:
@@ -162,7 +175,7 @@ async def measure(count: int, work: Path) -> Result:
         )
         try:
             await server.wait_serving()
-            await _accept(server.port, count)
+            await _accept(server.port, count, rate)
             deadline = time.monotonic() + 600
             while (finished := _finished(server.db))[0] < count:
                 if time.monotonic() > deadline:
@@ -180,6 +193,7 @@ async def measure(count: int, work: Path) -> Result:
         rate = count / seconds
         return Result(
             messages=count,
+            offered_rate=rate,
             seconds=round(seconds, 3),
             messages_per_second=round(rate, 1),
             latency_p50_ms=round(_percentile(latencies, 0.5), 1),
@@ -197,9 +211,13 @@ async def measure(count: int, work: Path) -> Result:
 def report(result: Result) -> None:
     RESULTS.mkdir(exist_ok=True)
     data = {"machine": platform.platform(), "python": platform.python_version(), **asdict(result)}
-    (RESULTS / "delivery_smpp.json").write_text(json.dumps(data, indent=2) + "\n")
+    name = "delivery_smpp" + (f"_rate{result.offered_rate:g}" if result.offered_rate else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    pace = f"at {result.offered_rate:g}/s" if result.offered_rate else "as fast as possible"
     lines = [
         "# Accepted → delivered through SMPP (dev SMSC, receipts after 50 ms)",
+        "",
+        f"Accepted {pace}.",
         "",
         "| messages | msgs/s | ceiling msgs/s | ratio | p50 ms | p90 ms | p99 ms | max ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -210,16 +228,19 @@ def report(result: Result) -> None:
         "",
         f"Duplicates seen by the SMSC: {result.smsc_duplicates}.",
     ]
-    (RESULTS / "delivery_smpp.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(asdict(result)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="accept at this many messages/s (0: a burst)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        report(asyncio.run(measure(args.messages, Path(scratch))))
+        report(asyncio.run(measure(args.messages, Path(scratch), args.rate)))
 
 
 if __name__ == "__main__":

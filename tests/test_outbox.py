@@ -12,10 +12,12 @@ import pytest
 
 from tests.conftest import TokenFactory
 from tests.test_communications_support import admin, seed_type, wait_status
+from tests.test_messaging_senders import us_number
 from tests.test_sms_rest import SEND
 
 pytestmark = pytest.mark.envoy
 OUTBOX = "/diagnostics/outbox"
+INBOUND = "/diagnostics/inbound"
 
 
 async def _entries(http: httpx.AsyncClient, bearer: dict[str, str], query: str = "") -> Any:
@@ -67,3 +69,40 @@ async def test_communications_show_their_masked_rendering(
     [entry] = [e for e in entries if e["kind"] == "communication"]
     assert entry["content"] == "Hi Ana, enter **** to reset password"
     assert "secret-42" not in str(entries)
+
+
+async def test_injected_stop_opts_out_and_answers(
+    http: httpx.AsyncClient, bearer: dict[str, str], org: str
+) -> None:
+    """The sandbox's inbound side: an MO STOP to one of the org's numbers, through REST."""
+    address = us_number()
+    created = await http.post(
+        "/messaging/sender_ids",
+        json={"type_id": "sms-long-code", "class_id": "alerts-na", "address": address},
+        headers=bearer,
+    )
+    assert created.status_code == 200, created.text
+    user = us_number()
+    injected = await http.post(
+        INBOUND, json={"from": user, "to": address, "text": "STOP"}, headers=bearer
+    )
+    assert injected.status_code == 200, injected.text
+    mo = (await http.get(f"/messaging/messages/{injected.json()['id']}", headers=bearer)).json()
+    assert (mo["direction"], mo["state"], mo["body"]) == ("MO", "RECEIVED", "STOP")
+    query = {"address": user}
+    statuses = (
+        await http.get("/consent/contact_address_statuses", params=query, headers=bearer)
+    ).json()
+    assert [s["consent_status"] for s in statuses] == ["OPTOUT"]
+    # The confirmation went out through the sandbox, from the same number.
+    async with asyncio.timeout(10):
+        while not (replies := [e for e in await _entries(http, bearer) if e["to"] == user]):
+            await asyncio.sleep(0.05)
+    assert replies[0]["sender"] == address and "unsubscribed" in replies[0]["content"]
+    # Only the org's own addresses take injections; fields are checked.
+    elsewhere = {"from": user, "to": us_number(), "text": "HI"}
+    assert (
+        await http.post("/diagnostics/inbound", json=elsewhere, headers=bearer)
+    ).status_code == 404
+    empty = {"from": user, "to": address, "text": ""}
+    assert (await http.post("/diagnostics/inbound", json=empty, headers=bearer)).status_code == 400

@@ -217,6 +217,11 @@ class Diagnostics(diagnostics_service_pb2_grpc.DiagnosticsServiceServicer):
     def __init__(self, recorder: Recorder, name: str) -> None:
         self.recorder, self.name = recorder, name
 
+    async def InjectInboundMessage(
+        self, request: diagnostics_service_pb2.InjectInboundMessageRequest, context: Any
+    ) -> diagnostics_service_pb2.InjectInboundMessageResponse:
+        return diagnostics_service_pb2.InjectInboundMessageResponse()
+
     async def ListOutbox(
         self, request: diagnostics_service_pb2.ListOutboxRequest, context: Any
     ) -> diagnostics_service_pb2.ListOutboxResponse:

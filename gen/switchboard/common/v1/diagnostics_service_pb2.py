@@ -27,13 +27,21 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/switchboard/common/v1/diagnostics_service.proto\x12\x15switchboard.common.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n\x11ListOutboxRequest\x12\x13\n\x05limit\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63hannel\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"O\n\x12ListOutboxResponse\x12\x39\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\".switchboard.common.v1.OutboxEntryB\x04\xe2\x41\x01\x03\"\xf4\x01\n\x0bOutboxEntry\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04kind\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63hannel\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05route\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x02to\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bhanded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\r\n\x0bPingRequest\"X\n\x0cPingResponse\x12\x11\n\x03org\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\x80\x02\n\x12\x44iagnosticsService\x12j\n\x04Ping\x12\".switchboard.common.v1.PingRequest\x1a#.switchboard.common.v1.PingResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/diagnostics/ping\x12~\n\nListOutbox\x12(.switchboard.common.v1.ListOutboxRequest\x1a).switchboard.common.v1.ListOutboxResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/diagnostics/outboxb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/switchboard/common/v1/diagnostics_service.proto\x12\x15switchboard.common.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\x1bInjectInboundMessageRequest\x12\x12\n\x04\x66rom\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02to\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"0\n\x1cInjectInboundMessageResponse\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\"?\n\x11ListOutboxRequest\x12\x13\n\x05limit\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63hannel\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"O\n\x12ListOutboxResponse\x12\x39\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\".switchboard.common.v1.OutboxEntryB\x04\xe2\x41\x01\x03\"\xf4\x01\n\x0bOutboxEntry\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04kind\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63hannel\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05route\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x02to\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bhanded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\r\n\x0bPingRequest\"X\n\x0cPingResponse\x12\x11\n\x03org\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\xa3\x03\n\x12\x44iagnosticsService\x12j\n\x04Ping\x12\".switchboard.common.v1.PingRequest\x1a#.switchboard.common.v1.PingResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/diagnostics/ping\x12~\n\nListOutbox\x12(.switchboard.common.v1.ListOutboxRequest\x1a).switchboard.common.v1.ListOutboxResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/diagnostics/outbox\x12\xa0\x01\n\x14InjectInboundMessage\x12\x32.switchboard.common.v1.InjectInboundMessageRequest\x1a\x33.switchboard.common.v1.InjectInboundMessageResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/diagnostics/inbound:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.common.v1.diagnostics_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['from']._loaded_options = None
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['from']._serialized_options = b'\342A\001\002'
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['to']._loaded_options = None
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['to']._serialized_options = b'\342A\001\002'
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['text']._loaded_options = None
+  _globals['_INJECTINBOUNDMESSAGEREQUEST'].fields_by_name['text']._serialized_options = b'\342A\001\002'
+  _globals['_INJECTINBOUNDMESSAGERESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_INJECTINBOUNDMESSAGERESPONSE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_LISTOUTBOXREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_LISTOUTBOXREQUEST'].fields_by_name['limit']._serialized_options = b'\342A\001\001'
   _globals['_LISTOUTBOXREQUEST'].fields_by_name['channel']._loaded_options = None
@@ -66,16 +74,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIAGNOSTICSSERVICE'].methods_by_name['Ping']._serialized_options = b'\202\323\344\223\002\023\022\021/diagnostics/ping'
   _globals['_DIAGNOSTICSSERVICE'].methods_by_name['ListOutbox']._loaded_options = None
   _globals['_DIAGNOSTICSSERVICE'].methods_by_name['ListOutbox']._serialized_options = b'\202\323\344\223\002\025\022\023/diagnostics/outbox'
-  _globals['_LISTOUTBOXREQUEST']._serialized_start=170
-  _globals['_LISTOUTBOXREQUEST']._serialized_end=233
-  _globals['_LISTOUTBOXRESPONSE']._serialized_start=235
-  _globals['_LISTOUTBOXRESPONSE']._serialized_end=314
-  _globals['_OUTBOXENTRY']._serialized_start=317
-  _globals['_OUTBOXENTRY']._serialized_end=561
-  _globals['_PINGREQUEST']._serialized_start=563
-  _globals['_PINGREQUEST']._serialized_end=576
-  _globals['_PINGRESPONSE']._serialized_start=578
-  _globals['_PINGRESPONSE']._serialized_end=666
-  _globals['_DIAGNOSTICSSERVICE']._serialized_start=669
-  _globals['_DIAGNOSTICSSERVICE']._serialized_end=925
+  _globals['_DIAGNOSTICSSERVICE'].methods_by_name['InjectInboundMessage']._loaded_options = None
+  _globals['_DIAGNOSTICSSERVICE'].methods_by_name['InjectInboundMessage']._serialized_options = b'\202\323\344\223\002\031\"\024/diagnostics/inbound:\001*'
+  _globals['_INJECTINBOUNDMESSAGEREQUEST']._serialized_start=170
+  _globals['_INJECTINBOUNDMESSAGEREQUEST']._serialized_end=257
+  _globals['_INJECTINBOUNDMESSAGERESPONSE']._serialized_start=259
+  _globals['_INJECTINBOUNDMESSAGERESPONSE']._serialized_end=307
+  _globals['_LISTOUTBOXREQUEST']._serialized_start=309
+  _globals['_LISTOUTBOXREQUEST']._serialized_end=372
+  _globals['_LISTOUTBOXRESPONSE']._serialized_start=374
+  _globals['_LISTOUTBOXRESPONSE']._serialized_end=453
+  _globals['_OUTBOXENTRY']._serialized_start=456
+  _globals['_OUTBOXENTRY']._serialized_end=700
+  _globals['_PINGREQUEST']._serialized_start=702
+  _globals['_PINGREQUEST']._serialized_end=715
+  _globals['_PINGRESPONSE']._serialized_start=717
+  _globals['_PINGRESPONSE']._serialized_end=805
+  _globals['_DIAGNOSTICSSERVICE']._serialized_start=808
+  _globals['_DIAGNOSTICSSERVICE']._serialized_end=1227
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,55 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class InjectInboundMessageRequest(_message.Message):
+    """Request for InjectInboundMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    """The address of one of your org's sender IDs."""
+    text: _builtins.str
+    """What the end user wrote (at most 1600 characters)."""
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "text", b"text", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectInboundMessageRequest: _TypeAlias = InjectInboundMessageRequest  # noqa: Y015
+
+@_typing.final
+class InjectInboundMessageResponse(_message.Message):
+    """Response for InjectInboundMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The MO message created (`/messaging/messages/{id}`). Output only."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InjectInboundMessageResponse: _TypeAlias = InjectInboundMessageResponse  # noqa: Y015
+
+@_typing.final
 class ListOutboxRequest(_message.Message):
     """Request for ListOutbox."""
 

@@ -45,6 +45,11 @@ class DiagnosticsServiceStub:
                 request_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.SerializeToString,
                 response_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.FromString,
                 _registered_method=True)
+        self.InjectInboundMessage = channel.unary_unary(
+                '/switchboard.common.v1.DiagnosticsService/InjectInboundMessage',
+                request_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageResponse.FromString,
+                _registered_method=True)
 
 
 class DiagnosticsServiceServicer:
@@ -68,6 +73,15 @@ class DiagnosticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectInboundMessage(self, request, context):
+        """The sandbox's inbound side: an MO message from an end user to one of your sender IDs,
+        handled exactly like one from a carrier (stored RECEIVED, keywords applied, STOP/START
+        change consent, auto-replies sent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiagnosticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +94,11 @@ def add_DiagnosticsServiceServicer_to_server(servicer, server):
                     servicer.ListOutbox,
                     request_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.FromString,
                     response_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.SerializeToString,
+            ),
+            'InjectInboundMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectInboundMessage,
+                    request_deserializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +156,33 @@ class DiagnosticsService:
             '/switchboard.common.v1.DiagnosticsService/ListOutbox',
             switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxRequest.SerializeToString,
             switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.ListOutboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectInboundMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.common.v1.DiagnosticsService/InjectInboundMessage',
+            switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_diagnostics__service__pb2.InjectInboundMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,11 @@ class DiagnosticsServiceStub:
     route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
     server's memory (the last 1,000 of all orgs); communications show their masked rendering.
     """
+    InjectInboundMessage: _grpc.UnaryUnaryMultiCallable[_diagnostics_service_pb2.InjectInboundMessageRequest, _diagnostics_service_pb2.InjectInboundMessageResponse]
+    """The sandbox's inbound side: an MO message from an end user to one of your sender IDs,
+    handled exactly like one from a carrier (stored RECEIVED, keywords applied, STOP/START
+    change consent, auto-replies sent).
+    """
 
 @_typing.type_check_only
 class DiagnosticsServiceAsyncStub(DiagnosticsServiceStub):
@@ -56,6 +61,11 @@ class DiagnosticsServiceAsyncStub(DiagnosticsServiceStub):
     """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
     route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
     server's memory (the last 1,000 of all orgs); communications show their masked rendering.
+    """
+    InjectInboundMessage: _aio.UnaryUnaryMultiCallable[_diagnostics_service_pb2.InjectInboundMessageRequest, _diagnostics_service_pb2.InjectInboundMessageResponse]  # type: ignore[assignment]
+    """The sandbox's inbound side: an MO message from an end user to one of your sender IDs,
+    handled exactly like one from a carrier (stored RECEIVED, keywords applied, STOP/START
+    change consent, auto-replies sent).
     """
 
 class DiagnosticsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +90,17 @@ class DiagnosticsServiceServicer(metaclass=_abc_1.ABCMeta):
         """The dev outbox: the caller's org's most recent messages that sandbox routes "sent" (every
         route is a sandbox until SWITCHBOARD_ROUTES configures it), newest first. Kept in the
         server's memory (the last 1,000 of all orgs); communications show their masked rendering.
+        """
+
+    @_abc_1.abstractmethod
+    def InjectInboundMessage(
+        self,
+        request: _diagnostics_service_pb2.InjectInboundMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_diagnostics_service_pb2.InjectInboundMessageResponse, _abc.Awaitable[_diagnostics_service_pb2.InjectInboundMessageResponse]]:
+        """The sandbox's inbound side: an MO message from an end user to one of your sender IDs,
+        handled exactly like one from a carrier (stored RECEIVED, keywords applied, STOP/START
+        change consent, auto-replies sent).
         """
 
 def add_DiagnosticsServiceServicer_to_server(servicer: DiagnosticsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -124,7 +124,7 @@ class Application:
             MessagingServicer(self.messaging), server
         )
         diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
-            DiagnosticsServicer(self.delivery.outbox), server
+            DiagnosticsServicer(self.delivery.outbox, self.messaging.inbound), server
         )
         webhooks = Webhooks(
             self.delivery.routes,

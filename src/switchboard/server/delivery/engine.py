@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -280,18 +280,24 @@ class DeliveryEngine:
         if wait > 0:
             work.deferred.append({**row, "due_at": now + timedelta(seconds=wait)})
             return
-        chain = [row["route"], *(r for r in row["fallback_routes"].split(",") if r)]
-        known = [r for r in chain if r in self.routes]
+        # The route, then the fallbacks (`route` or `route|sender address`, in order).
+        chain = [(row["route"], "")]
+        chain += [_fallback(entry) for entry in row["fallback_routes"].split(",") if entry]
+        known = [(route, sender) for route, sender in chain if route in self.routes]
         if not known:
             failure = Failure(row, FailureKind.NO_ROUTE, f"no provider serves {row['route']!r}")
             work.failures.append(failure)
             return
-        route = next((r for r in known if self.routes[r].healthy()), None)
-        if route is None:
+        healthy = next(((r, s) for r, s in known if self.routes[r].healthy()), None)
+        if healthy is None:
             work.deferred.append({**row, "due_at": now + self._outage_retry})
             return
+        route, sender = healthy
         outbound = prepared.outbound
-        work.ready.setdefault(route, []).append(({**row, "route": route}, outbound))
+        if sender:  # another sender of the channel: it sends from its own address
+            outbound = replace(outbound, sender=sender)
+        taken = {**row, "route": route, "sender": outbound.sender}  # what the ledger records
+        work.ready.setdefault(route, []).append((taken, outbound))
         if prepared.shown is not None:
             work.shown[row["id"]] = prepared.shown
 
@@ -445,6 +451,11 @@ class DeliveryEngine:
         queue.remove(session, [row["id"] for row, _ in matched])
         for kind, pairs in _group(matched, lambda pair: pair[0]["kind"]).items():
             self._ledger(kind).receipted(session, pairs, now)
+
+
+def _fallback(entry: str) -> tuple[str, str]:
+    route, _, sender = entry.partition("|")
+    return route, sender
 
 
 def _by_kind(rows: Sequence[Row]) -> dict[str, list[Row]]:

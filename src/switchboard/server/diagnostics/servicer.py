@@ -9,13 +9,26 @@ from switchboard.common.v1 import diagnostics_service_pb2 as pb
 from switchboard.common.v1 import diagnostics_service_pb2_grpc
 
 from switchboard.server.core.context import current_principal
+from switchboard.server.core.errors import NotFound
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery.outbox import Outbox
+from switchboard.server.messaging.inbound import InboundService
 
 
 class DiagnosticsServicer(diagnostics_service_pb2_grpc.DiagnosticsServiceServicer):
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, inbound: InboundService | None = None) -> None:
         self._outbox = outbox
+        self._inbound = inbound
+
+    async def InjectInboundMessage(
+        self, request: pb.InjectInboundMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InjectInboundMessageResponse:
+        if self._inbound is None:
+            raise NotFound("inbound messages are not handled by this server")
+        message_id = await self._inbound.inject(
+            current_principal().org, getattr(request, "from"), request.to, request.text
+        )
+        return pb.InjectInboundMessageResponse(id=message_id)
 
     async def ListOutbox(
         self, request: pb.ListOutboxRequest, context: grpc.aio.ServicerContext

@@ -62,6 +62,7 @@ from switchboard.server.messaging.messages import (
     MessageState,
     messages_table,
 )
+from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.reference import types
 from switchboard.server.messaging.senders import Sender, SenderService
 from switchboard.server.sms.phone import zones_for_number
@@ -94,19 +95,51 @@ class Plan:
 
     request: Row
     targets: list[Target]
-    sms_sender: Sender | None
-    email_sender: Sender | None
-    # Delivery routes: the sender's type's gateway, then the other eligible senders' of the
-    # same kind as `gateway|address` (the engine fails over to them in order).
-    sms_route: str = ""
-    email_route: str = ""
-    sms_fallbacks: str = ""
-    email_fallbacks: str = ""
+    # The ACTIVE senders of each kind, in the channel's order (one for a direct sender).
+    sms_senders: list[Sender]
+    email_senders: list[Sender]
+    gateways: dict[str, str]  # sender type → gateway id (the delivery route)
+    rates: Rates | None = None
+
+    @property
+    def sms_sender(self) -> Sender | None:
+        return self.sms_senders[0] if self.sms_senders else None
+
+    @property
+    def email_sender(self) -> Sender | None:
+        return self.email_senders[0] if self.email_senders else None
 
     @property
     def stages(self) -> int:
         groups_count = sum(1 for t in self.targets if t.kind == "group")
         return 1 + groups_count + (1 if self.request["criteria"] else 0)
+
+    def route(self, sender: Sender, email: bool) -> str:
+        return self.gateways.get(sender.type_id) or ("smtp-default" if email else "sms-default")
+
+    def senders_for(self, recipient: Recipient) -> list[Sender]:
+        """The senders that may reach `recipient`, best first by the request's
+        `sender_id_sort_criteria`: DELIVERY_ADDRESS prefers a sender in the recipient's country,
+        PRICE the cheapest route there; ties keep the channel's order. The first sends, the
+        others are the engine's failovers."""
+        email = recipient.address_type == AddressType.EMAIL
+        candidates = self.email_senders if email else self.sms_senders
+        criteria = [c for c in self.request["sender_id_sort_criteria"].split(",") if c]
+        if len(candidates) < 2 or not criteria:
+            return candidates
+        country = "" if email else country_and_zones(recipient.address)[0]
+        channel = "email" if email else "sms"
+
+        def key(sender: Sender) -> tuple[float, ...]:
+            keys: list[float] = []
+            for criterion in criteria:
+                if criterion == "DELIVERY_ADDRESS":
+                    keys.append(0 if country and sender.country == country else 1)
+                elif criterion == "PRICE" and self.rates is not None:
+                    keys.append(self.rates.rate(channel, country, self.route(sender, email)))
+            return tuple(keys)
+
+        return sorted(candidates, key=key)
 
 
 def _is_email(sender: Sender) -> bool:
@@ -124,6 +157,7 @@ class Fanout:
         consent: ConsentService,
         requests: MessageRequestService,
         short_urls: ShortUrlService | None = None,
+        rates: Rates | None = None,
         batch: int = 1000,
     ) -> None:
         self._db = db
@@ -133,6 +167,7 @@ class Fanout:
         self._consent = consent
         self._requests = requests
         self._short_urls = short_urls
+        self._rates = rates
         self.batch = max(1, batch)
 
     async def plan(self, request: Row) -> Plan:
@@ -142,28 +177,16 @@ class Fanout:
             raise FanoutRejected(str(exc)) from exc
         if not senders:
             raise FanoutRejected(f"{request['from_ref']!r} has no ACTIVE sender ID any more")
-        sms_senders = [s for s in senders if not _is_email(s)]
-        email_senders = [s for s in senders if _is_email(s)]
         async with self._db.read() as session:
             gateways = dict((await session.execute(select(types.c.id, types.c.gateway_id))).all())
-
-        def routes(kind: list[Sender], default: str) -> tuple[str, str]:
-            chain = [(gateways.get(s.type_id) or default, s.address) for s in kind]
-            fallbacks = ",".join(f"{route}|{address}" for route, address in chain[1:])
-            return (chain[0][0] if chain else default), fallbacks
-
-        sms_route, sms_fallbacks = routes(sms_senders, "sms-default")
-        email_route, email_fallbacks = routes(email_senders, "smtp-default")
         targets = [Target(**t) for t in json.loads(request["targets"])]
         return Plan(
             request,
             targets,
-            sms_senders[0] if sms_senders else None,
-            email_senders[0] if email_senders else None,
-            sms_route,
-            email_route,
-            sms_fallbacks,
-            email_fallbacks,
+            [s for s in senders if not _is_email(s)],
+            [s for s in senders if _is_email(s)],
+            {str(k): str(v) for k, v in gateways.items()},
+            self._rates,
         )
 
     # -- reading a batch -------------------------------------------------------------------------
@@ -251,17 +274,19 @@ class Fanout:
     async def decisions(
         self, plan: Plan, recipients: list[Recipient]
     ) -> dict[tuple[str, str], ConsentDecision]:
+        """Consent per recipient, asked of the sender that will send to it (consent can be
+        given per sender)."""
         out: dict[tuple[str, str], ConsentDecision] = {}
-        for kind, sender in (
-            (AddressType.MDN, plan.sms_sender),
-            (AddressType.EMAIL, plan.email_sender),
-        ):
-            addresses = [r.address for r in recipients if r.address_type == kind]
-            if not addresses or sender is None:
-                continue
+        by_sender: dict[tuple[str, AddressType], list[str]] = {}
+        for recipient in recipients:
+            chosen = plan.senders_for(recipient)
+            if chosen:
+                key = (chosen[0].id, recipient.address_type)
+                by_sender.setdefault(key, []).append(recipient.address)
+        for (sender_id, kind), addresses in by_sender.items():
             found = await self._consent.may_send_many(
                 plan.request["org_id"],
-                sender.id,
+                sender_id,
                 kind,
                 addresses,
                 plan.request["consent_requirement"],
@@ -288,10 +313,8 @@ class Fanout:
         rows = []
         for recipient in recipients:
             scheduled_at = _scheduled_for(request, recipient)
-            sender = plan.sms_sender if recipient.address_type == AddressType.MDN else None
-            sender = sender or (
-                plan.email_sender if recipient.address_type == AddressType.EMAIL else None
-            )
+            chosen = plan.senders_for(recipient)
+            sender = chosen[0] if chosen else None
             row: dict[str, Any] = {
                 "id": new_id("msg_"),
                 "org_id": request["org_id"],
@@ -366,8 +389,8 @@ class Fanout:
             if row["state"] not in _QUEUED_STATES:
                 continue
             email = recipient.address_type == AddressType.EMAIL
-            sender = plan.email_sender if email else plan.sms_sender
-            assert sender is not None  # a message without a sender is FAILED
+            sender, *others = plan.senders_for(recipient)  # a message without one is FAILED
+            fallbacks = ",".join(f"{plan.route(s, email)}|{s.address}" for s in others)
             if email:
                 country, zones = "", recipient.time_zone
             else:
@@ -377,9 +400,9 @@ class Fanout:
                     "id": row["id"],
                     "kind": QueueKind.MESSAGE.value,
                     "org_id": row["org_id"],
-                    "channel": "email" if email else "sms",
-                    "route": plan.email_route if email else plan.sms_route,
-                    "fallback_routes": plan.email_fallbacks if email else plan.sms_fallbacks,
+                    "channel": _channel_of(sender, email),
+                    "route": plan.route(sender, email),
+                    "fallback_routes": fallbacks,
                     "sender": sender.address,
                     "destination": row["to_address"],
                     "country": country,
@@ -479,6 +502,13 @@ _QUEUED_STATES = (
     MessageState.PAUSED.value,
 )
 _PRIORITIES = {"high": Priority.HIGH, "normal": Priority.NORMAL, "low": Priority.LOW}
+
+
+def _channel_of(sender: Sender, email: bool) -> str:
+    """The queue's channel: email, whatsapp (a WhatsApp sender type) or sms."""
+    if email:
+        return "email"
+    return "whatsapp" if "WHATSAPP" in sender.capabilities else "sms"
 
 
 def _type(recipient: Recipient, request: Row) -> str:

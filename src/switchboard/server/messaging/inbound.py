@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
+from switchboard.server.core.errors import NotFound
+from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.recipients import country_and_zones
@@ -74,37 +76,66 @@ class InboundService:
         """Store, match and answer a provider's batch of MO messages (the engine's sink)."""
         await self._db.run_write(lambda session: self._receive(session, inbound))
 
+    async def inject(self, org_id: str, from_address: str, to_address: str, text: str) -> str:
+        """The sandbox's way in (DiagnosticsService.InjectInboundMessage): an MO message from
+        `from_address` to one of `org_id`'s own sender addresses, handled like one from a
+        carrier. Returns the MO message id; NotFound when the org sends from no such address."""
+        checks = Checks()
+        checks.required("from", from_address or None)
+        checks.required("to", to_address or None)
+        checks.required("text", text or None)
+        checks.length("text", text, 1600)
+        checks.raise_if_failed()
+        now = self._clock.now()
+        mo = InboundSms(_normalised(from_address), to_address, text, provider="sandbox")
+
+        def work(session: Session) -> str:
+            query = select(_senders).where(
+                _s.org_id == org_id, _s.address.in_([_normalised(to_address), to_address])
+            )
+            sender = session.execute(query.limit(1)).mappings().first()
+            if sender is None:
+                raise NotFound(f"your org has no sender ID with the address {to_address!r}")
+            return self._handle(session, mo, sender, now)
+
+        return await self._db.run_write(work)
+
     def _receive(self, session: Session, inbound: Sequence[InboundSms]) -> None:
         now = self._clock.now()
         for mo in inbound:
-            from_address = _normalised(mo.from_address)
-            sender = self._sender_for(session, mo.to_address, from_address)
+            sender = self._sender_for(session, mo.to_address, _normalised(mo.from_address))
             if sender is None:
                 log.warning(
                     "MO message to an address no org sends from: dropped",
                     extra={"to": mo.to_address, "provider": mo.provider},
                 )
                 continue
-            org_id = sender["org_id"]
-            received = self._messages.insert_inbound(
-                session,
-                org_id,
-                from_address=from_address,
-                to_address=sender["address"],
-                body=mo.content,
-                customer_sender_id=sender["id"],
-                now=now,
-            )
-            match = self._keywords.match_inbound(
-                session, org_id, sender["id"], mo.content, now, from_address=from_address
-            )
-            if match is None:
-                continue
-            reply = match.reply_body
-            if reply is None and match.type == KeywordType.RESERVED:
-                reply = self._reserved_reply(session, org_id, match.name)
-            if reply:
-                self._send_reply(session, received, sender, reply, now)
+            self._handle(session, mo, sender, now)
+
+    def _handle(self, session: Session, mo: InboundSms, sender: Any, now: datetime) -> str:
+        """Store one MO message for the sender's org, apply keywords, answer; its id."""
+        from_address = _normalised(mo.from_address)
+        org_id = sender["org_id"]
+        received = self._messages.insert_inbound(
+            session,
+            org_id,
+            from_address=from_address,
+            to_address=sender["address"],
+            body=mo.content,
+            customer_sender_id=sender["id"],
+            now=now,
+        )
+        match = self._keywords.match_inbound(
+            session, org_id, sender["id"], mo.content, now, from_address=from_address
+        )
+        if match is None:
+            return str(received["id"])
+        reply = match.reply_body
+        if reply is None and match.type == KeywordType.RESERVED:
+            reply = self._reserved_reply(session, org_id, match.name)
+        if reply:
+            self._send_reply(session, received, sender, reply, now)
+        return str(received["id"])
 
     def _sender_for(self, session: Session, address: str, end_user: str) -> Any:
         """The sender (org's own row) an MO to `address` belongs to, or None."""
@@ -152,7 +183,7 @@ class InboundService:
                     "id": reply["id"],
                     "kind": QueueKind.MESSAGE.value,
                     "org_id": reply["org_id"],
-                    "channel": "sms",
+                    "channel": "whatsapp" if "WHATSAPP" in sender["capabilities"] else "sms",
                     "route": gateway or "sms-default",
                     "sender": reply["from_address"],
                     "destination": reply["to_address"],

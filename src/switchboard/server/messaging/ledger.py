@@ -42,10 +42,6 @@ def _text(error: str | None) -> str:
     return (error or "")[:1024]
 
 
-def _channel(address: str) -> str:
-    return "email" if "@" in address else "sms"
-
-
 class MessageLedger:
     kind = QueueKind.MESSAGE.value
 
@@ -61,10 +57,11 @@ class MessageLedger:
 
     def prepare(self, session: Session, rows: Sequence[Row]) -> dict[str, Prepared]:
         prepared: dict[str, Prepared] = {}
-        for m in self._current(session, [r["id"] for r in rows], WAITING):
-            channel = _channel(m["to_address"])
+        channels = {r["id"]: r["channel"] for r in rows}
+        for m in self._current(session, list(channels), WAITING):
+            channel = channels[m["id"]]
             to_type = ""
-            if channel == "sms":  # providers judge numbers by their type (mobile, fixed line…)
+            if channel != "email":  # providers judge numbers by their type (mobile, fixed line…)
                 try:
                     to_type = classify(m["to_address"]).type
                 except InvalidNumber as exc:
@@ -100,7 +97,8 @@ class MessageLedger:
         self, session: Session, results: Sequence[tuple[Row, SubmitResult]], now: datetime
     ) -> None:
         ids = {row["id"]: result for row, result in results}
-        countries = {row["id"]: row["country"] for row, _ in results}
+        where = {row["id"]: (row["channel"], row["country"], row["route"]) for row, _ in results}
+        senders = {row["id"]: row["sender"] for row, _ in results}  # a failover's own address
         current = self._current(session, list(ids), WAITING)
         self._messages.apply(
             session,
@@ -111,13 +109,15 @@ class MessageLedger:
             per_row={
                 m["id"]: {
                     "external_transaction_ids": _ids(ids[m["id"]].provider_message_id),
-                    "price": self._rates.price(
-                        _channel(m["to_address"]), countries[m["id"]], m["body"]
-                    ),
+                    "price": self._price(m, *where[m["id"]]),
+                    "from_address": senders[m["id"]] or m["from_address"],
                 }
                 for m in current
             },
         )
+
+    def _price(self, message: Row, channel: str, country: str, route: str) -> float:
+        return self._rates.price(channel, country, message["body"], route)
 
     def failed(self, session: Session, failures: Sequence[Failure], now: datetime) -> None:
         by_id = {f.row["id"]: f for f in failures}

@@ -32,12 +32,16 @@ class Rates:
     def from_reference_data(cls, path: Path = _DATA) -> Rates:
         return cls(json.loads(path.read_text())["rates"])
 
-    def price(self, channel: str, country: str, body: str) -> float:
-        """What one message of `body` to `country` costs on `channel` (0 when unpriced)."""
-        prices = self._table.get(channel, {})
-        rate = prices.get(country.upper(), prices.get(OTHER, 0.0))
+    def rate(self, channel: str, country: str, route: str = "") -> float:
+        """One part to `country`: the route's own table when it has one (a gateway id, e.g. a
+        cheaper SMPP route), else the channel's; `OTHER` for unlisted countries; 0 unpriced."""
+        prices = self._table.get(route) or self._table.get(channel, {})
+        return prices.get(country.upper(), prices.get(OTHER, 0.0))
+
+    def price(self, channel: str, country: str, body: str, route: str = "") -> float:
+        """What one message of `body` to `country` costs on `channel` via `route`."""
         parts = segment_count(body) if channel == "sms" else 1
-        return round(rate * parts, 6)
+        return round(self.rate(channel, country, route) * parts, 6)
 
 
 __all__ = ["Rates"]

@@ -95,6 +95,7 @@ def build_messaging_domain(
         messages=messages,
         default_region=settings.sms_default_region,
     )
+    rates = Rates.from_reference_data()
     fanout = Fanout(
         db=db,
         events=events,
@@ -103,6 +104,7 @@ def build_messaging_domain(
         consent=contacts.consent,
         requests=message_requests,
         short_urls=short_urls,
+        rates=rates,
     )
     if short_urls is not None:  # a click on a tracked link converts its message
         short_urls.on_message_click = messages.convert_by_click
@@ -132,7 +134,7 @@ def build_messaging_domain(
         messages=messages,
         message_requests=message_requests,
         message_worker=message_worker,
-        ledger=MessageLedger(messages, Rates.from_reference_data()),
+        ledger=MessageLedger(messages, rates),
         inbound=InboundService(
             db=db,
             clock=clock,
