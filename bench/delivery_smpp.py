@@ -190,18 +190,18 @@ async def measure(count: int, work: Path, rate: float = 0.0) -> Result:
         first = min(_seconds(c) for c, _ in delivered)
         last = max(_seconds(u) for _, u in delivered)
         seconds = last - first
-        rate = count / seconds
+        throughput = count / seconds
         return Result(
             messages=count,
             offered_rate=rate,
             seconds=round(seconds, 3),
-            messages_per_second=round(rate, 1),
+            messages_per_second=round(throughput, 1),
             latency_p50_ms=round(_percentile(latencies, 0.5), 1),
             latency_p90_ms=round(_percentile(latencies, 0.9), 1),
             latency_p99_ms=round(_percentile(latencies, 0.99), 1),
             latency_max_ms=round(max(latencies), 1),
             ceiling_messages_per_second=round(top, 1),
-            ratio_to_ceiling=round(rate / top, 3),
+            ratio_to_ceiling=round(throughput / top, 3),
             smsc_duplicates=int(smsc.stats()["duplicates"]),
         )
     finally:
