@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from switchboard.calling.v1 import calling_service_pb2, calling_service_pb2_grpc
 from switchboard.common.v1 import (
     diagnostics_service_pb2,
     diagnostics_service_pb2_grpc,
@@ -27,6 +28,9 @@ from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
+from switchboard.server.calling.sandbox import SandboxCarrier
+from switchboard.server.calling.service import CallService
+from switchboard.server.calling.servicer import CallingServicer
 from switchboard.server.communications.delivery import ChannelProvider, SmsChannel
 from switchboard.server.communications.servicer import CommunicationsServicer
 from switchboard.server.communications.wiring import (
@@ -47,6 +51,7 @@ from switchboard.server.delivery.policies import Policies
 from switchboard.server.delivery.routes import build_routes, webhook_auth
 from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
+from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
 from switchboard.server.providers.base import SmsProvider
@@ -67,6 +72,7 @@ SERVICES = (
     messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"],
     diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
     webhooks_service_pb2.DESCRIPTOR.services_by_name["WebhooksService"],
+    calling_service_pb2.DESCRIPTOR.services_by_name["CallingService"],
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
 )
@@ -90,6 +96,8 @@ class Application:
     types: CommunicationTypeService  # communication types, for the communications domain
     communications: CommunicationsDomain
     messaging: MessagingDomain
+    calls: CallService
+    feed: EventFeed
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -103,6 +111,7 @@ class Application:
         await self.delivery.start()
         for worker in [*self.contacts.workers, *self.messaging.workers]:
             await worker.start()
+        await self.calls.start()  # after the reference data: calls need voice senders
         server = grpc.aio.server(
             interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
             options=[
@@ -134,6 +143,9 @@ class Application:
         webhooks_service_pb2_grpc.add_WebhooksServiceServicer_to_server(
             WebhooksServicer(webhooks), server
         )
+        calling_service_pb2_grpc.add_CallingServiceServicer_to_server(
+            CallingServicer(self.calls, self.feed), server
+        )
         templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
             TemplatesServicer(self.templates_domain), server
         )
@@ -160,6 +172,7 @@ class Application:
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
         await self.delivery.stop()
+        await self.calls.stop()
         for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
             await worker.stop()
         await self.writer.stop()
@@ -248,6 +261,14 @@ def build_application(
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
+    calls = CallService(
+        db=db,
+        events=events,
+        clock=clock,
+        carrier=SandboxCarrier(clock),
+        senders=messaging.senders,
+        rates=Rates.from_reference_data(),
+    )
     return Application(
         settings=settings,
         db=db,
@@ -263,6 +284,8 @@ def build_application(
         types=templates_domain.types,
         communications=communications,
         messaging=messaging,
+        calls=calls,
+        feed=feed,
     )
 
 

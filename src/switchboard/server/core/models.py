@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
+from switchboard.server.calling.models import CallRecord, PlayRecord
 from switchboard.server.communications.models import (
     CommunicationRecord,
     DeliveryRecord,
@@ -51,6 +52,7 @@ __all__ = [
     "Application",
     "Attachment",
     "AttachmentChunk",
+    "CallRecord",
     "ChannelRecord",
     "ChannelSenderRecord",
     "CommunicationRecord",
@@ -72,6 +74,7 @@ __all__ = [
     "MessageTemplateRecord",
     "Org",
     "PackageImportRecord",
+    "PlayRecord",
     "ReferenceDataVersionRecord",
     "SenderIdClassRecord",
     "SenderIdRecord",

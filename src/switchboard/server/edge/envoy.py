@@ -49,6 +49,7 @@ TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.common.v1.DiagnosticsService",
     "switchboard.templates.v1.TemplatesService",
     "switchboard.common.v1.WebhooksService",
+    "switchboard.calling.v1.CallingService",
 )
 
 #: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list

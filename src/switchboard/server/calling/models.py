@@ -1,0 +1,79 @@
+"""Calls and plays as stored, and their vocabulary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from switchboard.server.core.db import UtcDateTime
+
+
+class CallState(StrEnum):
+    STARTED = "STARTED"  # being set up: dialled, ringing
+    ACTIVE = "ACTIVE"  # answered
+    REJECTED = "REJECTED"  # never answered (failure_code says why)
+    COMPLETED = "COMPLETED"  # ended after being answered
+
+    @property
+    def live(self) -> bool:
+        return self in (CallState.STARTED, CallState.ACTIVE)
+
+
+class PlayState(StrEnum):
+    QUEUED = "QUEUED"
+    PLAYING = "PLAYING"
+    COMPLETED = "COMPLETED"
+    INTERRUPTED = "INTERRUPTED"  # the call ended before it finished
+
+
+LIVE_STATES = (CallState.STARTED.value, CallState.ACTIVE.value)
+
+
+class CallRecord(SQLModel, table=True):
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_org_id", "org_id", "id"),
+        Index("ix_calls_state", "state"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    external_id: str = Field(default="", max_length=128)
+    sender_id: str = Field(max_length=64)  # `from`
+    from_address: str = Field(max_length=32)
+    to: str = Field(max_length=64)  # as given: a number or a contact id
+    to_address: str = Field(max_length=32)  # E.164 dialled
+    answer_timeout: int = 30000  # ms
+    state: str = Field(max_length=16)
+    direction: str = Field(default="OUT", max_length=4)
+    start_time: datetime = Field(sa_type=UtcDateTime)
+    answer_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    end_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    chargeable_duration: int = 0  # seconds
+    bridge_id: str = Field(default="", max_length=64)
+    failure_code: str = Field(default="", max_length=32)
+    failure_details: str = Field(default="", max_length=1024)
+    price: float = 0.0
+    country: str = Field(default="", max_length=4)
+    application_id: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    version: int = 1
+
+
+class PlayRecord(SQLModel, table=True):
+    __tablename__ = "call_plays"
+    __table_args__ = (Index("ix_call_plays_call", "call_id", "state"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    call_id: str = Field(max_length=64)
+    kind: str = Field(max_length=8)  # DTMF, TTS, AUDIO
+    state: str = Field(max_length=16)
+    duration: float = 0.0  # seconds
+    started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)

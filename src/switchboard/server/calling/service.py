@@ -1,0 +1,476 @@
+"""Calls: create, read, update, hang up, play media, and the state machine driven by the carrier.
+
+A call is created STARTED (its row and `call.started` event commit first, then the carrier
+dials), becomes ACTIVE when answered, COMPLETED when either side hangs up, or REJECTED when it
+was never answered (`failure_code` BUSY, NO_ANSWER, INVALID_NUMBER or CARRIER_ERROR). Each
+carrier event is applied in its own transaction with its event (`call.*`, `play.*`), in the
+order the carrier reports them, so a subscriber sees STARTED → ACTIVE → COMPLETED as they
+happen. Illegal requests are clear errors: playing into a call that is not ACTIVE, or hanging
+up one that already ended, is 409.
+
+Plays (DTMF, text to speech, audio) queue per call: QUEUED → PLAYING → COMPLETED, or INTERRUPTED
+when the call ends first. Their events carry the call id as resource id, so a stream filtered
+by call ids follows its plays too.
+
+`chargeable_duration` is the answered time in seconds, rounded up; `price` the called country's
+per-minute voice rate (reference data) times the started minutes. After a restart, calls still
+STARTED or ACTIVE are reconciled with the carrier (the sandbox ends them: COMPLETED, or REJECTED
+CARRIER_ERROR if never answered) and their unfinished plays are INTERRUPTED: none stays live.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
+
+from switchboard.server.calling import media as media_rules
+from switchboard.server.calling.carrier import (
+    LOCAL_HANGUP,
+    REMOTE_HANGUP,
+    Carrier,
+    CarrierConflict,
+    CarrierEvent,
+    EventKind,
+    UnknownTarget,
+)
+from switchboard.server.calling.models import (
+    LIVE_STATES,
+    CallRecord,
+    CallState,
+    PlayRecord,
+    PlayState,
+)
+from switchboard.server.contacts.repository import contacts
+from switchboard.server.core import listing
+from switchboard.server.core.clock import Clock
+from switchboard.server.core.db import Database
+from switchboard.server.core.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    StaleData,
+    require_version,
+)
+from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.ids import new_id
+from switchboard.server.core.protomap import iso
+from switchboard.server.core.validation import Checks
+from switchboard.server.delivery.recipients import country_and_zones
+from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
+from switchboard.server.messaging.rates import Rates
+from switchboard.server.messaging.senders import SenderService
+from switchboard.server.sms.phone import InvalidNumber, classify
+
+log = logging.getLogger("switchboard.calling")
+
+calls_table: Table = CallRecord.__table__  # type: ignore[attr-defined]
+plays_table: Table = PlayRecord.__table__  # type: ignore[attr-defined]
+_c = calls_table.c
+_p = plays_table.c
+
+FILTERS = (
+    "id",
+    "external_id",
+    "from",
+    "from_address",
+    "to",
+    "to_address",
+    "answer_timeout",
+    "state",
+    "direction",
+    "start_time",
+    "answer_time",
+    "created_date",
+    "last_updated_date",
+)
+_FILTER_COLUMNS = {
+    "from": "sender_id",
+    "start_time": "start_time",
+    "answer_time": "answer_time",
+    "created_date": "created_at",
+    "last_updated_date": "updated_at",
+}
+_NORMAL_ENDS = (LOCAL_HANGUP, REMOTE_HANGUP)
+DEFAULT_ANSWER_TIMEOUT = 30_000
+ANSWER_TIMEOUT_RANGE = (1_000, 120_000)
+
+
+def call_snapshot(row: Row) -> Snapshot:
+    return {
+        "id": row["id"],
+        "external_id": row["external_id"],
+        "from": row["sender_id"],
+        "from_address": row["from_address"],
+        "to": row["to"],
+        "to_address": row["to_address"],
+        "answer_timeout": row["answer_timeout"],
+        "state": row["state"],
+        "direction": row["direction"],
+        "start_time": iso(row["start_time"]),
+        "answer_time": iso(row["answer_time"]),
+        "end_time": iso(row["end_time"]),
+        "chargeable_duration": row["chargeable_duration"],
+        "bridge_id": row["bridge_id"],
+        "failure_code": row["failure_code"],
+        "failure_details": row["failure_details"],
+        "price": row["price"],
+        "application_id": row["application_id"],
+        "created_date": iso(row["created_at"]),
+        "last_updated_date": iso(row["updated_at"]),
+        "version_number": row["version"],
+    }
+
+
+def play_snapshot(row: Row) -> Snapshot:
+    return {
+        "id": row["id"],
+        "call_id": row["call_id"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "duration": row["duration"],
+        "started_time": iso(row["started_at"]),
+        "ended_time": iso(row["ended_at"]),
+        "created_date": iso(row["created_at"]),
+    }
+
+
+class CallService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        carrier: Carrier,
+        senders: SenderService,
+        rates: Rates,
+    ) -> None:
+        self._db = db
+        self._events = events
+        self._clock = clock
+        self.carrier = carrier
+        self._senders = senders
+        self._rates = rates
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=calls_table,
+            noun="call",
+            event_prefix="call",
+            snapshot=call_snapshot,
+            unique_message="call conflict",
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the carrier, then reconcile the calls a previous process left live."""
+        await self.carrier.start(self.on_carrier_event)
+        async with self._db.read() as session:
+            query = select(_c.id, _c.state).where(_c.state.in_(LIVE_STATES))
+            live = {r.id: r.state == CallState.ACTIVE.value for r in await session.execute(query)}
+        if not live:
+            return
+        outcomes = await self.carrier.reconcile(live)
+        for event in outcomes.values():
+            await self.on_carrier_event(event)
+        log.info("reconciled %d live calls after a restart", len(outcomes))
+
+    async def stop(self) -> None:
+        await self.carrier.stop()
+
+    # -- client requests -------------------------------------------------------------------------
+
+    async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
+        checks = Checks()
+        sender_ref = str(values.get("from") or "").strip()
+        to = str(values.get("to") or "").strip()
+        checks.required("from", sender_ref or None)
+        checks.required("to", to or None)
+        external_id = str(values.get("external_id") or "")
+        checks.length("external_id", external_id, 128)
+        timeout = values.get("answer_timeout")
+        answer_timeout = DEFAULT_ANSWER_TIMEOUT if timeout is None else int(timeout)
+        low, high = ANSWER_TIMEOUT_RANGE
+        if not low <= answer_timeout <= high:
+            checks.fail("answer_timeout", f"must be {low} to {high} milliseconds", "Range")
+        checks.raise_if_failed()
+        try:
+            senders = await self._senders.resolve_sendable(org_id, sender_ref)
+        except NotFound as exc:
+            raise _invalid("from", str(exc)) from exc
+        sender = next((s for s in senders if "VOICE" in s.capabilities), None)
+        if sender is None:
+            raise _invalid("from", f"sender ID {sender_ref!r} is not ACTIVE or cannot make calls")
+        to_address = await self._dialable(org_id, to)
+        now = self._clock.now()
+        call_id = new_id("call_")
+        row = {
+            "id": call_id,
+            "org_id": org_id,
+            "external_id": external_id,
+            "sender_id": sender.id,
+            "from_address": sender.address,
+            "to": to,
+            "to_address": to_address,
+            "answer_timeout": answer_timeout,
+            "state": CallState.STARTED.value,
+            "direction": "OUT",
+            "start_time": now,
+            "country": country_and_zones(to_address)[0],
+            "application_id": application_id,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+
+        def work(session: Session) -> None:
+            written = session.execute(calls_table.insert().values(row).returning(*calls_table.c))
+            self._call_event(session, written.mappings().one(), "started", now)
+
+        await self._db.run_write(work)
+        await self.carrier.dial(call_id, sender.address, to_address, answer_timeout)
+        return call_id
+
+    async def _dialable(self, org_id: str, to: str) -> str:
+        """`to` as an E.164 number: itself, or a contact's primary_mdn."""
+        try:
+            return classify(to).e164
+        except InvalidNumber:
+            pass
+        async with self._db.read() as session:
+            query = select(contacts.c.primary_mdn).where(
+                contacts.c.org_id == org_id, contacts.c.id == to
+            )
+            mdn = (await session.execute(query)).scalar()
+        if mdn:
+            return str(mdn)
+        raise _invalid("to", f"{to!r} is neither a phone number nor a contact with a number")
+
+    async def get(self, org_id: str, call_id: str) -> Snapshot:
+        return await self.rows.get(org_id, call_id)
+
+    async def list_page(
+        self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
+    ) -> tuple[list[Snapshot], str]:
+        return await self.rows.list_page(
+            org_id,
+            given,
+            page,
+            checks,
+            columns=_FILTER_COLUMNS,
+            integers=frozenset({"answer_timeout"}),
+        )
+
+    async def update(
+        self,
+        org_id: str,
+        call_id: str,
+        values: Mapping[str, Any],
+        expected_version: int | None,
+    ) -> None:
+        checks = Checks()
+        for field in ("from", "to", "answer_timeout"):
+            if values.get(field) is not None:
+                checks.fail(field, "cannot change once the call is placed")
+        external_id = values.get("external_id")
+        if external_id is not None:
+            checks.length("external_id", str(external_id), 128)
+        checks.raise_if_failed()
+        now = self._clock.now()
+
+        def work(session: Session) -> None:
+            current = self.rows.locked(session, org_id, call_id)
+            require_version(current["version"], expected_version, "call")
+            if external_id is None:
+                return
+            changed = self._change(session, current, {"external_id": str(external_id)}, now)
+            self._call_event(session, changed, "updated", now)
+
+        await self._db.run_write(work)
+
+    async def hang_up(self, org_id: str, call_id: str) -> None:
+        """DELETE: hang up a live call; the carrier's ENDED makes it COMPLETED (or REJECTED)."""
+        call = await self.rows.get(org_id, call_id)
+        if call["state"] not in LIVE_STATES:
+            raise StaleData(f"call {call_id!r} already ended ({call['state']})")
+        await self.carrier.hangup(call_id)
+
+    async def play(self, org_id: str, call_id: str, kind: str, values: Mapping[str, Any]) -> str:
+        """Queue media on an ACTIVE call; returns the play id."""
+        field = {"DTMF": "dtmf_digits", "TTS": "text"}.get(str(kind), "source")
+        try:
+            if kind == media_rules.MediaKind.DTMF:
+                media: media_rules.Media = media_rules.dtmf(str(values.get("dtmf_digits") or ""))
+            elif kind == media_rules.MediaKind.TTS:
+                media = media_rules.tts(
+                    str(values.get("text") or ""),
+                    str(values.get("language") or ""),
+                    str(values.get("gender") or ""),
+                    str(values.get("voice") or ""),
+                )
+            else:
+                media = media_rules.audio(
+                    str(values.get("source_type") or ""), str(values.get("source") or "")
+                )
+        except ValueError as exc:
+            raise _invalid(field, str(exc)) from exc
+        call = await self.rows.get(org_id, call_id)
+        if call["state"] != CallState.ACTIVE.value:
+            raise StaleData(f"call {call_id!r} is {call['state']}: media plays on ACTIVE calls")
+        now = self._clock.now()
+        play_id = new_id("play_")
+        row = {
+            "id": play_id,
+            "org_id": org_id,
+            "call_id": call_id,
+            "kind": str(kind),
+            "state": PlayState.QUEUED.value,
+            "duration": round(media_rules.media_duration(media), 3),
+            "created_at": now,
+        }
+
+        def work(session: Session) -> None:
+            written = session.execute(plays_table.insert().values(row).returning(*plays_table.c))
+            self._play_event(session, written.mappings().one(), "queued", now)
+
+        await self._db.run_write(work)
+        try:
+            await self.carrier.play(call_id, play_id, media)
+        except (CarrierConflict, UnknownTarget) as exc:  # the call ended meanwhile
+            await self._db.run_write(
+                lambda s: self._end_play(s, play_id, PlayState.INTERRUPTED, now, "interrupted")
+            )
+            raise StaleData(f"call {call_id!r} ended before the play could start") from exc
+        return play_id
+
+    # -- the carrier's events --------------------------------------------------------------------
+
+    async def on_carrier_event(self, event: CarrierEvent) -> None:
+        """Apply one carrier event (the carrier's sink); returns once it is durable."""
+        await self._db.run_write(lambda session: self._apply(session, event))
+
+    def _apply(self, session: Session, event: CarrierEvent) -> None:
+        at = event.at
+        if event.kind == EventKind.PLAY_STARTED:
+            self._start_play(session, event.play_id, at)
+            return
+        if event.kind == EventKind.PLAY_COMPLETED:
+            self._end_play(session, event.play_id, PlayState.COMPLETED, at, "completed")
+            return
+        if event.kind == EventKind.PLAY_INTERRUPTED:
+            self._end_play(session, event.play_id, PlayState.INTERRUPTED, at, "interrupted")
+            return
+        call = self._locked(session, event.target_id)
+        if call is None or call["state"] not in LIVE_STATES:
+            return  # a repeat, or a call that ended already
+        if event.kind == EventKind.ANSWERED and call["state"] == CallState.STARTED.value:
+            changed = self._change(
+                session, call, {"state": CallState.ACTIVE.value, "answer_time": at}, at
+            )
+            self._call_event(session, changed, "active", at)
+        elif event.kind == EventKind.REJECTED or (
+            event.kind == EventKind.ENDED and call["state"] == CallState.STARTED.value
+        ):
+            code = event.failure_code.value if event.failure_code else ""
+            details = event.reason or ("hung up before an answer" if not code else "")
+            changes = {
+                "state": CallState.REJECTED.value,
+                "end_time": at,
+                "failure_code": code,
+                "failure_details": details[:1024],
+            }
+            self._call_event(session, self._change(session, call, changes, at), "rejected", at)
+            self._interrupt_plays(session, call["id"], at)
+        elif event.kind == EventKind.ENDED:
+            answered: datetime = call["answer_time"]
+            seconds = max(0, math.ceil((at - answered).total_seconds()))
+            minutes = math.ceil(seconds / 60)
+            price = round(self._rates.rate("voice", call["country"]) * minutes, 6)
+            changes = {
+                "state": CallState.COMPLETED.value,
+                "end_time": at,
+                "chargeable_duration": seconds,
+                "price": price,
+                # Who hung up is the normal end; anything else (a restart) is worth saying.
+                "failure_details": "" if event.reason in _NORMAL_ENDS else event.reason,
+            }
+            self._call_event(session, self._change(session, call, changes, at), "completed", at)
+            self._interrupt_plays(session, call["id"], at)
+
+    def _locked(self, session: Session, call_id: str) -> Row | None:
+        query = select(calls_table).where(_c.id == call_id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        return session.execute(query).mappings().one_or_none()
+
+    def _change(self, session: Session, call: Row, changes: Mapping[str, Any], at: datetime) -> Row:
+        statement = (
+            update(calls_table)
+            .where(_c.id == call["id"])
+            .values(**changes, updated_at=at, version=_c.version + 1)
+            .returning(*calls_table.c)
+        )
+        return session.execute(statement).mappings().one()
+
+    def _start_play(self, session: Session, play_id: str, at: datetime) -> None:
+        statement = (
+            update(plays_table)
+            .where(_p.id == play_id, _p.state == PlayState.QUEUED.value)
+            .values(state=PlayState.PLAYING.value, started_at=at)
+            .returning(*plays_table.c)
+        )
+        row = session.execute(statement).mappings().one_or_none()
+        if row is not None:
+            self._play_event(session, row, "started", at)
+
+    def _end_play(
+        self, session: Session, play_id: str, state: PlayState, at: datetime, what: str
+    ) -> None:
+        statement = (
+            update(plays_table)
+            .where(
+                _p.id == play_id,
+                _p.state.in_([PlayState.QUEUED.value, PlayState.PLAYING.value]),
+            )
+            .values(state=state.value, ended_at=at)
+            .returning(*plays_table.c)
+        )
+        row = session.execute(statement).mappings().one_or_none()
+        if row is not None:
+            self._play_event(session, row, what, at)
+
+    def _interrupt_plays(self, session: Session, call_id: str, at: datetime) -> None:
+        """Plays the carrier did not close (e.g. after a restart) end with their call."""
+        query = select(_p.id).where(
+            _p.call_id == call_id,
+            _p.state.in_([PlayState.QUEUED.value, PlayState.PLAYING.value]),
+        )
+        for play_id in list(session.execute(query).scalars()):
+            self._end_play(session, play_id, PlayState.INTERRUPTED, at, "interrupted")
+
+    def _call_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
+        payload = call_snapshot(row)
+        self._events.append(
+            session, [NewEvent(row["org_id"], f"call.{what}", row["id"], payload, at)]
+        )
+
+    def _play_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
+        # The call id as resource id: a stream filtered by call ids follows its plays too.
+        payload = play_snapshot(row)
+        self._events.append(
+            session, [NewEvent(row["org_id"], f"play.{what}", row["call_id"], payload, at)]
+        )
+
+
+def _invalid(field: str, message: str) -> InvalidArgument:
+    return InvalidArgument(message, violations=[FieldViolation(field, message)])
+
+
+__all__ = ["FILTERS", "CallService", "call_snapshot", "play_snapshot"]

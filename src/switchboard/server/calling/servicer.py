@@ -1,0 +1,143 @@
+"""CallingService: proto ⇄ the calls domain (calling/service.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+import grpc
+from google.protobuf import empty_pb2
+from switchboard.calling.v1 import call_pb2, calling_service_pb2_grpc
+from switchboard.calling.v1 import calling_service_pb2 as pb
+from switchboard.common.v1 import resource_pb2
+
+from switchboard.server.calling import service as calls
+from switchboard.server.calling.media import MediaKind
+from switchboard.server.calling.models import CallState
+from switchboard.server.core import protomap
+from switchboard.server.core.context import current_principal
+from switchboard.server.core.events import EventFeed, EventRecord, Heartbeat
+from switchboard.server.core.protomap import (
+    bare_list,
+    body_version,
+    given_filters,
+    page_of,
+    to_message,
+    written_fields,
+)
+from switchboard.server.core.validation import Checks
+
+Context: TypeAlias = grpc.aio.ServicerContext
+MAX_STREAM_IDS = 1000
+_EVENT_PREFIXES = ("call.", "play.")
+
+
+class CallingServicer(calling_service_pb2_grpc.CallingServiceServicer):
+    def __init__(self, service: calls.CallService, feed: EventFeed) -> None:
+        self._calls = service
+        self._feed = feed
+
+    async def ListCalls(
+        self, request: pb.ListCallsRequest, context: Context
+    ) -> pb.ListCallsResponse:
+        checks = Checks()
+        page = page_of(request, checks)
+        given = given_filters(request, calls.FILTERS)
+        items, token = await self._calls.list_page(current_principal().org, given, page, checks)
+        bare_list("calls")
+        return pb.ListCallsResponse(
+            calls=[to_message(call_pb2.Call, item) for item in items], next_page_token=token
+        )
+
+    async def CreateCall(
+        self, request: pb.CreateCallRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        call_id = await self._calls.create(
+            principal.org, principal.subject, written_fields(request.body)
+        )
+        return resource_pb2.ResourceId(id=call_id)
+
+    async def GetCall(self, request: pb.GetCallRequest, context: Context) -> call_pb2.Call:
+        data = await self._calls.get(current_principal().org, request.call_id)
+        return to_message(call_pb2.Call, data)
+
+    async def UpdateCall(
+        self, request: pb.UpdateCallRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self._calls.update(
+            current_principal().org,
+            request.call_id,
+            written_fields(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.call_id)
+
+    async def DeleteCall(self, request: pb.DeleteCallRequest, context: Context) -> empty_pb2.Empty:
+        await self._calls.hang_up(current_principal().org, request.call_id)
+        return empty_pb2.Empty()
+
+    async def PlayDtmf(
+        self, request: pb.PlayDtmfRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        return await self._play(request.call_id, MediaKind.DTMF, written_fields(request.body))
+
+    async def PlayTts(
+        self, request: pb.PlayTtsRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        return await self._play(request.call_id, MediaKind.TTS, written_fields(request.body))
+
+    async def PlayAudio(
+        self, request: pb.PlayAudioRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        return await self._play(request.call_id, MediaKind.AUDIO, written_fields(request.body))
+
+    async def _play(
+        self, call_id: str, kind: MediaKind, values: dict[str, object]
+    ) -> resource_pb2.ResourceId:
+        play_id = await self._calls.play(current_principal().org, call_id, kind, values)
+        return resource_pb2.ResourceId(id=play_id)
+
+    async def StreamCallEvents(
+        self, request: pb.StreamCallEventsRequest, context: Context
+    ) -> AsyncIterator[pb.CallEvent]:
+        checks = Checks()
+        if len(request.call_ids) > MAX_STREAM_IDS:
+            checks.fail("call_ids", f"at most {MAX_STREAM_IDS} ids", "Range")
+        states = set(request.states)
+        for i, state in enumerate(request.states):
+            if state not in CallState.__members__:
+                checks.fail(
+                    f"states[{i}]", f"{state!r} is not STARTED, ACTIVE, REJECTED or COMPLETED"
+                )
+        heartbeat = request.heartbeat_seconds or 15
+        if not 1 <= heartbeat <= 300:
+            checks.fail("heartbeat_seconds", "must be between 1 and 300", "Range")
+        checks.raise_if_failed()
+        async for item in self._feed.follow(
+            org_id=current_principal().org,
+            after=await self._feed.start_cursor(request.after),
+            types=[],
+            type_prefixes=_EVENT_PREFIXES,
+            resource_ids=list(request.call_ids),
+            heartbeat_seconds=heartbeat,
+        ):
+            if (
+                states
+                and isinstance(item, EventRecord)
+                and item.type.startswith("call.")
+                and item.payload.get("state") not in states
+            ):
+                continue
+            yield _call_event(item)
+
+
+def _call_event(item: EventRecord | Heartbeat) -> pb.CallEvent:
+    event = pb.CallEvent(envelope=protomap.event_envelope(item))
+    if isinstance(item, Heartbeat):
+        return event
+    if item.type.startswith("play."):
+        event.play.CopyFrom(to_message(call_pb2.Play, item.payload))
+    else:
+        event.call.CopyFrom(to_message(call_pb2.Call, item.payload))
+    return event
