@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from switchboard.calling.v1 import bridge_pb2 as _bridge_pb2
 from switchboard.calling.v1 import call_pb2 as _call_pb2
 from switchboard.common.v1 import event_pb2 as _event_pb2
 import builtins as _builtins
@@ -441,6 +442,328 @@ class PlayAudioRequest(_message.Message):
 Global___PlayAudioRequest: _TypeAlias = PlayAudioRequest  # noqa: Y015
 
 @_typing.final
+class ListBridgesRequest(_message.Message):
+    """Request for ListBridges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BRIDGE_AUDIO_FIELD_NUMBER: _builtins.int
+    COMPLETED_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVATED_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_DATE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Filter: exact match."""
+    external_id: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    bridge_audio: _builtins.str
+    """Filter: exact match."""
+    completed_time: _builtins.str
+    """Filter: exact match."""
+    activated_time: _builtins.str
+    """Filter: exact match."""
+    created_date: _builtins.str
+    """Filter: exact match."""
+    last_updated_date: _builtins.str
+    """Filter: exact match."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str | None = ...,
+        external_id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        bridge_audio: _builtins.str | None = ...,
+        completed_time: _builtins.str | None = ...,
+        activated_time: _builtins.str | None = ...,
+        created_date: _builtins.str | None = ...,
+        last_updated_date: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_activated_time", b"_activated_time", "_bridge_audio", b"_bridge_audio", "_completed_time", b"_completed_time", "_created_date", b"_created_date", "_external_id", b"_external_id", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_state", b"_state", "activated_time", b"activated_time", "bridge_audio", b"bridge_audio", "completed_time", b"completed_time", "created_date", b"created_date", "external_id", b"external_id", "id", b"id", "last_updated_date", b"last_updated_date", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activated_time", b"_activated_time", "_bridge_audio", b"_bridge_audio", "_completed_time", b"_completed_time", "_created_date", b"_created_date", "_external_id", b"_external_id", "_id", b"_id", "_last_updated_date", b"_last_updated_date", "_state", b"_state", "activated_time", b"activated_time", "bridge_audio", b"bridge_audio", "completed_time", b"completed_time", "created_date", b"created_date", "external_id", b"external_id", "id", b"id", "last_updated_date", b"last_updated_date", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__activated_time: _TypeAlias = _typing.Literal["activated_time"]  # noqa: Y015
+    _WhichOneofArgType__activated_time: _TypeAlias = _typing.Literal["_activated_time", b"_activated_time"]  # noqa: Y015
+    _WhichOneofReturnType__bridge_audio: _TypeAlias = _typing.Literal["bridge_audio"]  # noqa: Y015
+    _WhichOneofArgType__bridge_audio: _TypeAlias = _typing.Literal["_bridge_audio", b"_bridge_audio"]  # noqa: Y015
+    _WhichOneofReturnType__completed_time: _TypeAlias = _typing.Literal["completed_time"]  # noqa: Y015
+    _WhichOneofArgType__completed_time: _TypeAlias = _typing.Literal["_completed_time", b"_completed_time"]  # noqa: Y015
+    _WhichOneofReturnType__created_date: _TypeAlias = _typing.Literal["created_date"]  # noqa: Y015
+    _WhichOneofArgType__created_date: _TypeAlias = _typing.Literal["_created_date", b"_created_date"]  # noqa: Y015
+    _WhichOneofReturnType__external_id: _TypeAlias = _typing.Literal["external_id"]  # noqa: Y015
+    _WhichOneofArgType__external_id: _TypeAlias = _typing.Literal["_external_id", b"_external_id"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__last_updated_date: _TypeAlias = _typing.Literal["last_updated_date"]  # noqa: Y015
+    _WhichOneofArgType__last_updated_date: _TypeAlias = _typing.Literal["_last_updated_date", b"_last_updated_date"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__activated_time) -> _WhichOneofReturnType__activated_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bridge_audio) -> _WhichOneofReturnType__bridge_audio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_time) -> _WhichOneofReturnType__completed_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_date) -> _WhichOneofReturnType__created_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_id) -> _WhichOneofReturnType__external_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_updated_date) -> _WhichOneofReturnType__last_updated_date | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListBridgesRequest: _TypeAlias = ListBridgesRequest  # noqa: Y015
+
+@_typing.final
+class ListBridgesResponse(_message.Message):
+    """A page of results of ListBridges; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def bridges(self) -> _containers.RepeatedCompositeFieldContainer[_bridge_pb2.Bridge]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        bridges: _abc.Iterable[_bridge_pb2.Bridge] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridges", b"bridges", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBridgesResponse: _TypeAlias = ListBridgesResponse  # noqa: Y015
+
+@_typing.final
+class CreateBridgeRequest(_message.Message):
+    """Request for CreateBridge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _bridge_pb2.BridgeInput:
+        """The attributes (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        body: _bridge_pb2.BridgeInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBridgeRequest: _TypeAlias = CreateBridgeRequest  # noqa: Y015
+
+@_typing.final
+class GetBridgeRequest(_message.Message):
+    """Request for GetBridge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge_id", b"bridge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBridgeRequest: _TypeAlias = GetBridgeRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBridgeRequest(_message.Message):
+    """Request for UpdateBridge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    @_builtins.property
+    def body(self) -> _bridge_pb2.BridgeInput:
+        """The attributes to change (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+        body: _bridge_pb2.BridgeInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "bridge_id", b"bridge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBridgeRequest: _TypeAlias = UpdateBridgeRequest  # noqa: Y015
+
+@_typing.final
+class DeleteBridgeRequest(_message.Message):
+    """Request for DeleteBridge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge_id", b"bridge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBridgeRequest: _TypeAlias = DeleteBridgeRequest  # noqa: Y015
+
+@_typing.final
+class ListBridgeCallsRequest(_message.Message):
+    """Request for ListBridgeCalls: the call filters, scoped to one bridge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    id: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; overrides offset."""
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_state", b"_state", "id", b"id", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_state", b"_state", "bridge_id", b"bridge_id", "id", b"id", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListBridgeCallsRequest: _TypeAlias = ListBridgeCallsRequest  # noqa: Y015
+
+@_typing.final
+class PlayBridgeTtsRequest(_message.Message):
+    """Request for PlayBridgeTts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    @_builtins.property
+    def body(self) -> Global___TtsInput:
+        """What to say (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+        body: Global___TtsInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "bridge_id", b"bridge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayBridgeTtsRequest: _TypeAlias = PlayBridgeTtsRequest  # noqa: Y015
+
+@_typing.final
+class PlayBridgeAudioRequest(_message.Message):
+    """Request for PlayBridgeAudio."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    bridge_id: _builtins.str
+    """Path: the bridge id."""
+    @_builtins.property
+    def body(self) -> Global___AudioInput:
+        """The file (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        bridge_id: _builtins.str = ...,
+        body: Global___AudioInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "bridge_id", b"bridge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayBridgeAudioRequest: _TypeAlias = PlayBridgeAudioRequest  # noqa: Y015
+
+@_typing.final
 class StreamCallEventsRequest(_message.Message):
     """Request for StreamCallEvents."""
 
@@ -491,6 +814,7 @@ class CallEvent(_message.Message):
     ENVELOPE_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
     PLAY_FIELD_NUMBER: _builtins.int
+    BRIDGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _event_pb2.EventEnvelope:
         """Cursor, type (`call.*`, `play.*` or `heartbeat`), time, resource id."""
@@ -503,18 +827,23 @@ class CallEvent(_message.Message):
     def play(self) -> _call_pb2.Play:
         """A play."""
 
+    @_builtins.property
+    def bridge(self) -> _bridge_pb2.Bridge:
+        """A bridge."""
+
     def __init__(
         self,
         *,
         envelope: _event_pb2.EventEnvelope | None = ...,
         call: _call_pb2.Call | None = ...,
         play: _call_pb2.Play | None = ...,
+        bridge: _bridge_pb2.Bridge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["call", "play"]  # noqa: Y015
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["call", "play", "bridge"]  # noqa: Y015
     _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
 

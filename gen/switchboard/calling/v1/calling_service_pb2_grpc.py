@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from switchboard.calling.v1 import bridge_pb2 as switchboard_dot_calling_dot_v1_dot_bridge__pb2
 from switchboard.calling.v1 import call_pb2 as switchboard_dot_calling_dot_v1_dot_call__pb2
 from switchboard.calling.v1 import calling_service_pb2 as switchboard_dot_calling_dot_v1_dot_calling__service__pb2
 from switchboard.common.v1 import resource_pb2 as switchboard_dot_common_dot_v1_dot_resource__pb2
@@ -80,6 +81,46 @@ class CallingServiceStub:
                 request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayAudioRequest.SerializeToString,
                 response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
                 _registered_method=True)
+        self.ListBridges = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/ListBridges',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesResponse.FromString,
+                _registered_method=True)
+        self.CreateBridge = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/CreateBridge',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateBridgeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.GetBridge = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/GetBridge',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetBridgeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_bridge__pb2.Bridge.FromString,
+                _registered_method=True)
+        self.UpdateBridge = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/UpdateBridge',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.UpdateBridgeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.DeleteBridge = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/DeleteBridge',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteBridgeRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListBridgeCalls = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/ListBridgeCalls',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgeCallsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListCallsResponse.FromString,
+                _registered_method=True)
+        self.PlayBridgeTts = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayBridgeTts',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeTtsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.PlayBridgeAudio = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayBridgeAudio',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
         self.StreamCallEvents = channel.unary_stream(
                 '/switchboard.calling.v1.CallingService/StreamCallEvents',
                 request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.StreamCallEventsRequest.SerializeToString,
@@ -149,9 +190,66 @@ class CallingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBridges(self, request, context):
+        """Lists the org's bridges.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBridge(self, request, context):
+        """Joins two or more ACTIVE calls (`call_ids`); returns the bridge id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBridge(self, request, context):
+        """The current version of a bridge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBridge(self, request, context):
+        """Puts a bridge on hold (`bridge_audio` false) or off hold (true), or changes its calls; returns the bridge id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBridge(self, request, context):
+        """Ends a bridge (COMPLETED); its calls stay up, each on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBridgeCalls(self, request, context):
+        """The calls of a bridge (the call filters apply).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayBridgeTts(self, request, context):
+        """Queues text to speech that every leg of the bridge hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayBridgeAudio(self, request, context):
+        """Queues an audio file that every leg of the bridge hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamCallEvents(self, request, context):
-        """Streams the org's call and play events (call.started|active|rejected|completed,
-        play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
+        """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
+        bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
+        heartbeats; filtered by call ids or states,
         resumable from any event's cursor. Over REST, Server-Sent Events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -199,6 +297,46 @@ def add_CallingServiceServicer_to_server(servicer, server):
             'PlayAudio': grpc.unary_unary_rpc_method_handler(
                     servicer.PlayAudio,
                     request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayAudioRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ListBridges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBridges,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesResponse.SerializeToString,
+            ),
+            'CreateBridge': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBridge,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateBridgeRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'GetBridge': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBridge,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetBridgeRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_bridge__pb2.Bridge.SerializeToString,
+            ),
+            'UpdateBridge': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBridge,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.UpdateBridgeRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'DeleteBridge': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBridge,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteBridgeRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListBridgeCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBridgeCalls,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgeCallsRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListCallsResponse.SerializeToString,
+            ),
+            'PlayBridgeTts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayBridgeTts,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeTtsRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'PlayBridgeAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayBridgeAudio,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.FromString,
                     response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
             ),
             'StreamCallEvents': grpc.unary_stream_rpc_method_handler(
@@ -425,6 +563,222 @@ class CallingService:
             target,
             '/switchboard.calling.v1.CallingService/PlayAudio',
             switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayAudioRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBridges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/ListBridges',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBridge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/CreateBridge',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateBridgeRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBridge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/GetBridge',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetBridgeRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_bridge__pb2.Bridge.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBridge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/UpdateBridge',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.UpdateBridgeRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBridge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/DeleteBridge',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteBridgeRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBridgeCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/ListBridgeCalls',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListBridgeCallsRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayBridgeTts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayBridgeTts',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeTtsRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayBridgeAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayBridgeAudio',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.SerializeToString,
             switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
             options,
             channel_credentials,

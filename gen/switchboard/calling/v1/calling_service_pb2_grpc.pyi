@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
+from switchboard.calling.v1 import bridge_pb2 as _bridge_pb2
 from switchboard.calling.v1 import call_pb2 as _call_pb2
 from switchboard.calling.v1 import calling_service_pb2 as _calling_service_pb2
 from switchboard.common.v1 import resource_pb2 as _resource_pb2
@@ -55,9 +56,26 @@ class CallingServiceStub:
     """Queues text to speech on an ACTIVE call; returns the play id."""
     PlayAudio: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayAudioRequest, _resource_pb2.ResourceId]
     """Queues an audio file (source_type URL or ATTACHMENT) on an ACTIVE call; returns the play id."""
+    ListBridges: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.ListBridgesRequest, _calling_service_pb2.ListBridgesResponse]
+    """Lists the org's bridges."""
+    CreateBridge: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.CreateBridgeRequest, _resource_pb2.ResourceId]
+    """Joins two or more ACTIVE calls (`call_ids`); returns the bridge id."""
+    GetBridge: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.GetBridgeRequest, _bridge_pb2.Bridge]
+    """The current version of a bridge."""
+    UpdateBridge: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.UpdateBridgeRequest, _resource_pb2.ResourceId]
+    """Puts a bridge on hold (`bridge_audio` false) or off hold (true), or changes its calls; returns the bridge id."""
+    DeleteBridge: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteBridgeRequest, _empty_pb2.Empty]
+    """Ends a bridge (COMPLETED); its calls stay up, each on its own."""
+    ListBridgeCalls: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.ListBridgeCallsRequest, _calling_service_pb2.ListCallsResponse]
+    """The calls of a bridge (the call filters apply)."""
+    PlayBridgeTts: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeTtsRequest, _resource_pb2.ResourceId]
+    """Queues text to speech that every leg of the bridge hears; returns the play id."""
+    PlayBridgeAudio: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeAudioRequest, _resource_pb2.ResourceId]
+    """Queues an audio file that every leg of the bridge hears; returns the play id."""
     StreamCallEvents: _grpc.UnaryStreamMultiCallable[_calling_service_pb2.StreamCallEventsRequest, _calling_service_pb2.CallEvent]
-    """Streams the org's call and play events (call.started|active|rejected|completed,
-    play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
+    """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
+    bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
+    heartbeats; filtered by call ids or states,
     resumable from any event's cursor. Over REST, Server-Sent Events.
     """
 
@@ -85,9 +103,26 @@ class CallingServiceAsyncStub(CallingServiceStub):
     """Queues text to speech on an ACTIVE call; returns the play id."""
     PlayAudio: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayAudioRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
     """Queues an audio file (source_type URL or ATTACHMENT) on an ACTIVE call; returns the play id."""
+    ListBridges: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.ListBridgesRequest, _calling_service_pb2.ListBridgesResponse]  # type: ignore[assignment]
+    """Lists the org's bridges."""
+    CreateBridge: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.CreateBridgeRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Joins two or more ACTIVE calls (`call_ids`); returns the bridge id."""
+    GetBridge: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.GetBridgeRequest, _bridge_pb2.Bridge]  # type: ignore[assignment]
+    """The current version of a bridge."""
+    UpdateBridge: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.UpdateBridgeRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Puts a bridge on hold (`bridge_audio` false) or off hold (true), or changes its calls; returns the bridge id."""
+    DeleteBridge: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteBridgeRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Ends a bridge (COMPLETED); its calls stay up, each on its own."""
+    ListBridgeCalls: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.ListBridgeCallsRequest, _calling_service_pb2.ListCallsResponse]  # type: ignore[assignment]
+    """The calls of a bridge (the call filters apply)."""
+    PlayBridgeTts: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeTtsRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues text to speech that every leg of the bridge hears; returns the play id."""
+    PlayBridgeAudio: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeAudioRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues an audio file that every leg of the bridge hears; returns the play id."""
     StreamCallEvents: _aio.UnaryStreamMultiCallable[_calling_service_pb2.StreamCallEventsRequest, _calling_service_pb2.CallEvent]  # type: ignore[assignment]
-    """Streams the org's call and play events (call.started|active|rejected|completed,
-    play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
+    """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
+    bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
+    heartbeats; filtered by call ids or states,
     resumable from any event's cursor. Over REST, Server-Sent Events.
     """
 
@@ -162,13 +197,78 @@ class CallingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Queues an audio file (source_type URL or ATTACHMENT) on an ACTIVE call; returns the play id."""
 
     @_abc_1.abstractmethod
+    def ListBridges(
+        self,
+        request: _calling_service_pb2.ListBridgesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calling_service_pb2.ListBridgesResponse, _abc.Awaitable[_calling_service_pb2.ListBridgesResponse]]:
+        """Lists the org's bridges."""
+
+    @_abc_1.abstractmethod
+    def CreateBridge(
+        self,
+        request: _calling_service_pb2.CreateBridgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Joins two or more ACTIVE calls (`call_ids`); returns the bridge id."""
+
+    @_abc_1.abstractmethod
+    def GetBridge(
+        self,
+        request: _calling_service_pb2.GetBridgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_bridge_pb2.Bridge, _abc.Awaitable[_bridge_pb2.Bridge]]:
+        """The current version of a bridge."""
+
+    @_abc_1.abstractmethod
+    def UpdateBridge(
+        self,
+        request: _calling_service_pb2.UpdateBridgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Puts a bridge on hold (`bridge_audio` false) or off hold (true), or changes its calls; returns the bridge id."""
+
+    @_abc_1.abstractmethod
+    def DeleteBridge(
+        self,
+        request: _calling_service_pb2.DeleteBridgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Ends a bridge (COMPLETED); its calls stay up, each on its own."""
+
+    @_abc_1.abstractmethod
+    def ListBridgeCalls(
+        self,
+        request: _calling_service_pb2.ListBridgeCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calling_service_pb2.ListCallsResponse, _abc.Awaitable[_calling_service_pb2.ListCallsResponse]]:
+        """The calls of a bridge (the call filters apply)."""
+
+    @_abc_1.abstractmethod
+    def PlayBridgeTts(
+        self,
+        request: _calling_service_pb2.PlayBridgeTtsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues text to speech that every leg of the bridge hears; returns the play id."""
+
+    @_abc_1.abstractmethod
+    def PlayBridgeAudio(
+        self,
+        request: _calling_service_pb2.PlayBridgeAudioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues an audio file that every leg of the bridge hears; returns the play id."""
+
+    @_abc_1.abstractmethod
     def StreamCallEvents(
         self,
         request: _calling_service_pb2.StreamCallEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_calling_service_pb2.CallEvent], _abc.AsyncIterator[_calling_service_pb2.CallEvent]]:
-        """Streams the org's call and play events (call.started|active|rejected|completed,
-        play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
+        """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
+        bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
+        heartbeats; filtered by call ids or states,
         resumable from any event's cursor. Over REST, Server-Sent Events.
         """
 

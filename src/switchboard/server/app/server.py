@@ -28,6 +28,7 @@ from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
+from switchboard.server.calling.bridges import BridgeService
 from switchboard.server.calling.sandbox import SandboxCarrier
 from switchboard.server.calling.service import CallService
 from switchboard.server.calling.servicer import CallingServicer
@@ -97,6 +98,7 @@ class Application:
     communications: CommunicationsDomain
     messaging: MessagingDomain
     calls: CallService
+    bridges: BridgeService
     feed: EventFeed
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
@@ -144,7 +146,7 @@ class Application:
             WebhooksServicer(webhooks), server
         )
         calling_service_pb2_grpc.add_CallingServiceServicer_to_server(
-            CallingServicer(self.calls, self.feed), server
+            CallingServicer(self.calls, self.bridges, self.feed), server
         )
         templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
             TemplatesServicer(self.templates_domain), server
@@ -261,14 +263,16 @@ def build_application(
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
+    carrier = SandboxCarrier(clock)
     calls = CallService(
         db=db,
         events=events,
         clock=clock,
-        carrier=SandboxCarrier(clock),
+        carrier=carrier,
         senders=messaging.senders,
         rates=Rates.from_reference_data(),
     )
+    bridges = BridgeService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
     return Application(
         settings=settings,
         db=db,
@@ -285,6 +289,7 @@ def build_application(
         communications=communications,
         messaging=messaging,
         calls=calls,
+        bridges=bridges,
         feed=feed,
     )
 

@@ -64,13 +64,43 @@ class CallRecord(SQLModel, table=True):
     version: int = 1
 
 
+class BridgeState(StrEnum):
+    CREATED = "CREATED"  # written, its calls not joined yet
+    ACTIVE = "ACTIVE"
+    HOLD = "HOLD"  # bridge_audio false: the legs do not hear each other
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"  # the carrier could not join the calls
+
+
+OPEN_BRIDGE_STATES = (BridgeState.CREATED.value, BridgeState.ACTIVE.value, BridgeState.HOLD.value)
+
+
+class BridgeRecord(SQLModel, table=True):
+    __tablename__ = "call_bridges"
+    __table_args__ = (Index("ix_call_bridges_org_id", "org_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    external_id: str = Field(default="", max_length=128)
+    state: str = Field(max_length=16)
+    bridge_audio: bool = True
+    activated_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    error_details: str = Field(default="", max_length=1024)
+    application_id: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    version: int = 1
+
+
 class PlayRecord(SQLModel, table=True):
     __tablename__ = "call_plays"
     __table_args__ = (Index("ix_call_plays_call", "call_id", "state"),)
 
     id: str = Field(primary_key=True, max_length=64)
     org_id: str = Field(max_length=64)
-    call_id: str = Field(max_length=64)
+    call_id: str = Field(max_length=64)  # the call it plays into; "" for a bridge's play
+    bridge_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     kind: str = Field(max_length=8)  # DTMF, TTS, AUDIO
     state: str = Field(max_length=16)
     duration: float = 0.0  # seconds

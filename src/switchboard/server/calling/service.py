@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +97,7 @@ _FILTER_COLUMNS = {
     "last_updated_date": "updated_at",
 }
 _NORMAL_ENDS = (LOCAL_HANGUP, REMOTE_HANGUP)
+_TIME_FILTERS = frozenset({"start_time", "answer_time", "created_date", "last_updated_date"})
 DEFAULT_ANSWER_TIMEOUT = 30_000
 ANSWER_TIMEOUT_RANGE = (1_000, 120_000)
 
@@ -131,6 +132,7 @@ def play_snapshot(row: Row) -> Snapshot:
     return {
         "id": row["id"],
         "call_id": row["call_id"],
+        "bridge_id": row["bridge_id"],
         "kind": row["kind"],
         "state": row["state"],
         "duration": row["duration"],
@@ -157,6 +159,8 @@ class CallService:
         self.carrier = carrier
         self._senders = senders
         self._rates = rates
+        # The bridges' hook: a call that was in a bridge ended (its id, when).
+        self.on_leg_ended: Callable[[str, datetime], Awaitable[None]] | None = None
         self.rows = OrgTable(
             db=db,
             events=events,
@@ -232,7 +236,7 @@ class CallService:
 
         def work(session: Session) -> None:
             written = session.execute(calls_table.insert().values(row).returning(*calls_table.c))
-            self._call_event(session, written.mappings().one(), "started", now)
+            self.call_event(session, written.mappings().one(), "started", now)
 
         await self._db.run_write(work)
         await self.carrier.dial(call_id, sender.address, to_address, answer_timeout)
@@ -257,15 +261,24 @@ class CallService:
         return await self.rows.get(org_id, call_id)
 
     async def list_page(
-        self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
+        self,
+        org_id: str,
+        given: Mapping[str, str],
+        page: listing.Page,
+        checks: Checks,
+        *,
+        bridge_id: str | None = None,
     ) -> tuple[list[Snapshot], str]:
+        extra = () if bridge_id is None else (_c.bridge_id == bridge_id,)
         return await self.rows.list_page(
             org_id,
             given,
             page,
             checks,
             columns=_FILTER_COLUMNS,
+            times=_TIME_FILTERS,
             integers=frozenset({"answer_timeout"}),
+            extra=extra,
         )
 
     async def update(
@@ -291,7 +304,7 @@ class CallService:
             if external_id is None:
                 return
             changed = self._change(session, current, {"external_id": str(external_id)}, now)
-            self._call_event(session, changed, "updated", now)
+            self.call_event(session, changed, "updated", now)
 
         await self._db.run_write(work)
 
@@ -304,32 +317,29 @@ class CallService:
 
     async def play(self, org_id: str, call_id: str, kind: str, values: Mapping[str, Any]) -> str:
         """Queue media on an ACTIVE call; returns the play id."""
-        field = {"DTMF": "dtmf_digits", "TTS": "text"}.get(str(kind), "source")
-        try:
-            if kind == media_rules.MediaKind.DTMF:
-                media: media_rules.Media = media_rules.dtmf(str(values.get("dtmf_digits") or ""))
-            elif kind == media_rules.MediaKind.TTS:
-                media = media_rules.tts(
-                    str(values.get("text") or ""),
-                    str(values.get("language") or ""),
-                    str(values.get("gender") or ""),
-                    str(values.get("voice") or ""),
-                )
-            else:
-                media = media_rules.audio(
-                    str(values.get("source_type") or ""), str(values.get("source") or "")
-                )
-        except ValueError as exc:
-            raise _invalid(field, str(exc)) from exc
+        media = parse_media(kind, values)
         call = await self.rows.get(org_id, call_id)
         if call["state"] != CallState.ACTIVE.value:
             raise StaleData(f"call {call_id!r} is {call['state']}: media plays on ACTIVE calls")
+        return await self.queue_play(org_id, kind, media, call_id=call_id)
+
+    async def queue_play(
+        self,
+        org_id: str,
+        kind: str,
+        media: media_rules.Media,
+        *,
+        call_id: str = "",
+        bridge_id: str = "",
+    ) -> str:
+        """Record a QUEUED play of a call or a bridge and hand it to the carrier."""
         now = self._clock.now()
         play_id = new_id("play_")
         row = {
             "id": play_id,
             "org_id": org_id,
             "call_id": call_id,
+            "bridge_id": bridge_id,
             "kind": str(kind),
             "state": PlayState.QUEUED.value,
             "duration": round(media_rules.media_duration(media), 3),
@@ -341,40 +351,45 @@ class CallService:
             self._play_event(session, written.mappings().one(), "queued", now)
 
         await self._db.run_write(work)
+        target = call_id or bridge_id
         try:
-            await self.carrier.play(call_id, play_id, media)
-        except (CarrierConflict, UnknownTarget) as exc:  # the call ended meanwhile
+            await self.carrier.play(target, play_id, media)
+        except (CarrierConflict, UnknownTarget) as exc:  # the call or bridge ended meanwhile
             await self._db.run_write(
                 lambda s: self._end_play(s, play_id, PlayState.INTERRUPTED, now, "interrupted")
             )
-            raise StaleData(f"call {call_id!r} ended before the play could start") from exc
+            raise StaleData(f"{target!r} ended before the play could start") from exc
         return play_id
 
     # -- the carrier's events --------------------------------------------------------------------
 
     async def on_carrier_event(self, event: CarrierEvent) -> None:
-        """Apply one carrier event (the carrier's sink); returns once it is durable."""
-        await self._db.run_write(lambda session: self._apply(session, event))
+        """Apply one carrier event (the carrier's sink); returns once it is durable. A call that
+        ended inside a bridge ends the bridge too (`on_leg_ended`)."""
+        bridge_id = await self._db.run_write(lambda session: self._apply(session, event))
+        if bridge_id and self.on_leg_ended is not None:
+            await self.on_leg_ended(bridge_id, event.at)
 
-    def _apply(self, session: Session, event: CarrierEvent) -> None:
+    def _apply(self, session: Session, event: CarrierEvent) -> str:
+        """Apply `event`; the bridge of a call it ended ("" otherwise)."""
         at = event.at
         if event.kind == EventKind.PLAY_STARTED:
             self._start_play(session, event.play_id, at)
-            return
+            return ""
         if event.kind == EventKind.PLAY_COMPLETED:
             self._end_play(session, event.play_id, PlayState.COMPLETED, at, "completed")
-            return
+            return ""
         if event.kind == EventKind.PLAY_INTERRUPTED:
             self._end_play(session, event.play_id, PlayState.INTERRUPTED, at, "interrupted")
-            return
+            return ""
         call = self._locked(session, event.target_id)
         if call is None or call["state"] not in LIVE_STATES:
-            return  # a repeat, or a call that ended already
+            return ""  # a repeat, or a call that ended already
         if event.kind == EventKind.ANSWERED and call["state"] == CallState.STARTED.value:
             changed = self._change(
                 session, call, {"state": CallState.ACTIVE.value, "answer_time": at}, at
             )
-            self._call_event(session, changed, "active", at)
+            self.call_event(session, changed, "active", at)
         elif event.kind == EventKind.REJECTED or (
             event.kind == EventKind.ENDED and call["state"] == CallState.STARTED.value
         ):
@@ -386,7 +401,7 @@ class CallService:
                 "failure_code": code,
                 "failure_details": details[:1024],
             }
-            self._call_event(session, self._change(session, call, changes, at), "rejected", at)
+            self.call_event(session, self._change(session, call, changes, at), "rejected", at)
             self._interrupt_plays(session, call["id"], at)
         elif event.kind == EventKind.ENDED:
             answered: datetime = call["answer_time"]
@@ -401,8 +416,9 @@ class CallService:
                 # Who hung up is the normal end; anything else (a restart) is worth saying.
                 "failure_details": "" if event.reason in _NORMAL_ENDS else event.reason,
             }
-            self._call_event(session, self._change(session, call, changes, at), "completed", at)
+            self.call_event(session, self._change(session, call, changes, at), "completed", at)
             self._interrupt_plays(session, call["id"], at)
+        return str(call["bridge_id"]) if event.terminal else ""
 
     def _locked(self, session: Session, call_id: str) -> Row | None:
         query = select(calls_table).where(_c.id == call_id)
@@ -455,7 +471,7 @@ class CallService:
         for play_id in list(session.execute(query).scalars()):
             self._end_play(session, play_id, PlayState.INTERRUPTED, at, "interrupted")
 
-    def _call_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
+    def call_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
         payload = call_snapshot(row)
         self._events.append(
             session, [NewEvent(row["org_id"], f"call.{what}", row["id"], payload, at)]
@@ -464,9 +480,28 @@ class CallService:
     def _play_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
         # The call id as resource id: a stream filtered by call ids follows its plays too.
         payload = play_snapshot(row)
-        self._events.append(
-            session, [NewEvent(row["org_id"], f"play.{what}", row["call_id"], payload, at)]
+        target = row["call_id"] or row["bridge_id"]
+        self._events.append(session, [NewEvent(row["org_id"], f"play.{what}", target, payload, at)])
+
+
+def parse_media(kind: str, values: Mapping[str, Any]) -> media_rules.Media:
+    """A play request's body as media; 400 naming the field when it is not valid."""
+    field = {"DTMF": "dtmf_digits", "TTS": "text"}.get(str(kind), "source")
+    try:
+        if kind == media_rules.MediaKind.DTMF:
+            return media_rules.dtmf(str(values.get("dtmf_digits") or ""))
+        if kind == media_rules.MediaKind.TTS:
+            return media_rules.tts(
+                str(values.get("text") or ""),
+                str(values.get("language") or ""),
+                str(values.get("gender") or ""),
+                str(values.get("voice") or ""),
+            )
+        return media_rules.audio(
+            str(values.get("source_type") or ""), str(values.get("source") or "")
         )
+    except ValueError as exc:
+        raise _invalid(field, str(exc)) from exc
 
 
 def _invalid(field: str, message: str) -> InvalidArgument:

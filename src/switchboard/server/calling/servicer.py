@@ -7,10 +7,11 @@ from typing import TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
-from switchboard.calling.v1 import call_pb2, calling_service_pb2_grpc
+from switchboard.calling.v1 import bridge_pb2, call_pb2, calling_service_pb2_grpc
 from switchboard.calling.v1 import calling_service_pb2 as pb
 from switchboard.common.v1 import resource_pb2
 
+from switchboard.server.calling import bridges
 from switchboard.server.calling import service as calls
 from switchboard.server.calling.media import MediaKind
 from switchboard.server.calling.models import CallState
@@ -29,13 +30,96 @@ from switchboard.server.core.validation import Checks
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_STREAM_IDS = 1000
-_EVENT_PREFIXES = ("call.", "play.")
+_EVENT_PREFIXES = ("call.", "play.", "bridge.")
 
 
 class CallingServicer(calling_service_pb2_grpc.CallingServiceServicer):
-    def __init__(self, service: calls.CallService, feed: EventFeed) -> None:
+    def __init__(
+        self, service: calls.CallService, bridge_service: bridges.BridgeService, feed: EventFeed
+    ) -> None:
         self._calls = service
+        self._bridges = bridge_service
         self._feed = feed
+
+    # -- bridges ---------------------------------------------------------------------------------
+
+    async def ListBridges(
+        self, request: pb.ListBridgesRequest, context: Context
+    ) -> pb.ListBridgesResponse:
+        checks = Checks()
+        page = page_of(request, checks)
+        given = given_filters(request, bridges.FILTERS)
+        items, token = await self._bridges.list_page(current_principal().org, given, page, checks)
+        bare_list("bridges")
+        return pb.ListBridgesResponse(
+            bridges=[to_message(bridge_pb2.Bridge, item) for item in items],
+            next_page_token=token,
+        )
+
+    async def CreateBridge(
+        self, request: pb.CreateBridgeRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        principal = current_principal()
+        bridge_id = await self._bridges.create(
+            principal.org, principal.subject, written_fields(request.body)
+        )
+        return resource_pb2.ResourceId(id=bridge_id)
+
+    async def GetBridge(self, request: pb.GetBridgeRequest, context: Context) -> bridge_pb2.Bridge:
+        data = await self._bridges.get(current_principal().org, request.bridge_id)
+        return to_message(bridge_pb2.Bridge, data)
+
+    async def UpdateBridge(
+        self, request: pb.UpdateBridgeRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        await self._bridges.update(
+            current_principal().org,
+            request.bridge_id,
+            written_fields(request.body),
+            body_version(request.body, context),
+        )
+        return resource_pb2.ResourceId(id=request.bridge_id)
+
+    async def DeleteBridge(
+        self, request: pb.DeleteBridgeRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._bridges.delete(current_principal().org, request.bridge_id)
+        return empty_pb2.Empty()
+
+    async def ListBridgeCalls(
+        self, request: pb.ListBridgeCallsRequest, context: Context
+    ) -> pb.ListCallsResponse:
+        checks = Checks()
+        page = page_of(request, checks)
+        checks.raise_if_failed()
+        given = given_filters(request, ("id", "state"))
+        items, token = await self._bridges.calls(
+            current_principal().org, request.bridge_id, given, page
+        )
+        bare_list("calls")
+        return pb.ListCallsResponse(
+            calls=[to_message(call_pb2.Call, item) for item in items], next_page_token=token
+        )
+
+    async def PlayBridgeTts(
+        self, request: pb.PlayBridgeTtsRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        values = written_fields(request.body)
+        play_id = await self._bridges.play(
+            current_principal().org, request.bridge_id, MediaKind.TTS, values
+        )
+        return resource_pb2.ResourceId(id=play_id)
+
+    async def PlayBridgeAudio(
+        self, request: pb.PlayBridgeAudioRequest, context: Context
+    ) -> resource_pb2.ResourceId:
+        values = written_fields(request.body)
+        play_id = await self._bridges.play(
+            current_principal().org, request.bridge_id, MediaKind.AUDIO, values
+        )
+        return resource_pb2.ResourceId(id=play_id)
+
+    # -- calls -----------------------------------------------------------------------------------
 
     async def ListCalls(
         self, request: pb.ListCallsRequest, context: Context
@@ -138,6 +222,8 @@ def _call_event(item: EventRecord | Heartbeat) -> pb.CallEvent:
         return event
     if item.type.startswith("play."):
         event.play.CopyFrom(to_message(call_pb2.Play, item.payload))
+    elif item.type.startswith("bridge."):
+        event.bridge.CopyFrom(to_message(bridge_pb2.Bridge, item.payload))
     else:
         event.call.CopyFrom(to_message(call_pb2.Call, item.payload))
     return event

@@ -3,7 +3,7 @@
 from sqlmodel import SQLModel
 
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
-from switchboard.server.calling.models import CallRecord, PlayRecord
+from switchboard.server.calling.models import BridgeRecord, CallRecord, PlayRecord
 from switchboard.server.communications.models import (
     CommunicationRecord,
     DeliveryRecord,
@@ -52,6 +52,7 @@ __all__ = [
     "Application",
     "Attachment",
     "AttachmentChunk",
+    "BridgeRecord",
     "CallRecord",
     "ChannelRecord",
     "ChannelSenderRecord",
