@@ -49,6 +49,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.communication_preview
 	$(BIN)/python -m bench.message_fanout
 	$(BIN)/python -m bench.delivery_smpp
+	$(BIN)/python -m bench.calling --rate 50
 
 clean:
 	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

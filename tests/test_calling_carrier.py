@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
 import pytest
@@ -44,8 +44,8 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[CarrierEvent] = []
 
-    async def __call__(self, event: CarrierEvent) -> None:
-        self.events.append(event)
+    async def __call__(self, events: Sequence[CarrierEvent]) -> None:
+        self.events.extend(events)
 
     def of(self, target_id: str) -> list[CarrierEvent]:
         return [e for e in self.events if e.target_id == target_id]
@@ -415,10 +415,10 @@ async def test_stop_cancels_timers_silently(sink: Recorder) -> None:
 async def test_a_failing_sink_does_not_stop_delivery() -> None:
     received: list[CarrierEvent] = []
 
-    async def flaky(event: CarrierEvent) -> None:
-        if event.kind is K.RINGING:
+    async def flaky(events: Sequence[CarrierEvent]) -> None:
+        if any(event.kind is K.RINGING for event in events):
             raise RuntimeError("database away")
-        received.append(event)
+        received.extend(events)
 
     carrier = SandboxCarrier(SystemClock(), ring_seconds=RING)
     await carrier.start(flaky)

@@ -197,6 +197,7 @@ class Play(_message.Message):
     ENDED_TIME_FIELD_NUMBER: _builtins.int
     CREATED_DATE_FIELD_NUMBER: _builtins.int
     BRIDGE_ID_FIELD_NUMBER: _builtins.int
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Allocated by the server (`play_…`). Output only."""
     call_id: _builtins.str
@@ -209,6 +210,8 @@ class Play(_message.Message):
     """Seconds it lasts. Output only."""
     bridge_id: _builtins.str
     """The bridge it plays into, for a bridge's play. Output only."""
+    conference_id: _builtins.str
+    """The conference it plays into, for a conference's play. Output only."""
     @_builtins.property
     def started_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -233,10 +236,11 @@ class Play(_message.Message):
         ended_time: _timestamp_pb2.Timestamp | None = ...,
         created_date: _timestamp_pb2.Timestamp | None = ...,
         bridge_id: _builtins.str = ...,
+        conference_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_date", b"created_date", "ended_time", b"ended_time", "started_time", b"started_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge_id", b"bridge_id", "call_id", b"call_id", "created_date", b"created_date", "duration", b"duration", "ended_time", b"ended_time", "id", b"id", "kind", b"kind", "started_time", b"started_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge_id", b"bridge_id", "call_id", b"call_id", "conference_id", b"conference_id", "created_date", b"created_date", "duration", b"duration", "ended_time", b"ended_time", "id", b"id", "kind", b"kind", "started_time", b"started_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

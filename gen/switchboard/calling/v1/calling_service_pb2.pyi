@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from switchboard.calling.v1 import bridge_pb2 as _bridge_pb2
 from switchboard.calling.v1 import call_pb2 as _call_pb2
+from switchboard.calling.v1 import conference_pb2 as _conference_pb2
 from switchboard.common.v1 import event_pb2 as _event_pb2
 import builtins as _builtins
 import sys
@@ -764,6 +765,445 @@ class PlayBridgeAudioRequest(_message.Message):
 Global___PlayBridgeAudioRequest: _TypeAlias = PlayBridgeAudioRequest  # noqa: Y015
 
 @_typing.final
+class ListConferencesRequest(_message.Message):
+    """Request for ListConferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Filter: exact match."""
+    external_id: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    created_time: _builtins.str
+    """Filter: exact match."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str | None = ...,
+        external_id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        created_time: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_time", b"_created_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_state", b"_state", "created_time", b"created_time", "external_id", b"external_id", "from", b"from", "id", b"id", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_time", b"_created_time", "_external_id", b"_external_id", "_from", b"_from", "_id", b"_id", "_state", b"_state", "created_time", b"created_time", "external_id", b"external_id", "from", b"from", "id", b"id", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__created_time: _TypeAlias = _typing.Literal["created_time"]  # noqa: Y015
+    _WhichOneofArgType__created_time: _TypeAlias = _typing.Literal["_created_time", b"_created_time"]  # noqa: Y015
+    _WhichOneofReturnType__external_id: _TypeAlias = _typing.Literal["external_id"]  # noqa: Y015
+    _WhichOneofArgType__external_id: _TypeAlias = _typing.Literal["_external_id", b"_external_id"]  # noqa: Y015
+    _WhichOneofReturnType__from: _TypeAlias = _typing.Literal["from"]  # noqa: Y015
+    _WhichOneofArgType__from: _TypeAlias = _typing.Literal["_from", b"_from"]  # noqa: Y015
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_time) -> _WhichOneofReturnType__created_time | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__external_id) -> _WhichOneofReturnType__external_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from) -> _WhichOneofReturnType__from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListConferencesRequest: _TypeAlias = ListConferencesRequest  # noqa: Y015
+
+@_typing.final
+class ListConferencesResponse(_message.Message):
+    """A page of results of ListConferences; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def conferences(self) -> _containers.RepeatedCompositeFieldContainer[_conference_pb2.Conference]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        conferences: _abc.Iterable[_conference_pb2.Conference] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conferences", b"conferences", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConferencesResponse: _TypeAlias = ListConferencesResponse  # noqa: Y015
+
+@_typing.final
+class CreateConferenceRequest(_message.Message):
+    """Request for CreateConference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _conference_pb2.ConferenceInput:
+        """The attributes (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        body: _conference_pb2.ConferenceInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateConferenceRequest: _TypeAlias = CreateConferenceRequest  # noqa: Y015
+
+@_typing.final
+class GetConferenceRequest(_message.Message):
+    """Request for GetConference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conference_id", b"conference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConferenceRequest: _TypeAlias = GetConferenceRequest  # noqa: Y015
+
+@_typing.final
+class DeleteConferenceRequest(_message.Message):
+    """Request for DeleteConference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conference_id", b"conference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteConferenceRequest: _TypeAlias = DeleteConferenceRequest  # noqa: Y015
+
+@_typing.final
+class PlayConferenceTtsRequest(_message.Message):
+    """Request for PlayConferenceTts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    @_builtins.property
+    def body(self) -> Global___TtsInput:
+        """What to say (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        body: Global___TtsInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "conference_id", b"conference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayConferenceTtsRequest: _TypeAlias = PlayConferenceTtsRequest  # noqa: Y015
+
+@_typing.final
+class PlayConferenceAudioRequest(_message.Message):
+    """Request for PlayConferenceAudio."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    @_builtins.property
+    def body(self) -> Global___AudioInput:
+        """The file (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        body: Global___AudioInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "conference_id", b"conference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayConferenceAudioRequest: _TypeAlias = PlayConferenceAudioRequest  # noqa: Y015
+
+@_typing.final
+class ListConferenceMembersRequest(_message.Message):
+    """Request for ListConferenceMembers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    id: _builtins.str
+    """Filter: exact match."""
+    state: _builtins.str
+    """Filter: exact match."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        id: _builtins.str | None = ...,
+        state: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_state", b"_state", "id", b"id", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_state", b"_state", "conference_id", b"conference_id", "id", b"id", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
+    _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__id) -> _WhichOneofReturnType__id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListConferenceMembersRequest: _TypeAlias = ListConferenceMembersRequest  # noqa: Y015
+
+@_typing.final
+class ListConferenceMembersResponse(_message.Message):
+    """A page of results of ListConferenceMembers; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[_conference_pb2.ConferenceMember]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[_conference_pb2.ConferenceMember] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConferenceMembersResponse: _TypeAlias = ListConferenceMembersResponse  # noqa: Y015
+
+@_typing.final
+class CreateConferenceMemberRequest(_message.Message):
+    """Request for CreateConferenceMember."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    @_builtins.property
+    def body(self) -> _conference_pb2.ConferenceMemberInput:
+        """The attributes (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        body: _conference_pb2.ConferenceMemberInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "conference_id", b"conference_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateConferenceMemberRequest: _TypeAlias = CreateConferenceMemberRequest  # noqa: Y015
+
+@_typing.final
+class GetConferenceMemberRequest(_message.Message):
+    """Request for GetConferenceMember."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    member_id: _builtins.str
+    """Path: the member id."""
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conference_id", b"conference_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConferenceMemberRequest: _TypeAlias = GetConferenceMemberRequest  # noqa: Y015
+
+@_typing.final
+class DeleteConferenceMemberRequest(_message.Message):
+    """Request for DeleteConferenceMember."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    member_id: _builtins.str
+    """Path: the member id."""
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conference_id", b"conference_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteConferenceMemberRequest: _TypeAlias = DeleteConferenceMemberRequest  # noqa: Y015
+
+@_typing.final
+class PlayConferenceMemberTtsRequest(_message.Message):
+    """Request for PlayConferenceMemberTts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    member_id: _builtins.str
+    """Path: the member id."""
+    @_builtins.property
+    def body(self) -> Global___TtsInput:
+        """What to say (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        body: Global___TtsInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "conference_id", b"conference_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayConferenceMemberTtsRequest: _TypeAlias = PlayConferenceMemberTtsRequest  # noqa: Y015
+
+@_typing.final
+class PlayConferenceMemberAudioRequest(_message.Message):
+    """Request for PlayConferenceMemberAudio."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFERENCE_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    conference_id: _builtins.str
+    """Path: the conference id."""
+    member_id: _builtins.str
+    """Path: the member id."""
+    @_builtins.property
+    def body(self) -> Global___AudioInput:
+        """The file (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        conference_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        body: Global___AudioInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "conference_id", b"conference_id", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlayConferenceMemberAudioRequest: _TypeAlias = PlayConferenceMemberAudioRequest  # noqa: Y015
+
+@_typing.final
 class StreamCallEventsRequest(_message.Message):
     """Request for StreamCallEvents."""
 
@@ -815,6 +1255,8 @@ class CallEvent(_message.Message):
     CALL_FIELD_NUMBER: _builtins.int
     PLAY_FIELD_NUMBER: _builtins.int
     BRIDGE_FIELD_NUMBER: _builtins.int
+    CONFERENCE_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _event_pb2.EventEnvelope:
         """Cursor, type (`call.*`, `play.*` or `heartbeat`), time, resource id."""
@@ -831,6 +1273,14 @@ class CallEvent(_message.Message):
     def bridge(self) -> _bridge_pb2.Bridge:
         """A bridge."""
 
+    @_builtins.property
+    def conference(self) -> _conference_pb2.Conference:
+        """A conference."""
+
+    @_builtins.property
+    def member(self) -> _conference_pb2.ConferenceMember:
+        """A conference member."""
+
     def __init__(
         self,
         *,
@@ -838,12 +1288,14 @@ class CallEvent(_message.Message):
         call: _call_pb2.Call | None = ...,
         play: _call_pb2.Play | None = ...,
         bridge: _bridge_pb2.Bridge | None = ...,
+        conference: _conference_pb2.Conference | None = ...,
+        member: _conference_pb2.ConferenceMember | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "conference", b"conference", "envelope", b"envelope", "member", b"member", "play", b"play", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "envelope", b"envelope", "play", b"play", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "call", b"call", "conference", b"conference", "envelope", b"envelope", "member", b"member", "play", b"play", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["call", "play", "bridge"]  # noqa: Y015
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["call", "play", "bridge", "conference", "member"]  # noqa: Y015
     _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
 

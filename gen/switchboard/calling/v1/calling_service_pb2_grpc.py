@@ -7,6 +7,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from switchboard.calling.v1 import bridge_pb2 as switchboard_dot_calling_dot_v1_dot_bridge__pb2
 from switchboard.calling.v1 import call_pb2 as switchboard_dot_calling_dot_v1_dot_call__pb2
 from switchboard.calling.v1 import calling_service_pb2 as switchboard_dot_calling_dot_v1_dot_calling__service__pb2
+from switchboard.calling.v1 import conference_pb2 as switchboard_dot_calling_dot_v1_dot_conference__pb2
 from switchboard.common.v1 import resource_pb2 as switchboard_dot_common_dot_v1_dot_resource__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -119,6 +120,66 @@ class CallingServiceStub:
         self.PlayBridgeAudio = channel.unary_unary(
                 '/switchboard.calling.v1.CallingService/PlayBridgeAudio',
                 request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.ListConferences = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/ListConferences',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesResponse.FromString,
+                _registered_method=True)
+        self.CreateConference = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/CreateConference',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.GetConference = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/GetConference',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_conference__pb2.Conference.FromString,
+                _registered_method=True)
+        self.DeleteConference = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/DeleteConference',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PlayConferenceTts = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayConferenceTts',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceTtsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.PlayConferenceAudio = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayConferenceAudio',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceAudioRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.ListConferenceMembers = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/ListConferenceMembers',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersResponse.FromString,
+                _registered_method=True)
+        self.CreateConferenceMember = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/CreateConferenceMember',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceMemberRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.GetConferenceMember = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/GetConferenceMember',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceMemberRequest.SerializeToString,
+                response_deserializer=switchboard_dot_calling_dot_v1_dot_conference__pb2.ConferenceMember.FromString,
+                _registered_method=True)
+        self.DeleteConferenceMember = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/DeleteConferenceMember',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceMemberRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PlayConferenceMemberTts = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayConferenceMemberTts',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberTtsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.PlayConferenceMemberAudio = channel.unary_unary(
+                '/switchboard.calling.v1.CallingService/PlayConferenceMemberAudio',
+                request_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberAudioRequest.SerializeToString,
                 response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
                 _registered_method=True)
         self.StreamCallEvents = channel.unary_stream(
@@ -246,10 +307,95 @@ class CallingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConferences(self, request, context):
+        """Lists the org's conferences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConference(self, request, context):
+        """Creates an empty conference; returns its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConference(self, request, context):
+        """The current version of a conference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConference(self, request, context):
+        """Ends a conference: every member leaves (calls it dialled are hung up), it is completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayConferenceTts(self, request, context):
+        """Queues text to speech every member hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayConferenceAudio(self, request, context):
+        """Queues an audio file every member hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConferenceMembers(self, request, context):
+        """Lists a conference's members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConferenceMember(self, request, context):
+        """Adds a member (an ACTIVE call, or a number to dial); returns its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConferenceMember(self, request, context):
+        """The current version of a member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConferenceMember(self, request, context):
+        """Removes a member (completed); a call the conference dialled for it is hung up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayConferenceMemberTts(self, request, context):
+        """Queues text to speech only this member hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlayConferenceMemberAudio(self, request, context):
+        """Queues an audio file only this member hears; returns the play id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamCallEvents(self, request, context):
-        """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
-        bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
-        heartbeats; filtered by call ids or states,
+        """Streams the org's call, bridge, conference, member and play events
+        (call.started|active|rejected|completed, bridge.active|hold|completed|error,
+        conference.created|active|completed, member.joining|active|completed,
+        play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
         resumable from any event's cursor. Over REST, Server-Sent Events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -337,6 +483,66 @@ def add_CallingServiceServicer_to_server(servicer, server):
             'PlayBridgeAudio': grpc.unary_unary_rpc_method_handler(
                     servicer.PlayBridgeAudio,
                     request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ListConferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConferences,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesResponse.SerializeToString,
+            ),
+            'CreateConference': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConference,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'GetConference': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConference,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_conference__pb2.Conference.SerializeToString,
+            ),
+            'DeleteConference': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConference,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PlayConferenceTts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayConferenceTts,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceTtsRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'PlayConferenceAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayConferenceAudio,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceAudioRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ListConferenceMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConferenceMembers,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersResponse.SerializeToString,
+            ),
+            'CreateConferenceMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConferenceMember,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceMemberRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'GetConferenceMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConferenceMember,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceMemberRequest.FromString,
+                    response_serializer=switchboard_dot_calling_dot_v1_dot_conference__pb2.ConferenceMember.SerializeToString,
+            ),
+            'DeleteConferenceMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConferenceMember,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceMemberRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PlayConferenceMemberTts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayConferenceMemberTts,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberTtsRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'PlayConferenceMemberAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlayConferenceMemberAudio,
+                    request_deserializer=switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberAudioRequest.FromString,
                     response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
             ),
             'StreamCallEvents': grpc.unary_stream_rpc_method_handler(
@@ -779,6 +985,330 @@ class CallingService:
             target,
             '/switchboard.calling.v1.CallingService/PlayBridgeAudio',
             switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayBridgeAudioRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/ListConferences',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/CreateConference',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/GetConference',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_conference__pb2.Conference.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/DeleteConference',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayConferenceTts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayConferenceTts',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceTtsRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayConferenceAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayConferenceAudio',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceAudioRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConferenceMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/ListConferenceMembers',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.ListConferenceMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConferenceMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/CreateConferenceMember',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.CreateConferenceMemberRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConferenceMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/GetConferenceMember',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.GetConferenceMemberRequest.SerializeToString,
+            switchboard_dot_calling_dot_v1_dot_conference__pb2.ConferenceMember.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConferenceMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/DeleteConferenceMember',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.DeleteConferenceMemberRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayConferenceMemberTts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayConferenceMemberTts',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberTtsRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayConferenceMemberAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.calling.v1.CallingService/PlayConferenceMemberAudio',
+            switchboard_dot_calling_dot_v1_dot_calling__service__pb2.PlayConferenceMemberAudioRequest.SerializeToString,
             switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
             options,
             channel_credentials,

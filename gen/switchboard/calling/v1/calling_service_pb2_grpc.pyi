@@ -9,6 +9,7 @@ from grpc import aio as _aio
 from switchboard.calling.v1 import bridge_pb2 as _bridge_pb2
 from switchboard.calling.v1 import call_pb2 as _call_pb2
 from switchboard.calling.v1 import calling_service_pb2 as _calling_service_pb2
+from switchboard.calling.v1 import conference_pb2 as _conference_pb2
 from switchboard.common.v1 import resource_pb2 as _resource_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -72,10 +73,35 @@ class CallingServiceStub:
     """Queues text to speech that every leg of the bridge hears; returns the play id."""
     PlayBridgeAudio: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeAudioRequest, _resource_pb2.ResourceId]
     """Queues an audio file that every leg of the bridge hears; returns the play id."""
+    ListConferences: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.ListConferencesRequest, _calling_service_pb2.ListConferencesResponse]
+    """Lists the org's conferences."""
+    CreateConference: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.CreateConferenceRequest, _resource_pb2.ResourceId]
+    """Creates an empty conference; returns its id."""
+    GetConference: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.GetConferenceRequest, _conference_pb2.Conference]
+    """The current version of a conference."""
+    DeleteConference: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteConferenceRequest, _empty_pb2.Empty]
+    """Ends a conference: every member leaves (calls it dialled are hung up), it is completed."""
+    PlayConferenceTts: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceTtsRequest, _resource_pb2.ResourceId]
+    """Queues text to speech every member hears; returns the play id."""
+    PlayConferenceAudio: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceAudioRequest, _resource_pb2.ResourceId]
+    """Queues an audio file every member hears; returns the play id."""
+    ListConferenceMembers: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.ListConferenceMembersRequest, _calling_service_pb2.ListConferenceMembersResponse]
+    """Lists a conference's members."""
+    CreateConferenceMember: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.CreateConferenceMemberRequest, _resource_pb2.ResourceId]
+    """Adds a member (an ACTIVE call, or a number to dial); returns its id."""
+    GetConferenceMember: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.GetConferenceMemberRequest, _conference_pb2.ConferenceMember]
+    """The current version of a member."""
+    DeleteConferenceMember: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteConferenceMemberRequest, _empty_pb2.Empty]
+    """Removes a member (completed); a call the conference dialled for it is hung up."""
+    PlayConferenceMemberTts: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceMemberTtsRequest, _resource_pb2.ResourceId]
+    """Queues text to speech only this member hears; returns the play id."""
+    PlayConferenceMemberAudio: _grpc.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceMemberAudioRequest, _resource_pb2.ResourceId]
+    """Queues an audio file only this member hears; returns the play id."""
     StreamCallEvents: _grpc.UnaryStreamMultiCallable[_calling_service_pb2.StreamCallEventsRequest, _calling_service_pb2.CallEvent]
-    """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
-    bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
-    heartbeats; filtered by call ids or states,
+    """Streams the org's call, bridge, conference, member and play events
+    (call.started|active|rejected|completed, bridge.active|hold|completed|error,
+    conference.created|active|completed, member.joining|active|completed,
+    play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
     resumable from any event's cursor. Over REST, Server-Sent Events.
     """
 
@@ -119,10 +145,35 @@ class CallingServiceAsyncStub(CallingServiceStub):
     """Queues text to speech that every leg of the bridge hears; returns the play id."""
     PlayBridgeAudio: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayBridgeAudioRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
     """Queues an audio file that every leg of the bridge hears; returns the play id."""
+    ListConferences: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.ListConferencesRequest, _calling_service_pb2.ListConferencesResponse]  # type: ignore[assignment]
+    """Lists the org's conferences."""
+    CreateConference: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.CreateConferenceRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Creates an empty conference; returns its id."""
+    GetConference: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.GetConferenceRequest, _conference_pb2.Conference]  # type: ignore[assignment]
+    """The current version of a conference."""
+    DeleteConference: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteConferenceRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Ends a conference: every member leaves (calls it dialled are hung up), it is completed."""
+    PlayConferenceTts: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceTtsRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues text to speech every member hears; returns the play id."""
+    PlayConferenceAudio: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceAudioRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues an audio file every member hears; returns the play id."""
+    ListConferenceMembers: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.ListConferenceMembersRequest, _calling_service_pb2.ListConferenceMembersResponse]  # type: ignore[assignment]
+    """Lists a conference's members."""
+    CreateConferenceMember: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.CreateConferenceMemberRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Adds a member (an ACTIVE call, or a number to dial); returns its id."""
+    GetConferenceMember: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.GetConferenceMemberRequest, _conference_pb2.ConferenceMember]  # type: ignore[assignment]
+    """The current version of a member."""
+    DeleteConferenceMember: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.DeleteConferenceMemberRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Removes a member (completed); a call the conference dialled for it is hung up."""
+    PlayConferenceMemberTts: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceMemberTtsRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues text to speech only this member hears; returns the play id."""
+    PlayConferenceMemberAudio: _aio.UnaryUnaryMultiCallable[_calling_service_pb2.PlayConferenceMemberAudioRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Queues an audio file only this member hears; returns the play id."""
     StreamCallEvents: _aio.UnaryStreamMultiCallable[_calling_service_pb2.StreamCallEventsRequest, _calling_service_pb2.CallEvent]  # type: ignore[assignment]
-    """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
-    bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
-    heartbeats; filtered by call ids or states,
+    """Streams the org's call, bridge, conference, member and play events
+    (call.started|active|rejected|completed, bridge.active|hold|completed|error,
+    conference.created|active|completed, member.joining|active|completed,
+    play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
     resumable from any event's cursor. Over REST, Server-Sent Events.
     """
 
@@ -261,14 +312,111 @@ class CallingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Queues an audio file that every leg of the bridge hears; returns the play id."""
 
     @_abc_1.abstractmethod
+    def ListConferences(
+        self,
+        request: _calling_service_pb2.ListConferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calling_service_pb2.ListConferencesResponse, _abc.Awaitable[_calling_service_pb2.ListConferencesResponse]]:
+        """Lists the org's conferences."""
+
+    @_abc_1.abstractmethod
+    def CreateConference(
+        self,
+        request: _calling_service_pb2.CreateConferenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Creates an empty conference; returns its id."""
+
+    @_abc_1.abstractmethod
+    def GetConference(
+        self,
+        request: _calling_service_pb2.GetConferenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conference_pb2.Conference, _abc.Awaitable[_conference_pb2.Conference]]:
+        """The current version of a conference."""
+
+    @_abc_1.abstractmethod
+    def DeleteConference(
+        self,
+        request: _calling_service_pb2.DeleteConferenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Ends a conference: every member leaves (calls it dialled are hung up), it is completed."""
+
+    @_abc_1.abstractmethod
+    def PlayConferenceTts(
+        self,
+        request: _calling_service_pb2.PlayConferenceTtsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues text to speech every member hears; returns the play id."""
+
+    @_abc_1.abstractmethod
+    def PlayConferenceAudio(
+        self,
+        request: _calling_service_pb2.PlayConferenceAudioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues an audio file every member hears; returns the play id."""
+
+    @_abc_1.abstractmethod
+    def ListConferenceMembers(
+        self,
+        request: _calling_service_pb2.ListConferenceMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calling_service_pb2.ListConferenceMembersResponse, _abc.Awaitable[_calling_service_pb2.ListConferenceMembersResponse]]:
+        """Lists a conference's members."""
+
+    @_abc_1.abstractmethod
+    def CreateConferenceMember(
+        self,
+        request: _calling_service_pb2.CreateConferenceMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Adds a member (an ACTIVE call, or a number to dial); returns its id."""
+
+    @_abc_1.abstractmethod
+    def GetConferenceMember(
+        self,
+        request: _calling_service_pb2.GetConferenceMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conference_pb2.ConferenceMember, _abc.Awaitable[_conference_pb2.ConferenceMember]]:
+        """The current version of a member."""
+
+    @_abc_1.abstractmethod
+    def DeleteConferenceMember(
+        self,
+        request: _calling_service_pb2.DeleteConferenceMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Removes a member (completed); a call the conference dialled for it is hung up."""
+
+    @_abc_1.abstractmethod
+    def PlayConferenceMemberTts(
+        self,
+        request: _calling_service_pb2.PlayConferenceMemberTtsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues text to speech only this member hears; returns the play id."""
+
+    @_abc_1.abstractmethod
+    def PlayConferenceMemberAudio(
+        self,
+        request: _calling_service_pb2.PlayConferenceMemberAudioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Queues an audio file only this member hears; returns the play id."""
+
+    @_abc_1.abstractmethod
     def StreamCallEvents(
         self,
         request: _calling_service_pb2.StreamCallEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_calling_service_pb2.CallEvent], _abc.AsyncIterator[_calling_service_pb2.CallEvent]]:
-        """Streams the org's call, bridge and play events (call.started|active|rejected|completed,
-        bridge.active|hold|completed|error, play.queued|started|completed|interrupted) and
-        heartbeats; filtered by call ids or states,
+        """Streams the org's call, bridge, conference, member and play events
+        (call.started|active|rejected|completed, bridge.active|hold|completed|error,
+        conference.created|active|completed, member.joining|active|completed,
+        play.queued|started|completed|interrupted) and heartbeats; filtered by call ids or states,
         resumable from any event's cursor. Over REST, Server-Sent Events.
         """
 

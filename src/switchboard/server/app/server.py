@@ -29,6 +29,7 @@ from switchboard.templates.v1 import templates_service_pb2, templates_service_pb
 
 from switchboard.server.app.config import Settings
 from switchboard.server.calling.bridges import BridgeService
+from switchboard.server.calling.conferences import ConferenceService
 from switchboard.server.calling.sandbox import SandboxCarrier
 from switchboard.server.calling.service import CallService
 from switchboard.server.calling.servicer import CallingServicer
@@ -99,6 +100,7 @@ class Application:
     messaging: MessagingDomain
     calls: CallService
     bridges: BridgeService
+    conferences: ConferenceService
     feed: EventFeed
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
@@ -146,7 +148,7 @@ class Application:
             WebhooksServicer(webhooks), server
         )
         calling_service_pb2_grpc.add_CallingServiceServicer_to_server(
-            CallingServicer(self.calls, self.bridges, self.feed), server
+            CallingServicer(self.calls, self.bridges, self.conferences, self.feed), server
         )
         templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
             TemplatesServicer(self.templates_domain), server
@@ -271,8 +273,10 @@ def build_application(
         carrier=carrier,
         senders=messaging.senders,
         rates=Rates.from_reference_data(),
+        writer=writer,
     )
     bridges = BridgeService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
+    conferences = ConferenceService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
     return Application(
         settings=settings,
         db=db,
@@ -290,6 +294,7 @@ def build_application(
         messaging=messaging,
         calls=calls,
         bridges=bridges,
+        conferences=conferences,
         feed=feed,
     )
 

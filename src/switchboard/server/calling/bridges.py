@@ -103,7 +103,7 @@ class BridgeService:
         self._clock = clock
         self._carrier = carrier
         self._calls = calls
-        calls.on_leg_ended = self.leg_ended
+        calls.ended_hooks.append(self.leg_ended)
         self.rows = OrgTable(
             db=db,
             events=events,
@@ -250,8 +250,11 @@ class BridgeService:
             raise StaleData(f"bridge {bridge_id!r} already ended ({current['state']})")
         await self._complete(org_id, bridge_id, self._clock.now())
 
-    async def leg_ended(self, bridge_id: str, at: datetime) -> None:
-        """One of the bridge's calls ended: the bridge is COMPLETED (the call engine's hook)."""
+    async def leg_ended(self, call: Row, at: datetime) -> None:
+        """A call ended: its bridge, if it was in one, is COMPLETED (the call engine's hook)."""
+        bridge_id = call["bridge_id"]
+        if not bridge_id:
+            return
         async with self._db.read() as session:
             org_id = (await session.execute(select(_b.org_id).where(_b.id == bridge_id))).scalar()
         if org_id is not None:

@@ -2,9 +2,10 @@
 a SIP/RTP carrier later).
 
 The engine commands (dial, hangup, play, mix legs); the carrier reports what happened through ONE
-async sink given to `start`. Events reach the sink one at a time, in the order they happened, and
-the carrier awaits each delivery before the next (the sink returns once the event is durable), so
-per call the engine always sees
+async sink given to `start`. Events reach the sink in batches (whatever happened since the last
+one), each in the order the events happened, and the carrier awaits each batch before the next
+(the sink returns once the events are durable: one transaction for a batch, however many calls
+it touches), so per call the engine always sees
 
     [RINGING] → ANSWERED → PLAY_* … → ENDED        or        [RINGING] → REJECTED
 
@@ -21,7 +22,7 @@ with hear/speak flags (hold = neither, mute = hear only). A leg is in at most on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -84,7 +85,7 @@ class LegFlags:
 
 
 # Receives one event and returns once it is durable.
-EventSink = Callable[[CarrierEvent], Coroutine[Any, Any, None]]
+EventSink = Callable[[Sequence[CarrierEvent]], Coroutine[Any, Any, None]]
 
 
 class CarrierError(Exception):

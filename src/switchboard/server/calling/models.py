@@ -101,9 +101,63 @@ class PlayRecord(SQLModel, table=True):
     org_id: str = Field(max_length=64)
     call_id: str = Field(max_length=64)  # the call it plays into; "" for a bridge's play
     bridge_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    conference_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     kind: str = Field(max_length=8)  # DTMF, TTS, AUDIO
     state: str = Field(max_length=16)
     duration: float = 0.0  # seconds
     started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class ConferenceState(StrEnum):
+    CREATED = "created"  # no member yet
+    ACTIVE = "active"
+    COMPLETED = "completed"  # the last member left, or DELETE
+
+
+class MemberState(StrEnum):
+    JOINING = "joining"  # its call is being dialled
+    ACTIVE = "active"
+    COMPLETED = "completed"
+
+
+class ConferenceRecord(SQLModel, table=True):
+    __tablename__ = "call_conferences"
+    __table_args__ = (Index("ix_call_conferences_org_id", "org_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    external_id: str = Field(default="", max_length=128)
+    sender_id: str = Field(default="", max_length=64)  # `from`: dial-outs call from it
+    state: str = Field(max_length=16)
+    hold: bool = False
+    mute: bool = False
+    active_members: int = 0
+    application_id: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class MemberRecord(SQLModel, table=True):
+    __tablename__ = "call_conference_members"
+    __table_args__ = (
+        Index("ix_call_conference_members_conference", "conference_id", "state"),
+        Index("ix_call_conference_members_call", "call_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(max_length=64)
+    conference_id: str = Field(max_length=64)
+    external_id: str = Field(default="", max_length=128)
+    state: str = Field(max_length=16)
+    join_tone: bool = False
+    leaving_tone: bool = False
+    hold: bool = False
+    mute: bool = False
+    call_id: str = Field(max_length=64)
+    dialled: bool = False  # the conference placed the call: removing the member hangs it up
+    added_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    removed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: datetime = Field(sa_type=UtcDateTime)

@@ -151,12 +151,24 @@ class SandboxCarrier:
         self._pump = None
 
     async def _deliver(self, sink: EventSink) -> None:
-        """Serial delivery is what keeps the per-call order: one event, durable, then the next."""
-        while (event := await self._queue.get()) is not None:
+        """Serial delivery keeps the per-call order: one batch (everything queued meanwhile, in
+        order), durable, then the next; under load a batch carries many calls' events."""
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while not self._queue.empty():
+                event = self._queue.get_nowait()
+                if event is None:
+                    stopping = True
+                    break
+                batch.append(event)
             try:
-                await sink(event)
+                await sink(batch)
             except Exception:  # a sink failure must not stop the calls that follow
-                log.exception("call event sink failed on %s %s", event.kind, event.target_id)
+                log.exception("call event sink failed on a batch of %d events", len(batch))
 
     # -- calls
 

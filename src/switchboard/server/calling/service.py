@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,10 +61,11 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
+from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
 from switchboard.server.messaging.rates import Rates
-from switchboard.server.messaging.senders import SenderService
+from switchboard.server.messaging.senders import Sender, SenderService
 from switchboard.server.sms.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
@@ -133,6 +134,7 @@ def play_snapshot(row: Row) -> Snapshot:
         "id": row["id"],
         "call_id": row["call_id"],
         "bridge_id": row["bridge_id"],
+        "conference_id": row["conference_id"],
         "kind": row["kind"],
         "state": row["state"],
         "duration": row["duration"],
@@ -152,15 +154,21 @@ class CallService:
         carrier: Carrier,
         senders: SenderService,
         rates: Rates,
+        writer: Writer,
     ) -> None:
         self._db = db
         self._events = events
         self._clock = clock
         self.carrier = carrier
+        # Creates and carrier events share commits with everything else the writer holds:
+        # under load one fsync carries many calls' changes.
+        self._creates = writer.channel("call-create", self._insert_calls)
+        self._carrier_events = writer.channel("call-events", self._apply_batches)
         self._senders = senders
         self._rates = rates
-        # The bridges' hook: a call that was in a bridge ended (its id, when).
-        self.on_leg_ended: Callable[[str, datetime], Awaitable[None]] | None = None
+        # Who else follows calls (bridges, conferences): called after the change committed.
+        self.answered_hooks: list[Callable[[str, datetime], Awaitable[None]]] = []
+        self.ended_hooks: list[Callable[[Row, datetime], Awaitable[None]]] = []
         self.rows = OrgTable(
             db=db,
             events=events,
@@ -182,8 +190,7 @@ class CallService:
         if not live:
             return
         outcomes = await self.carrier.reconcile(live)
-        for event in outcomes.values():
-            await self.on_carrier_event(event)
+        await self.on_carrier_event(list(outcomes.values()))
         log.info("reconciled %d live calls after a restart", len(outcomes))
 
     async def stop(self) -> None:
@@ -205,13 +212,7 @@ class CallService:
         if not low <= answer_timeout <= high:
             checks.fail("answer_timeout", f"must be {low} to {high} milliseconds", "Range")
         checks.raise_if_failed()
-        try:
-            senders = await self._senders.resolve_sendable(org_id, sender_ref)
-        except NotFound as exc:
-            raise _invalid("from", str(exc)) from exc
-        sender = next((s for s in senders if "VOICE" in s.capabilities), None)
-        if sender is None:
-            raise _invalid("from", f"sender ID {sender_ref!r} is not ACTIVE or cannot make calls")
+        sender = await self.voice_sender(org_id, sender_ref)
         to_address = await self._dialable(org_id, to)
         now = self._clock.now()
         call_id = new_id("call_")
@@ -234,13 +235,28 @@ class CallService:
             "version": 1,
         }
 
-        def work(session: Session) -> None:
-            written = session.execute(calls_table.insert().values(row).returning(*calls_table.c))
-            self.call_event(session, written.mappings().one(), "started", now)
-
-        await self._db.run_write(work)
+        await self._creates.submit(row)
         await self.carrier.dial(call_id, sender.address, to_address, answer_timeout)
         return call_id
+
+    def _insert_calls(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[None]:
+        written = session.execute(
+            calls_table.insert().returning(*calls_table.c), [dict(r) for r in rows]
+        )
+        for call in written.mappings():
+            self.call_event(session, call, "started", call["created_at"])
+        return [None] * len(rows)
+
+    async def voice_sender(self, org_id: str, sender_ref: str, field: str = "from") -> Sender:
+        """The org's ACTIVE sender `sender_ref` when it can make calls; else 400 on `field`."""
+        try:
+            senders = await self._senders.resolve_sendable(org_id, sender_ref)
+        except NotFound as exc:
+            raise _invalid(field, str(exc)) from exc
+        sender = next((s for s in senders if "VOICE" in s.capabilities), None)
+        if sender is None:
+            raise _invalid(field, f"sender ID {sender_ref!r} is not ACTIVE or cannot make calls")
+        return sender
 
     async def _dialable(self, org_id: str, to: str) -> str:
         """`to` as an E.164 number: itself, or a contact's primary_mdn."""
@@ -331,8 +347,9 @@ class CallService:
         *,
         call_id: str = "",
         bridge_id: str = "",
+        conference_id: str = "",
     ) -> str:
-        """Record a QUEUED play of a call or a bridge and hand it to the carrier."""
+        """Record a QUEUED play of a call, a bridge or a conference and hand it to the carrier."""
         now = self._clock.now()
         play_id = new_id("play_")
         row = {
@@ -340,6 +357,7 @@ class CallService:
             "org_id": org_id,
             "call_id": call_id,
             "bridge_id": bridge_id,
+            "conference_id": conference_id,
             "kind": str(kind),
             "state": PlayState.QUEUED.value,
             "duration": round(media_rules.media_duration(media), 3),
@@ -351,7 +369,7 @@ class CallService:
             self._play_event(session, written.mappings().one(), "queued", now)
 
         await self._db.run_write(work)
-        target = call_id or bridge_id
+        target = call_id or bridge_id or conference_id
         try:
             await self.carrier.play(target, play_id, media)
         except (CarrierConflict, UnknownTarget) as exc:  # the call or bridge ended meanwhile
@@ -363,33 +381,55 @@ class CallService:
 
     # -- the carrier's events --------------------------------------------------------------------
 
-    async def on_carrier_event(self, event: CarrierEvent) -> None:
-        """Apply one carrier event (the carrier's sink); returns once it is durable. A call that
-        ended inside a bridge ends the bridge too (`on_leg_ended`)."""
-        bridge_id = await self._db.run_write(lambda session: self._apply(session, event))
-        if bridge_id and self.on_leg_ended is not None:
-            await self.on_leg_ended(bridge_id, event.at)
+    async def on_carrier_event(self, events: Sequence[CarrierEvent]) -> None:
+        """Apply a batch of carrier events in order, in one transaction (the carrier's sink);
+        returns once they are durable and the hooks heard of answers and ends (the bridge or
+        conference a call was in)."""
+        if not events:
+            return
+        for changed, at in await self._carrier_events.submit(list(events)):
+            if changed["state"] == CallState.ACTIVE.value:
+                for answered in self.answered_hooks:
+                    await answered(changed["id"], at)
+            else:
+                for ended in self.ended_hooks:
+                    await ended(changed, at)
 
-    def _apply(self, session: Session, event: CarrierEvent) -> str:
-        """Apply `event`; the bridge of a call it ended ("" otherwise)."""
+    def _apply_batches(
+        self, session: Session, batches: Sequence[Sequence[CarrierEvent]]
+    ) -> list[list[tuple[Row, datetime]]]:
+        """Writer handler: each batch's events in order; per batch, the calls answered or ended."""
+        results = []
+        for events in batches:
+            changes = []
+            for event in events:
+                changed = self._apply(session, event)
+                if changed is not None:
+                    changes.append((changed, event.at))
+            results.append(changes)
+        return results
+
+    def _apply(self, session: Session, event: CarrierEvent) -> Row | None:
+        """Apply `event`; the call when it was answered or ended (None otherwise)."""
         at = event.at
         if event.kind == EventKind.PLAY_STARTED:
             self._start_play(session, event.play_id, at)
-            return ""
+            return None
         if event.kind == EventKind.PLAY_COMPLETED:
             self._end_play(session, event.play_id, PlayState.COMPLETED, at, "completed")
-            return ""
+            return None
         if event.kind == EventKind.PLAY_INTERRUPTED:
             self._end_play(session, event.play_id, PlayState.INTERRUPTED, at, "interrupted")
-            return ""
+            return None
         call = self._locked(session, event.target_id)
         if call is None or call["state"] not in LIVE_STATES:
-            return ""  # a repeat, or a call that ended already
+            return None  # a repeat, or a call that ended already
         if event.kind == EventKind.ANSWERED and call["state"] == CallState.STARTED.value:
             changed = self._change(
                 session, call, {"state": CallState.ACTIVE.value, "answer_time": at}, at
             )
             self.call_event(session, changed, "active", at)
+            return changed
         elif event.kind == EventKind.REJECTED or (
             event.kind == EventKind.ENDED and call["state"] == CallState.STARTED.value
         ):
@@ -401,8 +441,10 @@ class CallService:
                 "failure_code": code,
                 "failure_details": details[:1024],
             }
-            self.call_event(session, self._change(session, call, changes, at), "rejected", at)
+            changed = self._change(session, call, changes, at)
+            self.call_event(session, changed, "rejected", at)
             self._interrupt_plays(session, call["id"], at)
+            return changed
         elif event.kind == EventKind.ENDED:
             answered: datetime = call["answer_time"]
             seconds = max(0, math.ceil((at - answered).total_seconds()))
@@ -416,9 +458,11 @@ class CallService:
                 # Who hung up is the normal end; anything else (a restart) is worth saying.
                 "failure_details": "" if event.reason in _NORMAL_ENDS else event.reason,
             }
-            self.call_event(session, self._change(session, call, changes, at), "completed", at)
+            changed = self._change(session, call, changes, at)
+            self.call_event(session, changed, "completed", at)
             self._interrupt_plays(session, call["id"], at)
-        return str(call["bridge_id"]) if event.terminal else ""
+            return changed
+        return None
 
     def _locked(self, session: Session, call_id: str) -> Row | None:
         query = select(calls_table).where(_c.id == call_id)
@@ -480,7 +524,7 @@ class CallService:
     def _play_event(self, session: Session, row: Row, what: str, at: datetime) -> None:
         # The call id as resource id: a stream filtered by call ids follows its plays too.
         payload = play_snapshot(row)
-        target = row["call_id"] or row["bridge_id"]
+        target = row["call_id"] or row["bridge_id"] or row["conference_id"]
         self._events.append(session, [NewEvent(row["org_id"], f"play.{what}", target, payload, at)])
 
 

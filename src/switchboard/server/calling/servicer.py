@@ -7,14 +7,20 @@ from typing import TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
-from switchboard.calling.v1 import bridge_pb2, call_pb2, calling_service_pb2_grpc
+from switchboard.calling.v1 import (
+    bridge_pb2,
+    call_pb2,
+    calling_service_pb2_grpc,
+    conference_pb2,
+)
 from switchboard.calling.v1 import calling_service_pb2 as pb
 from switchboard.common.v1 import resource_pb2
 
-from switchboard.server.calling import bridges
+from switchboard.server.calling import bridges, conferences
 from switchboard.server.calling import service as calls
 from switchboard.server.calling.media import MediaKind
 from switchboard.server.calling.models import CallState
+from switchboard.server.calling.rpc_conferences import ConferenceRpcs
 from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import EventFeed, EventRecord, Heartbeat
@@ -30,15 +36,20 @@ from switchboard.server.core.validation import Checks
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_STREAM_IDS = 1000
-_EVENT_PREFIXES = ("call.", "play.", "bridge.")
+_EVENT_PREFIXES = ("call.", "play.", "bridge.", "conference.", "member.")
 
 
-class CallingServicer(calling_service_pb2_grpc.CallingServiceServicer):
+class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceServicer):
     def __init__(
-        self, service: calls.CallService, bridge_service: bridges.BridgeService, feed: EventFeed
+        self,
+        service: calls.CallService,
+        bridge_service: bridges.BridgeService,
+        conference_service: conferences.ConferenceService,
+        feed: EventFeed,
     ) -> None:
         self._calls = service
         self._bridges = bridge_service
+        self._conferences = conference_service
         self._feed = feed
 
     # -- bridges ---------------------------------------------------------------------------------
@@ -224,6 +235,10 @@ def _call_event(item: EventRecord | Heartbeat) -> pb.CallEvent:
         event.play.CopyFrom(to_message(call_pb2.Play, item.payload))
     elif item.type.startswith("bridge."):
         event.bridge.CopyFrom(to_message(bridge_pb2.Bridge, item.payload))
+    elif item.type.startswith("conference."):
+        event.conference.CopyFrom(to_message(conference_pb2.Conference, item.payload))
+    elif item.type.startswith("member."):
+        event.member.CopyFrom(to_message(conference_pb2.ConferenceMember, item.payload))
     else:
         event.call.CopyFrom(to_message(call_pb2.Call, item.payload))
     return event

@@ -3,7 +3,13 @@
 from sqlmodel import SQLModel
 
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
-from switchboard.server.calling.models import BridgeRecord, CallRecord, PlayRecord
+from switchboard.server.calling.models import (
+    BridgeRecord,
+    CallRecord,
+    ConferenceRecord,
+    MemberRecord,
+    PlayRecord,
+)
 from switchboard.server.communications.models import (
     CommunicationRecord,
     DeliveryRecord,
@@ -58,6 +64,7 @@ __all__ = [
     "ChannelSenderRecord",
     "CommunicationRecord",
     "CommunicationTypeRecord",
+    "ConferenceRecord",
     "ContactApplicationTokenRecord",
     "ContactGroupRecord",
     "ContactJobRecord",
@@ -70,6 +77,7 @@ __all__ = [
     "FastAccessRuleRecord",
     "GroupMemberRecord",
     "KeywordRecord",
+    "MemberRecord",
     "MessageRecord",
     "MessageRequestRecord",
     "MessageTemplateRecord",
