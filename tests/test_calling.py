@@ -5,9 +5,11 @@ the unhappy paths (wrong states, bad media, foreign orgs), and reconciliation af
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import math
 import uuid
+import wave
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from switchboard.calling.v1 import calling_service_pb2_grpc
 from switchboard.server.app.server import build_application
 from switchboard.server.calling.service import plays_table
 from tests.conftest import TokenFactory, make_settings
+from tests.test_messaging_attachments import create as create_attachment
+from tests.test_messaging_attachments import token as attachment_token
+from tests.test_messaging_attachments import upload
 from tests.test_messaging_senders import assert_error, us_number
 
 pytestmark = pytest.mark.envoy
@@ -272,3 +277,40 @@ async def test_live_calls_are_reconciled_after_a_restart(
         assert state == "INTERRUPTED"
     finally:
         await second.stop()
+
+
+def _wav(seconds: float, rate: int = 8000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(b"\x00\x00" * round(seconds * rate))
+    return buffer.getvalue()
+
+
+async def test_attachment_audio_plays_its_own_length(
+    http: httpx.AsyncClient, bearer: dict[str, str], app: Any, make_token: TokenFactory
+) -> None:
+    attachment_id = await create_attachment(http, bearer, name="hold.wav", type="audio/wav")
+    access_token = await attachment_token(http, bearer, attachment_id)
+    uploaded = await upload(http, access_token, _wav(1.5), mime="audio/wav")
+    assert uploaded.status_code == 200, uploaded.text
+    sender = await voice_sender(http, bearer)
+    call_id = await call(http, bearer, **{"from": sender, "to": us_number()})
+    await until(http, bearer, call_id, "ACTIVE")
+    body = {"source_type": "ATTACHMENT", "source": attachment_id}
+    played = await http.post(f"{CALLS}/{call_id}/play_audio", json=body, headers=bearer)
+    assert played.status_code == 200, played.text
+    async with app.db.read() as session:
+        query = select(plays_table.c.duration).where(plays_table.c.id == played.json()["id"])
+        assert (await session.execute(query)).scalar_one() == 1.5  # the WAV's real length
+    # Another org's attachment (or none) is not a source.
+    other = {"Authorization": f"Bearer {make_token(f'org-{uuid.uuid4().hex[:8]}')}"}
+    foreign_sender = await voice_sender(http, other)
+    foreign_call = await call(http, other, **{"from": foreign_sender, "to": us_number()})
+    await until(http, other, foreign_call, "ACTIVE")
+    refused = await http.post(f"{CALLS}/{foreign_call}/play_audio", json=body, headers=other)
+    assert "source" in assert_error(refused, 400, "400")
+    await http.delete(f"{CALLS}/{call_id}", headers=bearer)
+    await http.delete(f"{CALLS}/{foreign_call}", headers=other)

@@ -28,6 +28,7 @@ from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
 from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
 
 from switchboard.server.app.config import Settings
+from switchboard.server.calling.audio import AttachmentAudio
 from switchboard.server.calling.bridges import BridgeService
 from switchboard.server.calling.conferences import ConferenceService
 from switchboard.server.calling.sandbox import SandboxCarrier
@@ -265,7 +266,8 @@ def build_application(
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
-    carrier = SandboxCarrier(clock)
+    audio = AttachmentAudio(db, contacts.jobs.store)
+    carrier = SandboxCarrier(clock, resolve_audio=audio.any_org)
     calls = CallService(
         db=db,
         events=events,
@@ -274,6 +276,7 @@ def build_application(
         senders=messaging.senders,
         rates=Rates.from_reference_data(),
         writer=writer,
+        audio=audio,
     )
     bridges = BridgeService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
     conferences = ConferenceService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)

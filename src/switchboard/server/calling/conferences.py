@@ -257,7 +257,7 @@ class ConferenceService:
             "created_at": now,
         }
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> str:
             call = session.execute(
                 select(_c.state, _c.bridge_id).where(_c.org_id == org_id, _c.id == call_id)
             ).first()
@@ -276,9 +276,12 @@ class ConferenceService:
                 members_table.insert().values(member).returning(*members_table.c)
             )
             self._member_event(session, written.mappings().one(), "joining", now)
+            return str(call.state)
 
-        await self._db.run_write(work)
-        if not dialled:
+        call_state = await self._db.run_write(work)
+        # A dialled call may have been answered before this member existed (its hook then found
+        # no one to join): join now. _join is a no-op for a member that already joined.
+        if not dialled or call_state == CallState.ACTIVE.value:
             await self._join(str(member["id"]), now)
         return str(member["id"])
 
@@ -334,15 +337,21 @@ class ConferenceService:
 
     async def _join(self, member_id: str, at: datetime) -> None:
         def work(session: Session) -> Row | None:
+            conference_id = session.execute(
+                select(_mb.conference_id).where(_mb.id == member_id)
+            ).scalar_one()
+            conference = self._conference(session, conference_id)  # locked first, as in _leave
             member = (
                 session.execute(select(members_table).where(_mb.id == member_id)).mappings().one()
             )
-            conference = self._conference(session, member["conference_id"])
             if member["state"] != MemberState.JOINING.value or conference["state"] not in _OPEN:
                 return None
+            changes = {"state": MemberState.ACTIVE.value, "added_at": at}
             changed = self._change_member(
-                session, member, {"state": MemberState.ACTIVE.value, "added_at": at}, "active", at
+                session, member, changes, "active", at, only_from=MemberState.JOINING
             )
+            if changed is None:
+                return None  # joined meanwhile (the answer hook and the add raced)
             self._move_count(session, conference, +1, at)
             return changed
 
@@ -364,6 +373,9 @@ class ConferenceService:
 
     async def _leave(self, member: Row, at: datetime, *, hang_up: bool, tone: bool) -> None:
         def work(session: Session) -> Row | None:
+            # The conference row is locked first: leaves (a DELETE racing the call's end) and
+            # joins of one conference happen one at a time, so the count stays true.
+            conference = self._conference(session, member["conference_id"])
             current = (
                 session.execute(select(members_table).where(_mb.id == member["id"]))
                 .mappings()
@@ -375,7 +387,6 @@ class ConferenceService:
             changes = {"state": MemberState.COMPLETED.value, "removed_at": at}
             changed = self._change_member(session, current, changes, "completed", at)
             if was_active:
-                conference = self._conference(session, current["conference_id"])
                 self._move_count(session, conference, -1, at)
             return changed
 
@@ -472,16 +483,26 @@ class ConferenceService:
         self._conference_event(session, session.execute(statement).mappings().one(), what, at)
 
     def _change_member(
-        self, session: Session, row: Row, changes: Mapping[str, Any], what: str, at: datetime
-    ) -> Row:
-        statement = (
-            update(members_table)
-            .where(_mb.id == row["id"])
-            .values(**changes)
-            .returning(*members_table.c)
+        self,
+        session: Session,
+        row: Row,
+        changes: Mapping[str, Any],
+        what: str,
+        at: datetime,
+        *,
+        only_from: MemberState | None = None,
+    ) -> Row | None:
+        """Apply `changes` (only if the member is still `only_from`, when given) with its event."""
+        statement = update(members_table).where(_mb.id == row["id"])
+        if only_from is not None:
+            statement = statement.where(_mb.state == only_from.value)
+        changed = (
+            session.execute(statement.values(**changes).returning(*members_table.c))
+            .mappings()
+            .one_or_none()
         )
-        changed = session.execute(statement).mappings().one()
-        self._member_event(session, changed, what, at)
+        if changed is not None:
+            self._member_event(session, changed, what, at)
         return changed
 
     def _conference_event(self, session: Session, row: Row, what: str, at: datetime) -> None:

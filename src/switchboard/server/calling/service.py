@@ -30,6 +30,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.calling import media as media_rules
+from switchboard.server.calling.audio import AttachmentAudio
 from switchboard.server.calling.carrier import (
     LOCAL_HANGUP,
     REMOTE_HANGUP,
@@ -155,11 +156,13 @@ class CallService:
         senders: SenderService,
         rates: Rates,
         writer: Writer,
+        audio: AttachmentAudio | None = None,
     ) -> None:
         self._db = db
         self._events = events
         self._clock = clock
         self.carrier = carrier
+        self._audio = audio
         # Creates and carrier events share commits with everything else the writer holds:
         # under load one fsync carries many calls' changes.
         self._creates = writer.channel("call-create", self._insert_calls)
@@ -350,6 +353,9 @@ class CallService:
         conference_id: str = "",
     ) -> str:
         """Record a QUEUED play of a call, a bridge or a conference and hand it to the carrier."""
+        audio_data = None
+        if isinstance(media, media_rules.Audio) and self._audio is not None:
+            audio_data = await self._audio.for_org(org_id, media)  # 400 for a foreign one
         now = self._clock.now()
         play_id = new_id("play_")
         row = {
@@ -360,7 +366,7 @@ class CallService:
             "conference_id": conference_id,
             "kind": str(kind),
             "state": PlayState.QUEUED.value,
-            "duration": round(media_rules.media_duration(media), 3),
+            "duration": round(media_rules.media_duration(media, audio_data), 3),
             "created_at": now,
         }
 
