@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ class Canned:
     delay: float = 0.0  # seconds before answering: longer than a client's timeout = a timeout
 
 
-class FakeServer:
+class FakeServer(ABC):
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[tuple[str, str, Any]] = []  # method, path, JSON body
@@ -41,8 +42,9 @@ class FakeServer:
     def next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):08d}"
 
+    @abstractmethod
     def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add this API's endpoints."""
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])

@@ -54,7 +54,6 @@ from switchboard.server.delivery.policies import Policies
 from switchboard.server.delivery.routes import build_routes, webhook_auth
 from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
-from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
 from switchboard.server.providers.base import SmsProvider
@@ -274,7 +273,7 @@ def build_application(
         clock=clock,
         carrier=carrier,
         senders=messaging.senders,
-        rates=Rates.from_reference_data(),
+        rates=messaging.rates,  # one rate table for messages and calls
         writer=writer,
         audio=audio,
     )

@@ -49,6 +49,7 @@ class MessagingDomain:
     message_requests: MessageRequestService
     message_worker: MessageRequestWorker
     ledger: MessageLedger
+    rates: Rates
     inbound: InboundService
     workers: list[BackgroundWorker] = field(default_factory=list)
 
@@ -135,6 +136,7 @@ def build_messaging_domain(
         message_requests=message_requests,
         message_worker=message_worker,
         ledger=MessageLedger(messages, rates),
+        rates=rates,
         inbound=InboundService(
             db=db,
             clock=clock,

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -83,7 +84,7 @@ def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
         return default
 
 
-class HttpSmsProvider:
+class HttpSmsProvider(ABC):
     """What Clickatell and Grandcom share; subclasses describe their wire format."""
 
     name = "http"
@@ -296,8 +297,9 @@ class HttpSmsProvider:
             return None
         return str(answer.get("error") or "refused by the gateway")
 
+    @abstractmethod
     def statuses(self, item: Mapping[str, Any]) -> list[Status]:
-        raise NotImplementedError
+        """The delivery statuses one callback or status answer of this gateway carries."""
 
 
 # Clickatell's message status codes (Platform API), by whether they are final and delivered.
