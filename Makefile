@@ -1,27 +1,49 @@
 # Two commands matter: `make run` starts the platform, `make test` runs every check and test.
-# Both bootstrap .venv (Python deps) and tools/node_modules (buf) on first use.
+# Both install from the lock files first (uv.lock for Python, tools/package-lock.json for buf):
+# .venv and tools/node_modules are always exactly what the locks say, and the checkout stays clean.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV := tools/.uv/bin/uv
 BUF := tools/node_modules/.bin/buf
+# uv uses the machine's Python and never downloads one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test check lint typecheck proto proto-check bench clean
+.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit
 
-$(BIN)/switchboard: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+## uv itself, pinned with every platform's hash in tools/uv-requirements.txt.
+$(UV): tools/uv-requirements.txt
+	test -x tools/.uv/bin/python || $(PYTHON) -m venv tools/.uv
+	tools/.uv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+	  -r tools/uv-requirements.txt
 	touch $@
+
+## .venv = uv.lock, exactly. --locked fails when pyproject.toml changed without `make lock`.
+venv: $(UV)
+	$(UV) sync --quiet --locked --extra dev
 
 $(BUF): tools/package.json tools/package-lock.json
-	cd tools && npm install --no-audit --no-fund --loglevel=error
+	cd tools && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
-bootstrap: $(BIN)/switchboard $(BUF)
+bootstrap: venv $(BUF)
 
 run: bootstrap
 	$(BIN)/switchboard run
+
+## Re-resolve the locks after editing pyproject.toml or tools/package.json (commit the result).
+lock: $(UV)
+	$(UV) lock
+	{ echo "# uv, the installer that syncs .venv from uv.lock; every platform's wheel hash (make lock rewrites this)."; \
+	  $(UV) pip compile --quiet --universal --generate-hashes --no-header - <<< "uv==$$($(UV) --version | cut -d' ' -f2)"; \
+	} > tools/uv-requirements.txt
+	cd tools && npm install --package-lock-only --ignore-scripts --no-audit --no-fund --loglevel=error
+
+## Known vulnerabilities in the locked packages (allowlist: security/audit-allowlist.txt).
+audit: venv
+	$(BIN)/python scripts/audit.py
 
 ## Regenerate gen/ from proto/ (commit the result).
 proto: bootstrap
@@ -39,8 +61,9 @@ lint: bootstrap
 typecheck: bootstrap
 	$(BIN)/mypy
 
+## AT="2026-12-27T03:30:00-08:00" runs the suite (tests and the servers they start) at that instant.
 test: proto-check lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(if $(AT),SWITCHBOARD_TEST_AT="$(AT)") $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput
@@ -52,4 +75,4 @@ bench: bootstrap
 	$(BIN)/python -m bench.calling --rate 50
 
 clean:
-	rm -rf $(VENV) tools/node_modules var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tools/.uv tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

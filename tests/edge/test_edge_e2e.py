@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -375,6 +375,13 @@ def export_chunks(job_id: str) -> list[bytes]:
     return chunks
 
 
+def new(cls: type[Message], **fields: Any) -> Message:
+    """``cls(**fields)`` for a class built from a descriptor at run time: no stub knows its
+    fields (protobuf's stubs type ``Message()`` as taking none)."""
+    factory: Callable[..., Message] = cls
+    return factory(**fields)
+
+
 def thing_handlers(
     recorder: Recorder, name: str, messages: ThingMessages
 ) -> grpc.GenericRpcHandler:
@@ -390,11 +397,14 @@ def thing_handlers(
         field = request.list_field or "things"
         await play(recorder, name, "ListThings", request, context, [(BARE_LIST, field)])
         things = [
-            Thing(org=f"o{i}", display_name=LIST_TEXT, count=i, active=i % 2 == 1, tags=["t"])
+            new(Thing, org=f"o{i}", display_name=LIST_TEXT, count=i, active=i % 2 == 1, tags=["t"])
             for i in range(request.count)
         ]
-        return ListThingsResponse(
-            things=things, next_page_token=request.page_token, total=request.count
+        return new(
+            ListThingsResponse,
+            things=things,
+            next_page_token=request.page_token,
+            total=request.count,
         )
 
     async def list_special_things(request: Any, context: Any) -> Message:
@@ -403,11 +413,11 @@ def thing_handlers(
 
     async def get_thing(request: Any, context: Any) -> Message:
         await play(recorder, name, "GetThing", request, context)
-        return Thing(org=request.org, display_name=request.thing_id)
+        return new(Thing, org=request.org, display_name=request.thing_id)
 
     async def get_special_thing(request: Any, context: Any) -> Message:
         await play(recorder, name, "GetSpecialThing", request, context)
-        return Thing(display_name=request.thing_id)
+        return new(Thing, display_name=request.thing_id)
 
     async def replace_thing(request: Message, context: Any) -> Message:
         await play(recorder, name, "ReplaceThing", request, context)
