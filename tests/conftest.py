@@ -3,6 +3,11 @@ Envoy in front of it for REST tests. Tests isolate themselves by using their own
 
 Set SWITCHBOARD_TEST_DATABASE_URL (e.g. postgresql://…) to run everything against PostgreSQL;
 the default is a fresh SQLite file.
+
+Set SWITCHBOARD_TEST_AT (an ISO 8601 instant with its offset; `make test AT=…`) to run the whole
+suite at that instant: this process's `TEST_CLOCK` and every server the tests start (in process,
+or as a subprocess through SWITCHBOARD_CLOCK_OFFSET_SECONDS) read it, and time runs on from there
+at real speed. Envoy, SMSCs and fake providers are peers on the real clock.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -25,11 +30,35 @@ from switchboard.server.app.config import Settings
 from switchboard.server.app.platform import descriptor_set_path
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
+from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import create_engine
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 TokenFactory = Callable[..., str]
+
+
+def _pinned_offset_seconds() -> float:
+    text = os.environ.get("SWITCHBOARD_TEST_AT", "").strip()
+    if not text:
+        return 0.0
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        raise pytest.UsageError(f"SWITCHBOARD_TEST_AT={text!r} needs an offset, e.g. -08:00 or Z")
+    return (instant - datetime.now(UTC)).total_seconds()
+
+
+CLOCK_OFFSET_SECONDS = _pinned_offset_seconds()
+# Servers built from Settings (here or in subprocesses, which inherit the environment) share it.
+os.environ["SWITCHBOARD_CLOCK_OFFSET_SECONDS"] = repr(CLOCK_OFFSET_SECONDS)
+#: The time of this test run: what tests compare server times with, and issue tokens at.
+TEST_CLOCK: Clock = clock_with_offset(CLOCK_OFFSET_SECONDS)
+
+
+def pytest_report_header() -> str:
+    if not CLOCK_OFFSET_SECONDS:
+        return "clock: the machine's (pin one with SWITCHBOARD_TEST_AT / make test AT=...)"
+    return f"clock: pinned, starts at {TEST_CLOCK.now().isoformat(timespec='seconds')}"
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from switchboard.server.contacts.models import AccessTokenRecord, ContactRecord,
 from switchboard.server.contacts.tokens import AccessTokenService
 from switchboard.server.core.errors import Unauthenticated
 from switchboard.server.core.ids import new_id
-from tests.conftest import TokenFactory
+from tests.conftest import TEST_CLOCK, TokenFactory
 from tests.helpers import Metadata, error_details
 
 pytestmark = pytest.mark.envoy
@@ -61,7 +61,7 @@ async def make_contact(app: Application, org: str) -> str:
     contact_id = new_id("con_")
 
     def work(session: Session) -> None:
-        now = datetime.now(UTC)
+        now = TEST_CLOCK.now()
         session.add(
             ContactRecord(
                 id=contact_id, org_id=org, application_id="test-app", created_at=now, updated_at=now
@@ -74,7 +74,7 @@ async def make_contact(app: Application, org: str) -> str:
 
 async def expire(app: Application, token_id: str) -> None:
     def work(session: Session) -> None:
-        past = datetime.now(UTC) - timedelta(seconds=1)
+        past = TEST_CLOCK.now() - timedelta(seconds=1)
         session.execute(update(_tokens).where(_tokens.c.id == token_id).values(expiry_time=past))
 
     await app.db.run_write(work)
@@ -98,7 +98,7 @@ async def create(http: httpx.AsyncClient, bearer: dict[str, str], path: str = TO
 async def test_create_get_list_delete(
     http: httpx.AsyncClient, bearer: dict[str, str], app: Application
 ) -> None:
-    before = datetime.now(UTC)
+    before = TEST_CLOCK.now()
     token = await create(http, bearer)
     token_id, _, secret = token.partition(".")
     assert token_id.startswith("atk_") and len(secret) >= 43
@@ -113,7 +113,7 @@ async def test_create_get_list_delete(
     assert body["version_number"] == 1
     expiry = datetime.fromisoformat(body["expiry_time"])
     ttl = timedelta(seconds=app.settings.access_token_ttl_seconds)
-    assert before + ttl - timedelta(seconds=5) <= expiry <= datetime.now(UTC) + ttl
+    assert before + ttl - timedelta(seconds=5) <= expiry <= TEST_CLOCK.now() + ttl
     assert body["expiry_time"].endswith("Z")
 
     assert bare(await http.get(TOKENS, headers=bearer)) == [body]
@@ -190,7 +190,7 @@ async def test_expired_tokens_are_listed_but_refused(
     token_id = token.partition(".")[0]
     await expire(app, token_id)
     body = (await http.get(f"{TOKENS}/{token_id}", headers=bearer)).json()
-    assert datetime.fromisoformat(body["expiry_time"]) < datetime.now(UTC)
+    assert datetime.fromisoformat(body["expiry_time"]) < TEST_CLOCK.now()
     assert [t["id"] for t in bare(await http.get(TOKENS, headers=bearer))] == [token_id]
     with pytest.raises(Unauthenticated):
         await service(app).verify(token, TokenOwner.ORG)
@@ -276,7 +276,7 @@ async def test_contact_tokens(
 
 async def expire_soon(app: Application, token_id: str) -> None:
     def work(session: Session) -> None:
-        soon = datetime.now(UTC) + timedelta(seconds=30)
+        soon = TEST_CLOCK.now() + timedelta(seconds=30)
         session.execute(update(_tokens).where(_tokens.c.id == token_id).values(expiry_time=soon))
 
     await app.db.run_write(work)
@@ -335,7 +335,7 @@ async def test_grpc_tokens(
         pb.GetAccessTokenRequest(access_token_id=created.id), metadata=auth
     )
     assert got.id == token_id and got.version_number == 1
-    assert got.expiry_time.ToDatetime(UTC) > datetime.now(UTC)
+    assert got.expiry_time.ToDatetime(UTC) > TEST_CLOCK.now()
     for _ in range(2):
         await stub.CreateAccessToken(pb.CreateAccessTokenRequest(), metadata=auth)
     first = await stub.ListAccessTokens(pb.ListAccessTokensRequest(limit=2), metadata=auth)

@@ -23,8 +23,7 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.attachments.files import ContentDirectory, location_for
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_CLOCK, TEST_SECRET, make_settings
 from tests.test_messaging_attachments import CONTENT, create, get, token, upload
 
 _attachments = Attachment.__table__  # type: ignore[attr-defined]
@@ -169,7 +168,7 @@ async def test_sweep_removes_only_old_unnamed_files(tmp_path: Path) -> None:
 
 
 def _auth(org: str) -> list[tuple[str, str]]:
-    token = TokenService(TEST_SECRET, SystemClock()).issue(
+    token = TokenService(TEST_SECRET, TEST_CLOCK).issue(
         org=org, roles=[Role.CLIENT], subject="files-test"
     )
     return [("authorization", f"Bearer {token}")]

@@ -23,7 +23,7 @@ from switchboard.calling.v1 import calling_service_pb2_grpc
 
 from switchboard.server.app.server import build_application
 from switchboard.server.calling.service import plays_table
-from tests.conftest import TokenFactory, make_settings
+from tests.conftest import TEST_CLOCK, TokenFactory, make_settings
 from tests.test_messaging_attachments import create as create_attachment
 from tests.test_messaging_attachments import token as attachment_token
 from tests.test_messaging_attachments import upload
@@ -224,7 +224,7 @@ async def test_subscribers_see_each_transition_at_once(
         async for event in stream:
             if event.envelope.type.startswith("call.") and event.call.id in call_ids:
                 happened = event.envelope.occur_time.ToDatetime(UTC)
-                lag = (datetime.now(UTC) - happened).total_seconds()
+                lag = (TEST_CLOCK.now() - happened).total_seconds()
                 arrivals.append((event.call.state, lag))
                 if event.call.state == "COMPLETED":
                     return

@@ -28,7 +28,7 @@ from switchboard.server.calling.carrier import (
 )
 from switchboard.server.calling.media import Audio, AudioSource, Dtmf, Gender, Tts
 from switchboard.server.calling.sandbox import SandboxCarrier
-from switchboard.server.core.clock import SystemClock
+from tests.conftest import TEST_CLOCK
 
 K = EventKind
 RING = 0.05
@@ -93,7 +93,7 @@ async def sink() -> Recorder:
 
 
 async def started(sink: Recorder, **options: object) -> SandboxCarrier:
-    carrier = SandboxCarrier(SystemClock(), ring_seconds=RING, **options)  # type: ignore[arg-type]
+    carrier = SandboxCarrier(TEST_CLOCK, ring_seconds=RING, **options)  # type: ignore[arg-type]
     await carrier.start(sink)
     return carrier
 
@@ -111,7 +111,7 @@ async def answered(carrier: SandboxCarrier, sink: Recorder, call_id: str) -> Non
 
 
 def test_sandbox_is_a_carrier() -> None:
-    implementation: Carrier = SandboxCarrier(SystemClock())
+    implementation: Carrier = SandboxCarrier(TEST_CLOCK)
     assert implementation.name == "sandbox"
 
 
@@ -140,7 +140,7 @@ async def test_rejections(
     terminal_at: float,
 ) -> None:
     call_id = f"call-{to}-{timeout_ms}"
-    began = SystemClock().now()
+    began = TEST_CLOCK.now()
     await carrier.dial(call_id, FROM, to, timeout_ms)
     await sink.until_kind(call_id, K.REJECTED)
     await asyncio.sleep(RING * 2)  # nothing follows a terminal event
@@ -155,7 +155,7 @@ async def test_rejections(
 async def test_answer_then_local_hangup_is_idempotent(
     carrier: SandboxCarrier, sink: Recorder
 ) -> None:
-    began = SystemClock().now()
+    began = TEST_CLOCK.now()
     await carrier.dial("c1", FROM, OK_NUMBER, 5000)
     await sink.until_kind("c1", K.ANSWERED)
     ringing, answer = sink.of("c1")
@@ -175,7 +175,7 @@ async def test_answer_then_local_hangup_is_idempotent(
 
 
 async def test_remote_hangup(carrier: SandboxCarrier, sink: Recorder) -> None:
-    began = SystemClock().now()
+    began = TEST_CLOCK.now()
     await carrier.dial("c-remote", FROM, "+27821230500", 5000)
     await sink.until_kind("c-remote", K.ENDED)
     ringing, answer, ended = sink.of("c-remote")
@@ -420,7 +420,7 @@ async def test_a_failing_sink_does_not_stop_delivery() -> None:
             raise RuntimeError("database away")
         received.extend(events)
 
-    carrier = SandboxCarrier(SystemClock(), ring_seconds=RING)
+    carrier = SandboxCarrier(TEST_CLOCK, ring_seconds=RING)
     await carrier.start(flaky)
     try:
         await carrier.dial("f-1", FROM, OK_NUMBER, 5000)

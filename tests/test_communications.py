@@ -20,7 +20,7 @@ from switchboard.communications.v1 import communications_service_pb2 as pb
 from switchboard.server.app.server import Application
 from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.core.events import EventRecord
-from tests.conftest import TokenFactory
+from tests.conftest import TEST_CLOCK, TokenFactory
 from tests.helpers import Metadata, error_details
 from tests.test_communications_support import (
     SEED_ARGUMENTS,
@@ -117,9 +117,9 @@ async def test_send_masks_sensitive_arguments_and_delivers_real_values(
     await wait_status(http, bearer, org, data["id"], "email", "DELIVERED")
     assert delivered["channels"][0]["sentTime"] and delivered["channels"][0]["deliveredTime"]
     # The provider got the real values, rendered only for the hand-off.
-    [sent_sms] = handed(app, "sms", NUMBER)
+    [sent_sms] = handed(app, org, "sms", NUMBER)
     assert sent_sms.content == "Hi Juan, enter https://password.com/reset/123456 to reset password"
-    [sent_mail] = handed(app, "email", "juan@example.com")
+    [sent_mail] = handed(app, org, "email", "juan@example.com")
     assert set(sent_mail.recipients) == {"juan@example.com", "boss@example.com"}
     message = email.message_from_bytes(sent_mail.mime, policy=email.policy.default)
     assert message["Subject"] == "Password reset for Juan"
@@ -304,20 +304,22 @@ async def test_scheduled_time_is_moved_into_the_delivery_window(
 ) -> None:
     code = await seed_type(http, admin_headers, bearer, org, window="ANYDAY_8AM8PM")
     # 23:30 in Madrid (22:30 UTC in winter): the next opening in both Spanish zones is 08:00
-    # in the Canaries, 09:00 in Madrid, 08:00 UTC.
-    body = send_body(code, channels=["sms"], scheduledTime="2030-01-15T23:30:00+01:00")
+    # in the Canaries, 09:00 in Madrid, 08:00 UTC. In a January a few years after the run's clock,
+    # so that it stays in the future.
+    year = TEST_CLOCK.now().year + 4
+    body = send_body(code, channels=["sms"], scheduledTime=f"{year}-01-15T23:30:00+01:00")
     data = envelope(
         await http.post(f"/v2/orgs/{org}/communications", json=body, headers=bearer), 202
     )
     assert data["status"] == "SCHEDULED"
-    assert data["scheduledTime"] == "2030-01-15T22:30:00Z"
-    assert data["channels"][0]["dueTime"] == "2030-01-16T08:00:00Z"
+    assert data["scheduledTime"] == f"{year}-01-15T22:30:00Z"
+    assert data["channels"][0]["dueTime"] == f"{year}-01-16T08:00:00Z"
     # An email without a number: the window in UTC.
-    body = send_body(code, channels=["email"], scheduledTime="2030-01-15T21:00:00Z")
+    body = send_body(code, channels=["email"], scheduledTime=f"{year}-01-15T21:00:00Z")
     data = envelope(
         await http.post(f"/v2/orgs/{org}/communications", json=body, headers=bearer), 202
     )
-    assert data["channels"][0]["dueTime"] == "2030-01-16T08:00:00Z"
+    assert data["channels"][0]["dueTime"] == f"{year}-01-16T08:00:00Z"
 
 
 # ---- search, get, attachments ----------------------------------------------------------------

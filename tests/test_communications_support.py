@@ -191,5 +191,6 @@ def outbox(app: Application, channel: str) -> list[Outbound]:
     return list(provider.outbox)
 
 
-def handed(app: Application, channel: str, delivery_to: str) -> list[Outbound]:
-    return [m for m in outbox(app, channel) if m.to == delivery_to]
+def handed(app: Application, org: str, channel: str, delivery_to: str) -> list[Outbound]:
+    """What the org's deliveries to `delivery_to` handed to the sandbox (other tests share it)."""
+    return [m for m in outbox(app, channel) if m.org_id == org and m.to == delivery_to]

@@ -18,10 +18,9 @@ from switchboard.server.attachments.models import Attachment
 from switchboard.server.contacts.jobs import jobs
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.events import EventRecord
 from switchboard.server.workers.contact_jobs import ContactJobWorker
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import TEST_CLOCK, TEST_SECRET, make_settings
 
 Stub = contacts_service_pb2_grpc.ContactsServiceStub
 _contacts = ContactRecord.__table__  # type: ignore[attr-defined]
@@ -30,7 +29,7 @@ _events = EventRecord.__table__  # type: ignore[attr-defined]
 
 
 def _auth(org: str) -> list[tuple[str, str]]:
-    token = TokenService(TEST_SECRET, SystemClock()).issue(
+    token = TokenService(TEST_SECRET, TEST_CLOCK).issue(
         org=org, roles=[Role.CLIENT], subject="restart-test"
     )
     return [("authorization", f"Bearer {token}")]

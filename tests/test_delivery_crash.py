@@ -22,10 +22,9 @@ from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.db import create_engine
 from switchboard.server.sms.models import SmsRecord
-from tests.conftest import TEST_SECRET, free_port
+from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port
 from tests.smsc import Smsc
 
 TOTAL = 10_000
@@ -87,7 +86,7 @@ async def test_kill_9_with_messages_in_flight_loses_nothing(
             }
         ),
     }
-    token = TokenService(TEST_SECRET, SystemClock()).issue(
+    token = TokenService(TEST_SECRET, TEST_CLOCK).issue(
         org="org-crash", roles=[Role.CLIENT], subject="crash"
     )
     auth = [("authorization", f"Bearer {token}")]

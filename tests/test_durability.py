@@ -23,13 +23,12 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.db import create_engine
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.models import metadata
 from switchboard.server.delivery import queue
 from switchboard.server.sms.models import SmsRecord, SmsStatus
-from tests.conftest import TEST_SECRET, free_port, make_settings
+from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port, make_settings
 from tests.helpers import Metadata, collect_events, sms
 
 
@@ -192,7 +191,7 @@ def test_cli_issues_tokens_and_upgrades(tmp_path: Path) -> None:
         text=True,
     )
     assert issued.returncode == 0, issued.stderr
-    principal = TokenService(TEST_SECRET, SystemClock()).verify(issued.stdout.strip())
+    principal = TokenService(TEST_SECRET, TEST_CLOCK).verify(issued.stdout.strip())
     assert principal.org == "acme"
     assert principal.roles == {Role.CLIENT, Role.ADMIN}
     refused = subprocess.run(
@@ -206,7 +205,7 @@ def test_cli_issues_tokens_and_upgrades(tmp_path: Path) -> None:
 
 
 def _token(org: str) -> str:
-    return TokenService(TEST_SECRET, SystemClock()).issue(
+    return TokenService(TEST_SECRET, TEST_CLOCK).issue(
         org=org, roles=[Role.CLIENT], subject="restart-test"
     )
 

@@ -12,12 +12,11 @@ from switchboard.common.v1 import diagnostics_service_pb2 as pb
 from switchboard.common.v1 import diagnostics_service_pb2_grpc
 
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.context import HTTP_STATUS_HEADER, set_http_status
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.delivery.outbox import Outbox
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_CLOCK, TEST_SECRET
 
 
 class AcceptedPing(DiagnosticsServicer):
@@ -30,7 +29,7 @@ class AcceptedPing(DiagnosticsServicer):
 
 @pytest.fixture
 async def stub() -> AsyncIterator[diagnostics_service_pb2_grpc.DiagnosticsServiceStub]:
-    tokens = TokenService(TEST_SECRET, SystemClock())
+    tokens = TokenService(TEST_SECRET, TEST_CLOCK)
     service = pb.DESCRIPTOR.services_by_name["DiagnosticsService"]
     server = grpc.aio.server(interceptors=[RpcGateway(tokens, AccessPolicy([service]))])
     diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
@@ -46,7 +45,7 @@ async def stub() -> AsyncIterator[diagnostics_service_pb2_grpc.DiagnosticsServic
 async def test_success_status_travels_as_initial_metadata(
     stub: diagnostics_service_pb2_grpc.DiagnosticsServiceStub,
 ) -> None:
-    token = TokenService(TEST_SECRET, SystemClock()).issue(
+    token = TokenService(TEST_SECRET, TEST_CLOCK).issue(
         org="acme", roles=[Role.CLIENT], subject="t"
     )
     call = stub.Ping(pb.PingRequest(), metadata=[("authorization", f"Bearer {token}")])

@@ -25,7 +25,7 @@ from switchboard.server.messaging.message_requests import requests_table
 from switchboard.server.messaging.messages import messages_table
 from switchboard.server.workers.message_fanout import MessageRequestWorker
 from tests.conftest import make_settings
-from tests.test_messaging_senders import us_number
+from tests.test_messaging_senders import ALWAYS_OPEN, us_number
 
 CRITERIA = '{"all":[{"field":"country","op":"eq","value":"ES"}]}'
 
@@ -105,7 +105,7 @@ async def _submit(app: Application, org: str) -> str:
     sender = await app.messaging.senders.create(
         org,
         "t",
-        {"type_id": "sms-long-code", "class_id": "notifications-na", "address": us_number()},
+        {"type_id": "sms-long-code", "class_id": ALWAYS_OPEN, "address": us_number()},
     )
     return await app.messaging.message_requests.create(
         org, "t", {"from": sender, "criteria": CRITERIA, "body": "hi", "test_message_flag": True}
@@ -182,7 +182,7 @@ async def _sender(app: Application, org: str) -> str:
     return await app.messaging.senders.create(
         org,
         "t",
-        {"type_id": "sms-long-code", "class_id": "notifications-na", "address": us_number()},
+        {"type_id": "sms-long-code", "class_id": ALWAYS_OPEN, "address": us_number()},
     )
 
 

@@ -5,7 +5,6 @@ soft delete, attachments, "Not allowed" (403) operations and cross-org 404s."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from switchboard.server.app.server import Application
 from switchboard.server.core.events import EventRecord
 from switchboard.server.messaging.messages import counter_deltas
+from tests.conftest import TEST_CLOCK
 from tests.test_message_requests import MR, done, messages_of, read, submit, wait_request
 from tests.test_messaging_senders import assert_error, create_sender, us_number
 
@@ -196,7 +196,7 @@ async def test_message_attachments(http: httpx.AsyncClient, bearer: dict[str, st
 
 def test_counter_deltas_follow_each_messages_change() -> None:
     """Counters move by what changed; a message seen twice in one change counts once."""
-    now = datetime.now(UTC)
+    now = TEST_CLOCK.now()
 
     def message(id_: str, state: str, **times: Any) -> dict[str, Any]:
         base = {"sent_at": None, "delivered_at": None, "converted_at": None}

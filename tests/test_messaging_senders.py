@@ -58,8 +58,14 @@ def other(make_token: TokenFactory) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(f'org-{uuid.uuid4().hex[:12]}')}"}
 
 
+#: A sender class whose delivery window is 00:00-24:00 on every day, holidays included.
+ALWAYS_OPEN = "alerts-na"
+
+
 async def create_sender(http: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> str:
-    body = {"type_id": "sms-long-code", "class_id": "notifications-na", **fields}
+    """A sender of the ALWAYS_OPEN class, so that what it sends never waits for a delivery
+    window, whatever the hour; tests of windows pass their own `class_id`."""
+    body = {"type_id": "sms-long-code", "class_id": ALWAYS_OPEN, **fields}
     body.setdefault("address", us_number())
     response = await http.post("/messaging/sender_ids", json=body, headers=headers)
     assert response.status_code == 200, response.text

@@ -11,6 +11,7 @@ from switchboard.server.core.auth import bearer_token
 from switchboard.server.core.errors import Unauthenticated
 from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import is_gsm7, segment_count
+from tests.conftest import TEST_CLOCK
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,6 @@ def test_rs256_tokens_verify_against_the_configured_public_key(tmp_path: Path) -
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from switchboard.server.core.auth import Role, TokenService
-    from switchboard.server.core.clock import SystemClock
 
     def keypair() -> tuple[bytes, bytes]:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -106,7 +106,7 @@ def test_rs256_tokens_verify_against_the_configured_public_key(tmp_path: Path) -
 
     (private, public), (stranger, _) = keypair(), keypair()
     (tmp_path / "issuer.pem").write_bytes(public)
-    tokens = TokenService("hs-secret-" * 5, SystemClock(), tmp_path / "issuer.pem")
+    tokens = TokenService("hs-secret-" * 5, TEST_CLOCK, tmp_path / "issuer.pem")
     claims = {"sub": "idp-app", "org": "acme", "roles": ["Partner"], "exp": 4_000_000_000}
     principal = tokens.verify(jwt.encode(claims, private, algorithm="RS256"))
     assert principal.org == "acme" and principal.roles == {Role.PARTNER}

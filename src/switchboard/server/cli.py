@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from switchboard.server.app.config import Settings
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
+from switchboard.server.core.clock import clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.errors import DomainError
 from switchboard.server.core.logging import configure_logging
@@ -61,7 +61,7 @@ async def _db_upgrade(settings: Settings) -> None:
 async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
     roles = Role.parse_list(args.roles)
     subject = args.subject or f"{args.org}-app"
-    clock = SystemClock()
+    clock = clock_with_offset(settings.clock_offset_seconds)
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         await upgrade(engine)

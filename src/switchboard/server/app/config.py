@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         default=None, description="PEM public key: also accept RS256 tokens signed by its pair."
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    clock_offset_seconds: float = Field(
+        default=0.0,
+        description="Seconds the platform's clock runs ahead of the machine's (negative: behind), "
+        "for tests and demos at another instant; every process of a deployment must share it.",
+    )
     sqlite_synchronous: str = Field(
         default="FULL", description="SQLite synchronous pragma; FULL makes accepted durable."
     )

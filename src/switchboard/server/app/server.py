@@ -44,7 +44,7 @@ from switchboard.server.contacts.servicer import ContactsServicer
 from switchboard.server.contacts.wiring import ContactsDomain, build_contacts_domain
 from switchboard.server.core import migrate
 from switchboard.server.core.auth import TokenService
-from switchboard.server.core.clock import Clock, SystemClock
+from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
@@ -195,7 +195,7 @@ def build_application(
     by default); `providers` replaces SMS API channels' (smpp, clickatell, grandcom) with these
     SMS providers, `communication_providers` the communications channels' (sms, email,
     whatsapp)."""
-    clock = clock or SystemClock()
+    clock = clock or clock_with_offset(settings.clock_offset_seconds)
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
     bus = EventBus()

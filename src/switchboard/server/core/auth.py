@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import jwt
 
@@ -106,17 +107,22 @@ class TokenService:
                 key, algorithms = self._public_key, ["RS256"]
             else:
                 key, algorithms = self._secret, ["HS256"]
+            # PyJWT would judge exp/iat/nbf by the wall clock; they are judged by ours below.
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=algorithms,
-                options={"require": ["exp", "sub", "org", "roles"], "verify_aud": False},
-                leeway=_LEEWAY_SECONDS,
+                options={
+                    "require": ["exp", "sub", "org", "roles"],
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("bearer token has expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"bearer token is invalid: {exc}") from exc
+        expires = self._check_lifetime(claims)
         roles_claim = claims["roles"]
         if not isinstance(roles_claim, list) or not isinstance(claims["org"], str):
             raise Unauthenticated("bearer token has malformed org or roles claims")
@@ -128,7 +134,24 @@ class TokenService:
             roles=roles,
             client_id=audience if isinstance(audience, str) else None,
         )
-        return principal, float(claims["exp"])
+        return principal, expires
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> float:
+        """The expiry; raises unless iat <= now < exp (and nbf <= now), give or take the leeway."""
+        now = self._clock.now().timestamp()
+        times: dict[str, float] = {}
+        for name in ("exp", "iat", "nbf"):
+            if name in claims:
+                value = claims[name]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise Unauthenticated(f"bearer token is invalid: {name} must be a number")
+                times[name] = float(value)
+        if times["exp"] <= now - _LEEWAY_SECONDS:
+            raise Unauthenticated("bearer token has expired")
+        for name in ("iat", "nbf"):
+            if name in times and times[name] > now + _LEEWAY_SECONDS:
+                raise Unauthenticated(f"bearer token is invalid: not yet valid ({name})")
+        return times["exp"]
 
 
 def bearer_token(authorization: str | None) -> str:
