@@ -2663,7 +2663,7 @@ class CreateContactImportJobRequest(_message.Message):
     contact_group_id: _builtins.str
     """STATIC group the imported contacts join; must exist."""
     import_attachment_id: _builtins.str
-    """The uploaded CSV file (UploadContactImportFile, or later a messaging attachment)."""
+    """The uploaded CSV file: an UploadContactImportFile id or a messaging attachment id."""
     csv: _builtins.str
     """Alternatively the CSV itself, for files that fit in one request (REST bodies: 1 MiB)."""
     def __init__(

@@ -16,7 +16,7 @@ Decisions where the documentation is silent (each module's docstring has the det
   (the email's `to`). A fixed line fails the SMS and WhatsApp channels at once.
 - Delivery windows: the recipient's zones from the number (all of them must be inside the window;
   UTC for email-only communications); a past `scheduledTime` means now. Waiting is SCHEDULED,
-  dispatched when due by `CommunicationDispatcher`, across restarts.
+  handed to a provider when due by the delivery engine (delivery/engine.py), across restarts.
 - Masking: sensitive arguments are `****` in everything stored, returned, listed, previewed or
   logged; the real rendering exists only sealed (Fernet) until the provider hand-off.
 - Attachments are Attachment-type arguments (the name is the file name), Images are inline email

@@ -39,8 +39,8 @@ __all__ = [
     "validate_config",
 ]
 
-#: gRPC services exposed as REST through the transcoder. Add a service here when its contract
-#: lands (switchboard.{communications,templates,messaging,calling,contacts}.v1.*Service).
+#: gRPC services exposed as REST through the transcoder (a new service is added here, beside its
+#: registration in app/server.py and its routes in envoy/envoy.yaml.in).
 TRANSCODED_SERVICES: tuple[str, ...] = (
     "switchboard.sms.v1.SmsService",
     "switchboard.contacts.v1.ContactsService",
