@@ -139,6 +139,10 @@ async def test_conversion_and_deletion_update_counters(
     assert_error(processed, 400, "400")
     unknown = await http.post(f"{MESSAGES}/{three}", json={"state": "SENT"}, headers=bearer)
     assert "state" in assert_error(unknown, 400, "400")
+    # An empty or missing state is a missing one (it crashed with a 500, found by fuzzing).
+    for body in ({"state": ""}, {"state": " "}, {}, {"version_number": 0}):
+        empty = await http.post(f"{MESSAGES}/{three}", json=body, headers=bearer)
+        assert "state: is required" in assert_error(empty, 400, "400")
     stale = await http.post(
         f"{MESSAGES}/{three}", json={"state": "DELETED", "version_number": 1}, headers=bearer
     )

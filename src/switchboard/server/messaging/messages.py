@@ -364,11 +364,12 @@ class MessageService:
         expected_version: int | None,
     ) -> None:
         checks = Checks()
-        state_text = values.get("state")
-        if state_text is None:
-            checks.required("state", None)
+        # An empty state is a missing one (proto3 JSON cannot tell them apart).
+        state_text = str(values.get("state") or "")
         target = (
-            checks.choice("state", str(state_text or ""), CustomerState) if state_text else None
+            checks.choice("state", state_text, CustomerState)
+            if checks.required("state", state_text)
+            else None
         )
         converted_at: datetime | None = None
         if values.get("converted_date"):
