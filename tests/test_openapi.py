@@ -1,5 +1,6 @@
 """The OpenAPI document (gen/openapi.json): valid OpenAPI 3.1, complete, faithful to each REST
-family's edge behaviour, and in step with what the servicers decide at run time."""
+family's edge behaviour, in step with what the servicers decide at run time, and served by Envoy
+with its documentation page."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from switchboard.devtools.openapi import BARE_LISTS, SUCCESS_STATUSES
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENT_PATH = REPO / "gen" / "openapi.json"
 SERVER = REPO / "src" / "switchboard" / "server"
+SWAGGER_UI = REPO / "tools" / "node_modules" / "swagger-ui-dist"
 Json = dict[str, Any]
 
 
@@ -320,8 +322,36 @@ def test_bare_lists_match_the_servicers() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Responses of the running edge
+# Served by Envoy
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.envoy
+async def test_envoy_serves_the_document(http: httpx.AsyncClient) -> None:
+    response = await http.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == DOCUMENT_PATH.read_bytes()
+
+
+@pytest.mark.envoy
+async def test_envoy_serves_the_docs_page_from_local_assets(http: httpx.AsyncClient) -> None:
+    page = await http.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    # Everything the page loads comes from this origin (no CDN).
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)
+    assert 'url: "openapi.json"' in page.text
+    assets = (("swagger-ui-bundle.js", "text/javascript"), ("swagger-ui.css", "text/css"))
+    for asset, media in assets:
+        assert f'"docs/{asset}"' in page.text
+        response = await http.get(f"/docs/{asset}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == media
+        assert response.content == (SWAGGER_UI / asset).read_bytes()
+    missing = await http.get("/docs/nope.js")
+    assert missing.status_code == 404
+    assert missing.json()["error_code"] == "404"
 
 
 @pytest.mark.envoy

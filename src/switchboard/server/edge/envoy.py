@@ -32,6 +32,7 @@ __all__ = [
     "EnvoyError",
     "EnvoyProcess",
     "EnvoySettings",
+    "docs_files",
     "envoy_binary",
     "envoy_dir",
     "render_config",
@@ -55,6 +56,10 @@ TRANSCODED_SERVICES: tuple[str, ...] = (
 #: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list
 #: items must fit. Streams, server-streaming HttpBody downloads included, are not buffered.
 MAX_RESPONSE_BODY = 16 * 1024 * 1024
+
+#: The largest file Envoy answers directly: the OpenAPI document and the docs page's assets
+#: (swagger-ui-bundle.js is about 1.8 MB). Envoy's default is 4 KiB.
+MAX_DIRECT_RESPONSE_BODY = 8 * 1024 * 1024
 
 _TRANSCODER_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
@@ -82,6 +87,12 @@ class EnvoySettings:
     """Where the JSON access log (one object per request, with x-request-id) goes."""
     services: Sequence[str] = TRANSCODED_SERVICES
     """gRPC services the transcoder maps to REST paths."""
+    openapi_path: Path | None = None
+    """The OpenAPI document served at /openapi.json; by default the repository's
+    ``gen/openapi.json`` (``make proto`` generates it with the descriptor set)."""
+    swagger_ui_dir: Path | None = None
+    """swagger-ui-dist's files for the /docs page; by default the repository's
+    ``tools/node_modules/swagger-ui-dist`` (``npm ci`` from tools/package-lock.json)."""
 
 
 def envoy_dir() -> Path:
@@ -91,6 +102,18 @@ def envoy_dir() -> Path:
         return Path(override)
     # src/switchboard/server/edge/envoy.py -> repository root is five levels up.
     return Path(__file__).resolve().parents[4] / "envoy"
+
+
+def docs_files(settings: EnvoySettings) -> dict[str, Path]:
+    """The files Envoy answers the documentation routes with, by template placeholder."""
+    repository = envoy_dir().parent
+    swagger_ui = settings.swagger_ui_dir or repository / "tools/node_modules/swagger-ui-dist"
+    return {
+        "OPENAPI_PATH": settings.openapi_path or repository / "gen/openapi.json",
+        "DOCS_PAGE_PATH": envoy_dir() / "docs.html",
+        "SWAGGER_UI_CSS_PATH": swagger_ui / "swagger-ui.css",
+        "SWAGGER_UI_JS_PATH": swagger_ui / "swagger-ui-bundle.js",
+    }
 
 
 def envoy_binary() -> str:
@@ -179,6 +202,8 @@ def render_config(settings: EnvoySettings) -> str:
         ADMIN_PORT=str(int(settings.admin_port)),
         ACCESS_LOG_PATH=json.dumps(settings.access_log_path),
         LUA_PATH=json.dumps(str((directory / "edge.lua").resolve())),
+        MAX_DIRECT_RESPONSE_BODY=str(MAX_DIRECT_RESPONSE_BODY),
+        **{name: json.dumps(str(path.resolve())) for name, path in docs_files(settings).items()},
         TRANSCODER=transcoder(),
         TRANSCODER_SNAKE=transcoder(snake_case=True),
         TRANSCODER_SSE=transcoder(sse=True),
@@ -252,6 +277,12 @@ class EnvoyProcess:
 
     def _prepare(self) -> tuple[str, BinaryIO]:
         """Blocking file work before the start: runs in a thread."""
+        missing = [str(path) for path in docs_files(self.settings).values() if not path.is_file()]
+        if missing:
+            raise EnvoyError(
+                "the documentation's files are missing (make proto writes gen/openapi.json, "
+                f"make bootstrap installs tools/node_modules): {', '.join(missing)}"
+            )
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(self.settings), encoding="utf-8")
         # A file, not a pipe: nobody would drain a pipe and Envoy would block on a full one.
