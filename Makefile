@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit
+.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz
 
 ## uv itself, pinned with every platform's hash in tools/uv-requirements.txt.
 $(UV): tools/uv-requirements.txt
@@ -64,6 +64,10 @@ typecheck: bootstrap
 ## AT="2026-12-27T03:30:00-08:00" runs the suite (tests and the servers they start) at that instant.
 test: proto-check lint typecheck
 	$(if $(AT),SWITCHBOARD_TEST_AT="$(AT)") $(BIN)/pytest $(PYTEST_ARGS)
+
+## Conformance fuzzing of the REST APIs against gen/openapi.json, through a real Envoy (minutes).
+fuzz: bootstrap
+	$(BIN)/pytest -m fuzz tests/fuzz
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput
