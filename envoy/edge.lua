@@ -228,23 +228,22 @@ local function form_to_json(raw)
   local keys, values = {}, {}
   for pair in raw:gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
+    -- A pair without a name ("=x") stays in: refused like {"": "x"}, never silently dropped.
     k = url_decode(k)
-    if k ~= "" then
-      local value = url_decode(v)
-      if value == "true" then
-        value = true
-      elseif value == "false" then
-        value = false
-      end
-      local previous = values[k]
-      if previous == nil then
-        keys[#keys + 1] = k
-        values[k] = value
-      elseif getmetatable(previous) == ARRAY then
-        previous[#previous + 1] = value
-      else
-        values[k] = array({ previous, value })
-      end
+    local value = url_decode(v)
+    if value == "true" then
+      value = true
+    elseif value == "false" then
+      value = false
+    end
+    local previous = values[k]
+    if previous == nil then
+      keys[#keys + 1] = k
+      values[k] = value
+    elseif getmetatable(previous) == ARRAY then
+      previous[#previous + 1] = value
+    else
+      values[k] = array({ previous, value })
     end
   end
   local fields = object()

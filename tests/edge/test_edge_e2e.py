@@ -795,6 +795,20 @@ async def test_form_body_errors_keep_the_family_shape(client: httpx.AsyncClient)
     assert response.json()["error_code"] == "400"
 
 
+@pytest.mark.parametrize("form", ["=x", "display_name=Ada&=x", "=", "=true"])
+async def test_a_form_pair_without_a_name_is_refused_like_json(
+    client: httpx.AsyncClient, form: str
+) -> None:
+    # It was dropped and the rest accepted (found by fuzzing); JSON {"": "x"} is a 400.
+    response = await client.post(
+        "/contacts/acme/things",
+        content=form,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error_code", "error_description"}
+
+
 # ---------------------------------------------------------------------------------------------
 # The keys of a JSON body, listed for the server's unknown-field check
 # ---------------------------------------------------------------------------------------------
