@@ -249,6 +249,29 @@ def test_streams_bodies_and_uploads(document: Json) -> None:
     assert list(by_id(document, "SendSms")[2]["requestBody"]["content"]) == ["application/json"]
 
 
+def test_creates_link_to_the_operations_on_what_they_created(document: Json) -> None:
+    links = by_id(document, "CreateContact")[2]["responses"]["200"]["links"]
+    assert links["GetContact"] == {
+        "operationId": "GetContact",
+        "parameters": {"contact_id": "$response.body#/id"},
+        "description": "GET /contacts/{contact_id} on what was created.",
+    }
+    assert {"DeleteContact", "CreateContactAccessToken", "ListContactApplicationTokens"} <= set(
+        links
+    )
+    assert "GetContactAccessToken" not in links  # it needs an id this create does not give
+    nested = by_id(document, "CreateConferenceMember")[2]["responses"]["200"]["links"]
+    assert nested["GetConferenceMember"]["parameters"] == {
+        "conference_id": "$request.path.conference_id",
+        "member_id": "$response.body#/id",
+    }
+    sent = by_id(document, "SendCommunication")[2]["responses"]["202"]["links"]
+    assert sent["GetCommunication"]["parameters"] == {
+        "org": "$request.path.org",
+        "communicationId": "$response.body#/id",
+    }
+
+
 def test_response_schemas_know_which_keys_are_always_printed(document: Json) -> None:
     contact = validator(document, {"$ref": "#/components/schemas/contacts.v1.Contact"})
     assert not contact.is_valid({"id": "ct_1"})  # always_print_primitive_fields: all present

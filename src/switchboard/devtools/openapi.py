@@ -1066,13 +1066,13 @@ class _Generator:
                 tags[tag] = {
                     "name": tag,
                     "description": self.contracts.comment(file.name, 6, binding.service_index)
-                    + f" Family {operation['x-switchboard-family']}: "
-                    + FAMILIES[operation["x-switchboard-family"]],
+                    + f" (REST family {operation['x-switchboard-family']}.)",
                 }
         for methods in paths.values():
             methods_sorted = {m: methods[m] for m in _METHODS if m in methods}
             methods.clear()
             methods.update(methods_sorted)
+        self._add_links(paths)
         schemas, refs = self.schemas.components()
         responses: Json = {}
         for family in sorted(self.used_families):
@@ -1123,10 +1123,43 @@ class _Generator:
         resolved: Json = _resolve_refs(document, refs)
         return resolved
 
+    def _add_links(self, paths: dict[str, Json]) -> None:
+        """Links from each create (POST on a collection, answering an `id`) to the operations
+        on what it created (`{collection}/{id}` and below, when that id is their one new path
+        variable): a client, or a stateful fuzzer, follows them to real resources."""
+        for path, methods in paths.items():
+            create = methods.get("post")
+            if create is None or path.endswith("}"):
+                continue
+            successes = [r for s, r in create["responses"].items() if s < "300"]
+            schema = successes[0].get("content", {}).get("application/json", {}).get("schema", {})
+            variant = self.schemas._placeholders.get(schema.get("$ref", ""))
+            if variant is None or "id" not in self.schemas.variants[variant]["properties"]:
+                continue
+            known = _VARIABLE.findall(path)
+            links: Json = {}
+            for target_path, target_methods in paths.items():
+                if not target_path.startswith(path + "/{"):
+                    continue
+                new = [v for v, _ in _VARIABLE.findall(target_path)][len(known) :]
+                if len(new) != 1:
+                    continue
+                parameters = {name: f"$request.path.{name}" for name, _ in known}
+                parameters[new[0]] = "$response.body#/id"
+                for method, target in target_methods.items():
+                    links[f"{target['operationId']}"] = {
+                        "operationId": target["operationId"],
+                        "parameters": parameters,
+                        "description": f"{method.upper()} {target_path} on what was created.",
+                    }
+            if links:
+                for response in successes:  # 202 and 206 both carry the id
+                    response["links"] = links
+
 
 def _first_sentence(text: str, limit: int = 120) -> str:
-    match = re.match(r"(.+?[.:;])(\s|$)", text)
-    sentence = (match.group(1) if match else text).rstrip(".:;")
+    match = re.match(r"(.+?)\.(\s|$)", text)
+    sentence = match.group(1) if match else text
     if len(sentence) <= limit:
         return sentence
     return sentence[: sentence.rfind(" ", 0, limit - 1)] + "…"
