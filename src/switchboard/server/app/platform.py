@@ -68,7 +68,7 @@ def banner(settings: Settings, grpc_port: int, token: str, logs: Path) -> str:
     http = f"http://localhost:{settings.http_port}"
     return f"""
 Switchboard is running.
-  REST (via Envoy)  {http}
+  REST (via Envoy)  {http}    API docs: {http}/docs (OpenAPI: {http}/openapi.json)
   gRPC (via Envoy)  localhost:{settings.http_port}    direct: localhost:{grpc_port}
   database          {settings.database_url}
   logs              {logs}/server.log, {logs}/envoy-access.log
