@@ -8,11 +8,13 @@ into each REST family's documented error body.
 
 from __future__ import annotations
 
+import collections
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from switchboard.common.v1 import error_reason_pb2
@@ -120,10 +122,27 @@ class PreconditionFailed(DomainError):
     reason = Reason.ERROR_REASON_PRECONDITION_FAILED
 
 
+@dataclass
 class TooManyRequests(DomainError):
+    """A request-rate limit refused the request; `retry_after` seconds is when to try again.
+
+    gRPC clients get it as a `google.rpc.RetryInfo` detail and as `retry-after` metadata (whole
+    seconds), which the transcoder passes to REST clients as the `Retry-After` header."""
+
+    retry_after: float = 0.0
+
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 429
     reason = Reason.ERROR_REASON_TOO_MANY_REQUESTS
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return retry_after_seconds(self.retry_after)
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """HTTP Retry-After for a wait of `seconds`: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 class ServiceUnavailable(DomainError):
@@ -150,7 +169,18 @@ def validation_error(violations: list[FieldViolation], message: str | None = Non
     return cls(summary, violations=violations)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
+    grpc.Status,  # type: ignore[misc]
+):
+    """What grpc_status.rpc_status.to_status builds, here with more trailing metadata."""
+
+
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -174,9 +204,21 @@ def to_rpc_status(error: DomainError) -> grpc.Status:
             ]
         )
         details.append(_pack(bad_request))
+    retry_after = error.retry_after if isinstance(error, TooManyRequests) else 0.0
+    if retry_after > 0:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     code: int = error.grpc_code.value[0]
-    status = status_pb2.Status(code=code, message=error.message, details=details)
-    return rpc_status.to_status(status)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=error.message, details=details)
+    )
+    if isinstance(error, TooManyRequests) and retry_after > 0:
+        # Sent before any initial metadata, so the RPC fails trailers-only and Envoy's transcoder
+        # copies this into the REST response's headers (tests/test_rate_limits.py pins that).
+        trailing = (*status.trailing_metadata, ("retry-after", str(error.retry_after_seconds)))
+        return _Status(status.code, status.details, trailing)
+    return status
 
 
 def internal_status() -> grpc.Status:
@@ -205,6 +247,7 @@ __all__ = [
     "UniqueKeyViolated",
     "internal_status",
     "require_version",
+    "retry_after_seconds",
     "to_rpc_status",
     "validation_error",
 ]
