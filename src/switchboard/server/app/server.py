@@ -47,6 +47,7 @@ from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.core.ratelimit import DatabaseBuckets, RateLimit, RateLimiter
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.engine import DeliveryEngine
@@ -102,6 +103,7 @@ class Application:
     bridges: BridgeService
     conferences: ConferenceService
     feed: EventFeed
+    limiter: RateLimiter
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -116,8 +118,9 @@ class Application:
         for worker in [*self.contacts.workers, *self.messaging.workers]:
             await worker.start()
         await self.calls.start()  # after the reference data: calls need voice senders
+        await self.limiter.start()
         server = grpc.aio.server(
-            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
+            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES), self.limiter)],
             options=[
                 ("grpc.max_concurrent_streams", 1000),
                 # The edge forwards a REST body's key list as metadata (up to 8 KiB): the default
@@ -175,6 +178,7 @@ class Application:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
+        await self.limiter.stop()
         await self.delivery.stop()
         await self.calls.stop()
         for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
@@ -218,6 +222,18 @@ def build_application(
         writer=writer,
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
+    # One process on SQLite: exact buckets in memory. PostgreSQL (replicas): shared buckets.
+    limiter = RateLimiter(
+        clock,
+        per_token=RateLimit.per_second(
+            settings.rate_limit_per_token, settings.rate_limit_per_token_burst
+        ),
+        per_org=RateLimit.per_second(
+            settings.rate_limit_per_org, settings.rate_limit_per_org_burst
+        ),
+        store=DatabaseBuckets(db) if db.dialect == "postgresql" else None,
+        lease_seconds=settings.rate_limit_lease_seconds,
+    )
     contacts = build_contacts_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
     )
@@ -298,6 +314,7 @@ def build_application(
         bridges=bridges,
         conferences=conferences,
         feed=feed,
+        limiter=limiter,
     )
 
 

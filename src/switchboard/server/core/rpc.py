@@ -2,7 +2,8 @@
 
 Every RPC passes here, whether it came natively or transcoded by Envoy, so REST and gRPC
 clients get the same rules. Access rules are read from the contract (`switchboard.common.v1.access`
-method option); health and reflection are public, anything else needs a valid bearer token.
+method option); health and reflection are public, anything else needs a valid bearer token, and
+counts against its token's and org's request-rate limits (`core/ratelimit.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from switchboard.server.core.auth import Principal, Role, TokenService, bearer_t
 from switchboard.server.core.errors import (
     DomainError,
     PermissionDenied,
+    TooManyRequests,
     internal_status,
     to_rpc_status,
     validation_error,
 )
 from switchboard.server.core.json_fields import JSON_FIELDS_HEADER, BodyShape
+from switchboard.server.core.ratelimit import RateLimiter
 
 log = logging.getLogger("switchboard.rpc")
 
@@ -89,9 +92,12 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
 
 
 class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: TokenService, policy: AccessPolicy) -> None:
+    def __init__(
+        self, tokens: TokenService, policy: AccessPolicy, limiter: RateLimiter | None = None
+    ) -> None:
         self._tokens = tokens
         self._policy = policy
+        self._limiter = limiter if limiter is not None and limiter.enabled else None
 
     async def intercept_service(
         self,
@@ -115,13 +121,18 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # Bidirectional streams are not part of the contract: refuse rather than run unguarded.
         return None
 
-    def admit(self, method: str, metadata: Any) -> Principal | None:
-        """Who is calling, if they may, with a request whose body names only known fields.
-        None for a public RPC, which needs no token."""
+    async def admit(self, method: str, metadata: Any) -> Principal | None:
+        """Who is calling, if they may, within their rate limits, with a request whose body names
+        only known fields. None for a public RPC, which needs no token and is not limited."""
         if self._policy.is_public(method):
             self._policy.check_body_fields(method, metadata)
             return None
-        principal = self._tokens.verify(bearer_token(_metadata_value(metadata, "authorization")))
+        token = bearer_token(_metadata_value(metadata, "authorization"))
+        principal = self._tokens.verify(token)
+        if self._limiter is not None:
+            # Before anything else is sent: a trailers-only failure carries `retry-after`
+            # through Envoy's transcoder into the REST response's headers.
+            await self._limiter.admit(token, principal.org)
         self._policy.authorize(method, principal)
         self._policy.check_body_fields(method, metadata)
         return principal
@@ -136,16 +147,18 @@ class _Call:
         self.metadata = metadata
         self.request_id = _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex
 
-    def _enter(self) -> None:
+    async def _enter(self) -> None:
         rpc_context.request_id.set(self.request_id)
-        rpc_context.set_principal(self.gateway.admit(self.method, self.metadata))
+        rpc_context.set_principal(await self.gateway.admit(self.method, self.metadata))
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: Exception, start: float) -> None:
         elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
         where = {"method": self.method, "ms": elapsed_ms, "request_id": self.request_id}
         if isinstance(exc, DomainError):
             status = to_rpc_status(exc)
-            log.info("rpc failed: %s", exc.message, extra={**where, "code": status.code.name})
+            # Refusals by a rate limit come in floods: logging each would cost more than refusing.
+            level = logging.DEBUG if isinstance(exc, TooManyRequests) else logging.INFO
+            log.log(level, "rpc failed: %s", exc.message, extra={**where, "code": status.code.name})
         else:
             status = internal_status()
             log.exception("rpc crashed", extra=where)
@@ -156,7 +169,7 @@ class _Call:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
-                self._enter()
+                await self._enter()
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -177,7 +190,7 @@ class _Call:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
             try:
-                self._enter()
+                await self._enter()
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:
