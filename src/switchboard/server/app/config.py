@@ -171,7 +171,7 @@ class Settings(BaseSettings):
         description="Requests an org may make at once after idling (one second's worth if unset).",
     )
     rate_limit_lease_seconds: float = Field(
-        default=0.05,
+        default=0.02,
         gt=0,
         le=1,
         description="PostgreSQL: each process takes this many seconds' worth of a limit from the "

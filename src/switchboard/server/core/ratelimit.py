@@ -10,14 +10,16 @@ One process (SQLite): the buckets live in this process's memory, and are exact.
 Several processes (PostgreSQL): each bucket lives in the database (`rate_limit_buckets`, one row
 per token or org). A process leases tokens from a row in blocks of `lease_seconds` worth of the
 rate and spends them locally, so the database sees one short statement per block per key and
-process, never one per request, and a request waits for the database only when its process's
-block ran out before the next one arrived (a new lease starts when half the block is spent).
-Everything admitted was first taken from the shared bucket: over any T seconds a key admits at
-most burst + rate·T requests, plus up to one block per process leased before those T seconds
-began. A process that finds the shared bucket empty asks again only once a block's worth could
-have refilled; that wait is the retry hint its refusals give. If the database fails, each
-process grants itself one second's worth per second until it answers again: the limit then
-holds per process.
+process, never one per request. The next block is leased when half of the current one is spent,
+so a request waits for the database only when its process spends half a block faster than one
+statement takes. Everything admitted was first taken from the shared bucket: over any T seconds
+a key admits at most burst + rate·T requests, plus what processes held when those T seconds
+began (less than 1.5 blocks each). A process that finds the shared bucket empty asks again only
+once a block's worth could have refilled (about `lease_seconds` later; that is the retry hint
+its refusals give), so a key over its limit costs each process about 1/`lease_seconds`
+statements a second, however many requests it refuses. If the database fails, each process
+grants itself one second's worth per second until it answers again: the limit then holds per
+process.
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ class RateLimiter:
         per_token: RateLimit,
         per_org: RateLimit,
         store: BucketStore | None = None,
-        lease_seconds: float = 0.05,
+        lease_seconds: float = 0.02,
     ) -> None:
         self._clock = clock
         self._limits = {"token": per_token, "org": per_org}
@@ -314,7 +316,7 @@ class RateLimiter:
 
     async def _lease(self, kind: str, lease: _Lease) -> None:
         limit, block = self._limits[kind], self._blocks[kind]
-        want = max(1.0, block - lease.credit)
+        want = block  # a whole block: one write per block spent (at most 1.5 blocks held)
         now = self._clock.now().timestamp()
         assert self._store is not None
         self.leases += 1
