@@ -506,3 +506,14 @@ async def test_two_server_processes_on_postgresql_share_one_limit(
     # Over the limit, each process asks the database about once per lease_seconds (0.02 s by
     # default), not once per request.
     assert 0 < leases <= 1.25 * 2 * elapsed / 0.02, (leases, total + refused)
+
+
+async def test_rest_stream_refused_before_it_opens(limited_http: httpx.AsyncClient) -> None:
+    """A server-streaming RPC counts when it opens; over the limit it never opens (SSE route)."""
+    headers = {"Authorization": f"Bearer {_token(_org())}"}
+    for _ in range(TOKEN_BURST):
+        assert (await limited_http.get("/diagnostics/ping", headers=headers)).status_code == 200
+    response = await limited_http.get("/communication/message/sms/events", headers=headers)
+    assert response.status_code == 429
+    _retry_after(response)
+    assert response.json()["ResponseStatus"]["ErrorCode"] == "TooManyRequests"
