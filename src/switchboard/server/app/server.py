@@ -78,6 +78,18 @@ SERVICES = (
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
 )
+# Services whose REST clients write and read proto field names (family B and the catch-all route
+# of envoy/envoy.yaml.in); the others' (families A and C) use the JSON names.
+SNAKE_CASE_SERVICES = frozenset(
+    s.full_name
+    for s in SERVICES
+    if s.full_name
+    not in {
+        "switchboard.sms.v1.SmsService",
+        "switchboard.templates.v1.TemplatesService",
+        "switchboard.communications.v1.CommunicationsService",
+    }
+)
 
 
 @dataclass
@@ -117,7 +129,11 @@ class Application:
             await worker.start()
         await self.calls.start()  # after the reference data: calls need voice senders
         server = grpc.aio.server(
-            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
+            interceptors=[
+                RpcGateway(
+                    self.tokens, AccessPolicy(SERVICES, snake_case_services=SNAKE_CASE_SERVICES)
+                )
+            ],
             options=[
                 ("grpc.max_concurrent_streams", 1000),
                 # The edge forwards a REST body's key list as metadata (up to 8 KiB): the default
