@@ -1,7 +1,7 @@
 """Hostile input gets a clean 4xx, every time (issue 13): request bytes that are not the method's
-message, invalid UTF-8 in path ids and query filters, NUL characters in strings. Over gRPC to
-the real server and through the real Envoy for every REST family; who is not admitted hears 401
-before anything about their request."""
+message, invalid UTF-8 in path ids and query filters, NUL characters in strings, resume cursors
+beyond the log's range. Over gRPC to the real server and through the real Envoy for every REST
+family; who is not admitted hears 401 before anything about their request."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.app.server import SERVICES
 from switchboard.server.core.auth import Role
+from switchboard.server.core.events import MAX_CURSOR
 from switchboard.server.core.rpc import AccessPolicy
 from tests.conftest import TokenFactory
 from tests.helpers import Metadata, error_details
@@ -284,3 +285,35 @@ async def test_invalid_utf8_in_every_path_id_and_query_filter(
             assert_family_400(route, await send(http, route, url, bearer), field)
             checked += 1
     assert checked > 150  # every path id and query filter of the contract (ok if it grows)
+
+
+# -- resume cursors -------------------------------------------------------------------------------
+
+STREAMS = [
+    "/communication/message/sms/events",
+    "/contacts/events",
+    "/calling/events",
+    "/v2/orgs/{org}/communications/events",
+]
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("stream", STREAMS)
+async def test_out_of_range_cursors_are_a_400_naming_after(
+    http: httpx.AsyncClient, bearer: dict[str, str], org: str, stream: str
+) -> None:
+    url = stream.format(org=org)
+    for cursor in ["9" * 40, "9" * 20, str(MAX_CURSOR + 1), "9" * 5000]:
+        for how in ({"params": {"after": cursor}}, {"headers": {"Last-Event-ID": cursor}}):
+            headers = {**bearer, **how.get("headers", {})}
+            response = await http.get(url, params=how.get("params"), headers=headers)
+            assert response.status_code == 400, (url, how, response.text)
+            assert "after" in response.text and "Internal" not in response.text
+    # The largest cursor is a cursor: the stream starts (and has nothing to say).
+    async with http.stream(
+        "GET", url, params={"after": str(MAX_CURSOR), "heartbeatSeconds": "1"}, headers=bearer
+    ) as response:
+        assert response.status_code == 200
+        async with asyncio.timeout(10):
+            first = await anext(response.aiter_lines())
+        assert first  # an SSE line: the heartbeat
