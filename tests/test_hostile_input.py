@@ -317,3 +317,55 @@ async def test_out_of_range_cursors_are_a_400_naming_after(
         async with asyncio.timeout(10):
             first = await anext(response.aiter_lines())
         assert first  # an SSE line: the heartbeat
+
+
+# -- a JSON body of null --------------------------------------------------------------------------
+
+
+@pytest.mark.envoy
+async def test_a_null_body_is_refused_on_every_write(
+    http: httpx.AsyncClient, make_token: TokenFactory, org: str
+) -> None:
+    """The transcoder reads `null` as "no body": the body field is absent, which the contract's
+    REQUIRED refuses (`{}` is an empty body, judged by each service)."""
+    bearer = {
+        "Authorization": f"Bearer {make_token(org, roles=list(Role))}",
+        "content-type": "application/json",
+    }
+    checked = 0
+    for route in routes():
+        rule = route.method.GetOptions().Extensions[annotations_pb2.http]
+        if route.verb not in ("post", "put", "patch") or route.method.name in NOT_ALLOWED:
+            continue
+        if rule.body != "*":
+            body = route.method.input_type.fields_by_name[rule.body]
+            if getattr(body.message_type, "full_name", "") == "google.api.HttpBody":
+                continue  # raw uploads: any bytes are a body
+        url = route.path(org, None)
+        response = await http.request(route.verb.upper(), url, content=b"null", headers=bearer)
+        where = (route.verb, route.template, response.text)
+        if rule.body == "*":  # Envoy's own 400: "Root element must be a message"
+            assert response.status_code == 400, where
+        else:
+            assert_family_400(route, response, "body")
+        checked += 1
+    assert checked > 60
+
+    # An empty object is a body: a contact whose attributes are all optional is created.
+    response = await http.post("/contacts", content=b"{}", headers=bearer)
+    assert response.status_code == 200, response.text
+
+
+# Writes that are never allowed (403 whatever the body, which is therefore not REQUIRED).
+NOT_ALLOWED = {"CreateMessage", "CreateMessageRequestMessage", "CreateMessageAttachment"}
+
+
+async def test_grpc_requests_without_their_required_body_are_refused(
+    channel: grpc.aio.Channel, auth: Metadata
+) -> None:
+    contacts = contacts_service_pb2_grpc.ContactsServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await contacts.UpdateContact(
+            contacts_pb.UpdateContactRequest(contact_id="ct_x"), metadata=auth
+        )
+    assert assert_clean_invalid_argument(refused.value) == [("body", "Required")]

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import DecodeError
 
@@ -46,13 +46,30 @@ _MAX_DEPTH = 100  # the protobuf runtime's own recursion limit
 
 class RequestShape:
     """How a method's request fields are named to its clients: `snake_case` (proto names) or the
-    JSON names, without the prefix of the field a REST body binds to (clients never see it)."""
+    JSON names, without the prefix of the field a REST body binds to (clients never see it).
+    Also which of its top-level message fields the contract marks REQUIRED: those have presence,
+    so their absence is checked here, once for every method. That is what refuses a REST body
+    of `null`, which the transcoder turns into an absent body field (`{}` and an empty body
+    become an empty one)."""
 
     def __init__(self, method: MethodDescriptor, *, snake_case: bool) -> None:
         self.descriptor: Descriptor = method.input_type
         self.snake_case = snake_case
         rule = method.GetOptions().Extensions[annotations_pb2.http]
         self.body_field = rule.body if rule.body not in ("", "*") else ""
+        # Not for client streams, whose later messages carry only the next piece, nor for raw
+        # bodies (HttpBody), where an empty upload is the service's to judge.
+        self.required: tuple[FieldDescriptor, ...] = ()
+        if not method.client_streaming:
+            self.required = tuple(
+                f
+                for f in method.input_type.fields
+                if f.type == FieldDescriptor.TYPE_MESSAGE
+                and not f.is_repeated
+                and getattr(f.message_type, "full_name", "") != "google.api.HttpBody"
+                and field_behavior_pb2.REQUIRED
+                in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+            )
 
     def name(self, field: FieldDescriptor) -> str:
         return field.name if self.snake_case else field.json_name
@@ -77,8 +94,15 @@ class RequestReader:
             message = self._deserialize(data)
         except DecodeError:
             raise self._refusal(data) from None
-        if b"\x00" in data and self._shape is not None:
-            violations = _Scan(self._shape, data).run(nul=True)
+        shape = self._shape
+        if shape is None:
+            return message
+        if shape.required:
+            missing = [f for f in shape.required if not message.HasField(f.name)]
+            if missing:
+                raise validation_error([_absent(shape, f) for f in missing])
+        if b"\x00" in data:
+            violations = _Scan(shape, data).run(nul=True)
             if violations:
                 raise validation_error(violations)
         return message
@@ -90,6 +114,14 @@ class RequestReader:
             assert isinstance(error, InvalidArgument)
             return error
         return InvalidArgument(NOT_PROTOBUF)
+
+
+def _absent(shape: RequestShape, field: FieldDescriptor) -> FieldViolation:
+    if field.name == shape.body_field:
+        description = "is required: the request body must be a JSON object (not null)"
+    else:
+        description = "is required"
+    return FieldViolation(shape.name(field), description, "Required")
 
 
 class _Corrupt(Exception):
