@@ -369,3 +369,15 @@ async def test_grpc_requests_without_their_required_body_are_refused(
             contacts_pb.UpdateContactRequest(contact_id="ct_x"), metadata=auth
         )
     assert assert_clean_invalid_argument(refused.value) == [("body", "Required")]
+
+
+async def test_if_match_that_is_no_version_is_a_400(
+    channel: grpc.aio.Channel, auth: Metadata
+) -> None:
+    contacts = contacts_service_pb2_grpc.ContactsServiceStub(channel)
+    request = contacts_pb.UpdateContactRequest(contact_id="ct_x")
+    request.body.first_name = "Ana"
+    for value in ("9" * 5000, 'W/"-1"', "1.5", "12345678901"):  # int() refuses 4301+ digits
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await contacts.UpdateContact(request, metadata=[*auth, ("if-match", value)])
+        assert assert_clean_invalid_argument(refused.value) == [("If-Match", "Invalid")]
