@@ -5,6 +5,11 @@ Envoy's transcoder drops JSON body keys the request message does not define (env
 key paths a body contained in the `x-switchboard-json-fields` header (keys joined by `.`, array
 elements as `[]`, `%XX`-escaped, comma-separated); this module checks them against the request
 message so such requests fail with 400 naming the field, for every REST family alike.
+
+A body whose top level is not a JSON object (`null`, an array, a scalar) is named in
+`x-switchboard-json-kind`: the transcoder takes `null` as an empty message, so `POST /contacts`
+with `null` would create an empty contact; it is refused here instead, for methods whose body
+is a message.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from switchboard.server.core.errors import FieldViolation
 
 JSON_FIELDS_HEADER = "x-switchboard-json-fields"
+JSON_KIND_HEADER = "x-switchboard-json-kind"
 
 # Messages whose JSON form has free-form keys: nothing below them can be unknown.
 _OPEN_MESSAGES = frozenset(
@@ -46,6 +52,13 @@ class BodyShape:
             self._open = True  # no body binding: the transcoder ignores any body
 
         self._open = self._open or (self._root is not None and _is_open(self._root))
+
+    def not_an_object(self, kind: str) -> FieldViolation | None:
+        """The violation of a body whose top level is `kind` (null, array, string, …) where the
+        method's body is a message; None where any JSON value may be the body."""
+        if self._root is None or self._open or kind == "object":
+            return None
+        return FieldViolation("body", f"must be a JSON object, not {kind}", "Type")
 
     def unknown_fields(self, header: str) -> list[FieldViolation]:
         """One violation per unknown key (its deeper paths are not repeated)."""

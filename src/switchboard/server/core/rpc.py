@@ -26,7 +26,7 @@ from switchboard.server.core.errors import (
     to_rpc_status,
     validation_error,
 )
-from switchboard.server.core.json_fields import JSON_FIELDS_HEADER, BodyShape
+from switchboard.server.core.json_fields import JSON_FIELDS_HEADER, JSON_KIND_HEADER, BodyShape
 
 log = logging.getLogger("switchboard.rpc")
 
@@ -70,12 +70,17 @@ class AccessPolicy:
             raise PermissionDenied(f"this operation requires one of the roles: {names}")
 
     def check_body_fields(self, method: str, metadata: Any) -> None:
-        """REST bodies only (the edge lists their keys): refuse keys the request lacks."""
-        listed = _metadata_value(metadata, JSON_FIELDS_HEADER)
+        """REST bodies only (the edge lists their keys and names a top level that is not an
+        object): refuse keys the request lacks, and null/array/scalar bodies."""
         shape = self._bodies.get(method)
-        if listed is None or shape is None:
+        if shape is None:
             return
-        violations = shape.unknown_fields(listed)
+        kind = _metadata_value(metadata, JSON_KIND_HEADER)
+        wrong = shape.not_an_object(kind) if kind else None
+        if wrong is not None:
+            raise validation_error([wrong])
+        listed = _metadata_value(metadata, JSON_FIELDS_HEADER)
+        violations = shape.unknown_fields(listed) if listed is not None else []
         if violations:
             raise validation_error(violations)
 
@@ -145,7 +150,7 @@ class _Call:
         where = {"method": self.method, "ms": elapsed_ms, "request_id": self.request_id}
         if isinstance(exc, DomainError):
             status = to_rpc_status(exc)
-            log.info("rpc failed: %s", exc.message, extra={**where, "code": status.code.name})
+            log.info("rpc failed: %s", status.details, extra={**where, "code": status.code.name})
         else:
             status = internal_status()
             log.exception("rpc crashed", extra=where)
