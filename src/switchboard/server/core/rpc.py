@@ -190,7 +190,7 @@ class _Call:
         where = {"method": self.method, "ms": elapsed_ms, "request_id": self.request_id}
         if isinstance(exc, DomainError):
             status = to_rpc_status(exc)
-            log.info("rpc failed: %s", exc.message, extra={**where, "code": status.code.name})
+            log.info("rpc failed: %s", status.details, extra={**where, "code": status.code.name})
         else:
             status = internal_status()
             log.exception("rpc crashed", extra=where)
