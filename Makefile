@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit
+.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz
 
 ## uv itself, pinned with every platform's hash in tools/uv-requirements.txt.
 $(UV): tools/uv-requirements.txt
@@ -64,6 +64,14 @@ typecheck: bootstrap
 ## AT="2026-12-27T03:30:00-08:00" runs the suite (tests and the servers they start) at that instant.
 test: proto-check lint typecheck
 	$(if $(AT),SWITCHBOARD_TEST_AT="$(AT)") $(BIN)/pytest $(PYTEST_ARGS)
+
+## Property-based fuzzing of every RPC (also part of `make test`); prints how many cases ran.
+## FUZZ_EXAMPLES per method, FUZZ_SECONDS in all, FUZZ_SEED to explore other examples.
+fuzz: bootstrap
+	$(if $(FUZZ_EXAMPLES),SWITCHBOARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)) \
+	$(if $(FUZZ_SECONDS),SWITCHBOARD_FUZZ_SECONDS=$(FUZZ_SECONDS)) \
+	$(if $(FUZZ_SEED),SWITCHBOARD_FUZZ_SEED=$(FUZZ_SEED)) \
+	$(BIN)/pytest -p no:randomly -q -s tests/test_grpc_fuzz.py
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput

@@ -4,6 +4,7 @@ readable by a restarted server with the same directory."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -118,6 +119,45 @@ async def test_damaged_content_is_an_error_not_a_download(
     # Re-uploading repairs it.
     assert (await upload(http, access_token, data, mime="application/pdf")).status_code == 200
     assert (await http.get(CONTENT.format(access_token))).content == data
+
+
+@pytest.mark.envoy
+async def test_downloads_during_re_uploads_get_one_version_whole(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """A download that read the row just before a re-upload committed and removed the file it
+    named gets that version whole (or the new one), never a false "damaged" error."""
+    attachment_id = await create(http, bearer, name="race", type="application/octet-stream")
+    access_token = await token(http, bearer, attachment_id)
+    versions = [os.urandom(300_000 + i) for i in range(3)]  # two pieces each
+    assert (await upload(http, access_token, versions[0])).status_code == 200
+    url = CONTENT.format(access_token)
+    outcomes: list[int] = []
+    stop = asyncio.Event()
+
+    async def re_upload() -> int:
+        count = 0
+        while not stop.is_set():
+            response = await upload(http, access_token, versions[count % 3])
+            assert response.status_code == 200, response.text
+            count += 1
+        return count
+
+    async def download() -> None:
+        while not stop.is_set():
+            response = await http.get(url)
+            assert response.status_code == 200, response.text
+            assert response.content in versions
+            outcomes.append(response.status_code)
+
+    async def stop_later() -> None:
+        await asyncio.sleep(4)
+        stop.set()
+
+    uploading = asyncio.create_task(re_upload())
+    await asyncio.gather(*(download() for _ in range(3)), stop_later())
+    uploads = await uploading
+    assert uploads >= 5 and len(outcomes) >= 20, (uploads, len(outcomes))
 
 
 @pytest.mark.envoy

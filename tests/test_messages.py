@@ -139,6 +139,9 @@ async def test_conversion_and_deletion_update_counters(
     assert_error(processed, 400, "400")
     unknown = await http.post(f"{MESSAGES}/{three}", json={"state": "SENT"}, headers=bearer)
     assert "state" in assert_error(unknown, 400, "400")
+    for blank in ("", "  "):  # found by tests/test_grpc_fuzz.py: an empty state crashed
+        empty = await http.post(f"{MESSAGES}/{three}", json={"state": blank}, headers=bearer)
+        assert "state: is required" in assert_error(empty, 400, "400")
     stale = await http.post(
         f"{MESSAGES}/{three}", json={"state": "DELETED", "version_number": 1}, headers=bearer
     )

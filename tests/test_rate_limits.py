@@ -1,4 +1,4 @@
-"""Request-rate limits per token and per org (decision 29): the buckets alone on a clock the test
+"""Request-rate limits per token and per org (decision 30): the buckets alone on a clock the test
 moves, two limiters sharing buckets in a real database, and the refusal as clients see it: gRPC
 RESOURCE_EXHAUSTED with a retry hint, and HTTP 429 with Retry-After through the real Envoy, in
 each REST family's error shape. Several server processes on one PostgreSQL sharing a limit are

@@ -69,6 +69,9 @@ from switchboard.server.webhooks.servicer import WebhooksServicer
 
 log = logging.getLogger("switchboard.server")
 
+#: Largest request metadata the server takes (see the server options).
+METADATA_LIMIT = 128 * 1024
+
 SERVICES = (
     sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
     contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
@@ -78,6 +81,18 @@ SERVICES = (
     calling_service_pb2.DESCRIPTOR.services_by_name["CallingService"],
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
+)
+# Services whose REST clients write and read proto field names (family B and the catch-all route
+# of envoy/envoy.yaml.in); the others' (families A and C) use the JSON names.
+SNAKE_CASE_SERVICES = frozenset(
+    s.full_name
+    for s in SERVICES
+    if s.full_name
+    not in {
+        "switchboard.sms.v1.SmsService",
+        "switchboard.templates.v1.TemplatesService",
+        "switchboard.communications.v1.CommunicationsService",
+    }
 )
 
 
@@ -120,13 +135,20 @@ class Application:
         await self.calls.start()  # after the reference data: calls need voice senders
         await self.limiter.start()
         server = grpc.aio.server(
-            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES), self.limiter)],
+            interceptors=[
+                RpcGateway(
+                    self.tokens,
+                    AccessPolicy(SERVICES, snake_case_services=SNAKE_CASE_SERVICES),
+                    self.limiter,
+                )
+            ],
             options=[
                 ("grpc.max_concurrent_streams", 1000),
-                # The edge forwards a REST body's key list as metadata (up to 8 KiB): the default
-                # 8 KiB soft limit on all metadata would refuse some of those requests.
-                ("grpc.max_metadata_size", 32 * 1024),
-                ("grpc.absolute_max_metadata_size", 32 * 1024),
+                # Whatever the edge lets through must fit: a REST request head of up to 60 KiB
+                # (edge.lua answers 431 past it), plus the body's key list (up to 8 KiB) and
+                # Envoy's own headers. Refused here it would be a confusing 429 for one client.
+                ("grpc.max_metadata_size", METADATA_LIMIT),
+                ("grpc.absolute_max_metadata_size", METADATA_LIMIT),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),

@@ -96,12 +96,15 @@ class ContentDirectory:
     # -- reading ---------------------------------------------------------------------------------
 
     async def read(self, location: str, *, size: int, checksum: str) -> AsyncIterator[bytes]:
-        """The file's bytes in order, checked against the row's size and checksum."""
+        """The file's bytes in order, checked against the row's size and checksum. FileGone
+        (before the first byte) when there is no such file: the caller decides whether that is
+        damage or a row that has moved on meanwhile (see AttachmentStore.chunks). Once open,
+        the file reads whole even if it is removed (POSIX keeps an open file's data)."""
         path = self.path(location)
         try:
             handle = await asyncio.to_thread(open, path, "rb")
         except FileNotFoundError:
-            raise _corrupted(location, "is missing") from None
+            raise FileGone(location) from None
         try:
             actual = os.fstat(handle.fileno()).st_size
             if actual != size:
@@ -151,6 +154,19 @@ class ContentDirectory:
         if removed:
             log.info("removed %d attachment files no attachment names", removed)
         return removed
+
+
+class FileGone(Exception):
+    """A file a row named is not there."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def missing(location: str) -> ContentCorrupted:
+    """The error for a file that a row still names and that is not there."""
+    return _corrupted(location, "is missing")
 
 
 def _corrupted(location: str, what: str) -> ContentCorrupted:

@@ -365,10 +365,11 @@ class MessageService:
     ) -> None:
         checks = Checks()
         state_text = values.get("state")
-        if state_text is None:
-            checks.required("state", None)
+        # Absent, empty or blank alike: the request says nothing to do.
         target = (
-            checks.choice("state", str(state_text or ""), CustomerState) if state_text else None
+            checks.choice("state", str(state_text), CustomerState)
+            if checks.required("state", state_text)
+            else None
         )
         converted_at: datetime | None = None
         if values.get("converted_date"):
