@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,8 +58,10 @@ async def test_content_is_a_file_named_by_its_checksum(
     assert (await upload(http, access_token, first)).status_code == 200
     row = await _row(app, attachment_id)
     checksum = hashlib.sha256(first).hexdigest()
-    assert row["location"] == location_for(attachment_id, checksum)
-    assert row["location"].endswith(f"/{attachment_id}/{checksum}")
+    # <fan>/<attachment id>/<sha256>.<upload>: a file of its own per upload.
+    assert re.fullmatch(
+        rf"[0-9a-f]{{2}}/{attachment_id}/{checksum}\.[0-9a-f]{{12}}", row["location"]
+    )
     assert _file(app, row["location"]).read_bytes() == first
     assert await _chunk_count(app, attachment_id) == 0  # not in the database as well
     assert (await http.get(CONTENT.format(access_token))).content == first
@@ -179,9 +182,20 @@ async def test_a_failed_commit_leaves_no_file(
     response = await upload(http, access_token, data, mime="text/plain")
     assert response.status_code == 500
     monkeypatch.undo()
-    written = _file(app, location_for(attachment_id, hashlib.sha256(data).hexdigest()))
-    assert not written.exists()
+    folder = _file(app, location_for(attachment_id, "x", "y")).parent
+    assert not folder.exists() or not any(folder.iterdir())
     assert (await get(http, bearer, attachment_id))["state"] == "CREATED"
+
+
+async def test_each_upload_of_the_same_content_has_its_own_file(tmp_path: Path) -> None:
+    """Re-uploads X, Y, X racing: Y's cleanup of the first X's file must not take the file the
+    second X's row names."""
+    files = ContentDirectory(tmp_path)
+    first = await files.write("att_same", b"X")
+    second = await files.write("att_same", b"X")
+    assert first.checksum == second.checksum and first.location != second.location
+    await files.remove([first.location])
+    assert files.path(second.location).read_bytes() == b"X"
 
 
 async def test_sweep_removes_only_old_unnamed_files(tmp_path: Path) -> None:
