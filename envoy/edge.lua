@@ -325,10 +325,52 @@ local function resume_from_last_event_id(headers)
   headers:replace(":path", path .. sep .. "after=" .. url_encode(last))
 end
 
+-- The access log's path, with the secrets some URLs carry replaced: an access token's secret in
+-- a path segment (atk_<id>.<secret>, e.g. the attachment content URL) and the value of any query
+-- parameter named like a secret (qrToken, token, hub.verify_token, ...). Decoded first, so that
+-- %-escapes cannot hide one. The access log prints this instead of the request's :path.
+local SECRET_PARAMETER = { "token", "secret", "password", "signature", "key" }
+
+local function secret_parameter(name)
+  name = name:lower()
+  for _, word in ipairs(SECRET_PARAMETER) do
+    if name:find(word, 1, true) then return true end
+  end
+  return false
+end
+
+local function loggable_path(path)
+  local base, query = path:match("^([^?]*)%??(.*)$")
+  base = url_decode(base):gsub("(atk_%w+)[^%w/][^/]*", "%1.REDACTED")
+  if query == "" then return base end
+  local parts = {}
+  for pair in query:gmatch("[^&]+") do
+    local name = url_decode(pair:match("^[^=]*"))
+    parts[#parts + 1] = secret_parameter(name) and (name .. "=REDACTED") or url_decode(pair)
+  end
+  return base .. "?" .. table.concat(parts, "&")
+end
+
+-- The largest request head (names and values of every header, :path included) a REST client may
+-- send. Envoy's codec lets up to 96 KiB through (envoy.yaml.in) so that the 431 is answered here,
+-- on a route, in its family's shape; past 96 KiB the codec's own 431 is all Envoy can say.
+local MAX_REQUEST_HEAD = 61440
+-- Methods of the REST APIs (HEAD and OPTIONS reach the transcoder, which answers 404). The
+-- codec lets any token through (allow_custom_methods) so that this 405 has the family's shape.
+local METHODS = { GET = true, POST = true, PUT = true, DELETE = true, PATCH = true, HEAD = true,
+                  OPTIONS = true }
+
+local function head_size(headers)
+  local size = 0
+  for key, value in pairs(headers) do size = size + #key + #value end
+  return size
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   -- Belt and braces: the gRPC route already disables this filter.
   if (headers:get("content-type") or ""):find("^application/grpc") then return end
+  handle:streamInfo():dynamicMetadata():set(STATE, "path", loggable_path(headers:get(":path")))
   -- Only this filter may tell the server which keys a body had.
   headers:remove(JSON_FIELDS)
   local meta = handle:metadata()
@@ -337,6 +379,17 @@ function envoy_on_request(handle)
     -- Family A error bodies quote it as `ref`; response headers do not carry it yet.
     handle:streamInfo():dynamicMetadata():set(STATE, "request_id",
                                               headers:get("x-request-id") or "")
+  end
+  if head_size(headers) > MAX_REQUEST_HEAD then
+    handle:respond({ [":status"] = "431" },
+                   "request headers exceed " .. MAX_REQUEST_HEAD .. " bytes")
+    return
+  end
+  local method = headers:get(":method")
+  if not METHODS[method] then
+    handle:respond({ [":status"] = "405", ["allow"] = "GET, POST, PUT, DELETE" },
+                   "method " .. method .. " is not allowed")
+    return
   end
   if meta:get("sse") then
     resume_from_last_event_id(headers)
@@ -365,8 +418,8 @@ local PHRASES = {
 local SERVICESTACK = {
   [400] = "ValidationException", [401] = "Unauthorized", [402] = "PaymentRequired",
   [403] = "Forbidden", [404] = "NotFound", [409] = "Conflict", [412] = "PreconditionFailed",
-  [413] = "PayloadTooLarge",
-  [429] = "TooManyRequests", [500] = "InternalServerError", [503] = "ServiceUnavailable",
+  [405] = "MethodNotAllowed", [413] = "PayloadTooLarge", [414] = "UriTooLong",
+  [431] = "RequestHeaderFieldsTooLarge", [429] = "TooManyRequests", [500] = "InternalServerError", [503] = "ServiceUnavailable",
 }
 
 local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -443,7 +496,8 @@ end
 local function family_b(err)
   local description = err.message
   for _, v in ipairs(err.violations) do
-    local detail = v.field .. ": " .. v.description
+    local detail = (v.field and v.field ~= "") and (v.field .. ": " .. v.description)
+      or v.description
     -- Messages built from the violations already say it (core.errors.validation_error).
     if not description:find(detail, 1, true) then
       description = description .. "; " .. detail

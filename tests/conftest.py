@@ -16,6 +16,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -163,18 +164,28 @@ def bearer(org: str, make_token: TokenFactory) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(org)}"}
 
 
-@pytest.fixture
-async def fresh_database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
+@asynccontextmanager
+async def fresh_database(tmp: Path) -> AsyncIterator[str]:
+    """A database nobody else uses: a new SQLite file in `tmp`, or a new PostgreSQL database
+    (dropped afterwards)."""
     shared = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
     if not shared:
-        yield f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
+        yield f"sqlite+aiosqlite:///{tmp}/fresh.db"
         return
     name = f"sb_{uuid.uuid4().hex[:10]}"
     admin = create_engine(shared).execution_options(isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(shared).set(database=name).render_as_string(hide_password=False)
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    try:
+        yield make_url(shared).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def fresh_database_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A database nobody else uses: a new SQLite file, or a new PostgreSQL database."""
+    async with fresh_database(tmp_path) as url:
+        yield url

@@ -4,8 +4,10 @@ readable by a restarted server with the same directory."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -56,8 +58,10 @@ async def test_content_is_a_file_named_by_its_checksum(
     assert (await upload(http, access_token, first)).status_code == 200
     row = await _row(app, attachment_id)
     checksum = hashlib.sha256(first).hexdigest()
-    assert row["location"] == location_for(attachment_id, checksum)
-    assert row["location"].endswith(f"/{attachment_id}/{checksum}")
+    # <fan>/<attachment id>/<sha256>.<upload>: a file of its own per upload.
+    assert re.fullmatch(
+        rf"[0-9a-f]{{2}}/{attachment_id}/{checksum}\.[0-9a-f]{{12}}", row["location"]
+    )
     assert _file(app, row["location"]).read_bytes() == first
     assert await _chunk_count(app, attachment_id) == 0  # not in the database as well
     assert (await http.get(CONTENT.format(access_token))).content == first
@@ -121,6 +125,45 @@ async def test_damaged_content_is_an_error_not_a_download(
 
 
 @pytest.mark.envoy
+async def test_downloads_during_re_uploads_get_one_version_whole(
+    http: httpx.AsyncClient, bearer: dict[str, str]
+) -> None:
+    """A download that read the row just before a re-upload committed and removed the file it
+    named gets that version whole (or the new one), never a false "damaged" error."""
+    attachment_id = await create(http, bearer, name="race", type="application/octet-stream")
+    access_token = await token(http, bearer, attachment_id)
+    versions = [os.urandom(300_000 + i) for i in range(3)]  # two pieces each
+    assert (await upload(http, access_token, versions[0])).status_code == 200
+    url = CONTENT.format(access_token)
+    outcomes: list[int] = []
+    stop = asyncio.Event()
+
+    async def re_upload() -> int:
+        count = 0
+        while not stop.is_set():
+            response = await upload(http, access_token, versions[count % 3])
+            assert response.status_code == 200, response.text
+            count += 1
+        return count
+
+    async def download() -> None:
+        while not stop.is_set():
+            response = await http.get(url)
+            assert response.status_code == 200, response.text
+            assert response.content in versions
+            outcomes.append(response.status_code)
+
+    async def stop_later() -> None:
+        await asyncio.sleep(4)
+        stop.set()
+
+    uploading = asyncio.create_task(re_upload())
+    await asyncio.gather(*(download() for _ in range(3)), stop_later())
+    uploads = await uploading
+    assert uploads >= 5 and len(outcomes) >= 20, (uploads, len(outcomes))
+
+
+@pytest.mark.envoy
 async def test_a_failed_commit_leaves_no_file(
     http: httpx.AsyncClient,
     bearer: dict[str, str],
@@ -139,9 +182,20 @@ async def test_a_failed_commit_leaves_no_file(
     response = await upload(http, access_token, data, mime="text/plain")
     assert response.status_code == 500
     monkeypatch.undo()
-    written = _file(app, location_for(attachment_id, hashlib.sha256(data).hexdigest()))
-    assert not written.exists()
+    folder = _file(app, location_for(attachment_id, "x", "y")).parent
+    assert not folder.exists() or not any(folder.iterdir())
     assert (await get(http, bearer, attachment_id))["state"] == "CREATED"
+
+
+async def test_each_upload_of_the_same_content_has_its_own_file(tmp_path: Path) -> None:
+    """Re-uploads X, Y, X racing: Y's cleanup of the first X's file must not take the file the
+    second X's row names."""
+    files = ContentDirectory(tmp_path)
+    first = await files.write("att_same", b"X")
+    second = await files.write("att_same", b"X")
+    assert first.checksum == second.checksum and first.location != second.location
+    await files.remove([first.location])
+    assert files.path(second.location).read_bytes() == b"X"
 
 
 async def test_sweep_removes_only_old_unnamed_files(tmp_path: Path) -> None:

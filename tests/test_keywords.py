@@ -22,6 +22,7 @@ from switchboard.server.messaging.keywords import (
 )
 from tests.conftest import TokenFactory
 from tests.test_contacts import FORM, assert_error
+from tests.test_messaging_senders import create_sender
 
 _events = EventRecord.__table__  # type: ignore[attr-defined]
 PATH = "/messaging/keywords"
@@ -179,6 +180,20 @@ async def test_validation_unique_and_isolation(
     ):
         assert_error(await http.post(PATH, json=bad, headers=bearer), 400, "400")
     other = {"Authorization": f"Bearer {make_token('org-other-keywords')}"}
+    # A keyword listens on one of the org's own sender IDs: not another org's, nor a made-up one.
+    foreign = await create_sender(http, other)
+    for sender_id in ("snd-made-up", foreign):
+        response = await http.post(
+            PATH, json={"value": "OK", "sender_id": sender_id}, headers=bearer
+        )
+        assert "sender_id" in assert_error(response, 400, "400")
+        response = await http.post(
+            f"{PATH}/{keyword_id}", json={"sender_id": sender_id}, headers=bearer
+        )
+        assert "sender_id" in assert_error(response, 400, "400")
+    own = await create_sender(http, bearer)
+    listening = await create(http, bearer, value="NEWS", sender_id=own)
+    assert (await get(http, bearer, listening))["sender_id"] == own
     assert_error(await http.get(f"{PATH}/{keyword_id}", headers=other), 404, "404")
     assert_error(await http.delete(f"{PATH}/{keyword_id}", headers=other), 404, "404")
     listed = (await http.get(PATH, headers=other)).json()
@@ -199,6 +214,7 @@ async def _match(app: Any, org: str, sender: str, body: str, **kwargs: Any) -> K
 async def test_match_inbound(
     http: httpx.AsyncClient, bearer: dict[str, str], app: Any, org: str
 ) -> None:
+    snd_1 = await create_sender(http, bearer)
     await http.post(
         "/messaging/message_templates",
         json={"designation": "TEMPLATE", "name": "help-reply", "pattern": "Call 555"},
@@ -210,7 +226,7 @@ async def test_match_inbound(
         value="SPORTS",
         case="SENSITIVE",
         actions="STORE",
-        sender_id="snd-1",
+        sender_id=snd_1,
         valid_from="2026-01-01",
         valid_to="2027-01-01",
         reply_template="help-reply",
@@ -218,26 +234,26 @@ async def test_match_inbound(
     )
     # Company keywords before reserved ones: an org keyword overriding STOP wins.
     own_stop = await create(http, bearer, name="my-stop", value="stop", actions="STORE")
-    assert (await _match(app, org, "snd-1", "  SPORTS ")).keyword_id == sports  # type: ignore[union-attr]
-    match = await _match(app, org, "snd-1", "SPORTS")
+    assert (await _match(app, org, snd_1, "  SPORTS ")).keyword_id == sports  # type: ignore[union-attr]
+    match = await _match(app, org, snd_1, "SPORTS")
     assert match is not None
     assert match.reply_body == "Call 555" and match.associated_info == "info"
     assert match.actions == (Action.STORE,)
-    assert await _match(app, org, "snd-1", "sports") is None  # case sensitive
+    assert await _match(app, org, snd_1, "sports") is None  # case sensitive
     assert await _match(app, org, "snd-2", "SPORTS") is None  # other sender
-    assert await _match(app, org, "snd-1", "SPORTS NEWS") is None  # whole body only
-    assert await _match(app, org, "snd-1", "SPORTS", at=datetime(2027, 1, 1, tzinfo=UTC)) is None
+    assert await _match(app, org, snd_1, "SPORTS NEWS") is None  # whole body only
+    assert await _match(app, org, snd_1, "SPORTS", at=datetime(2027, 1, 1, tzinfo=UTC)) is None
     assert (await _match(app, org, "snd-9", "Stop")).keyword_id == own_stop  # type: ignore[union-attr]
     response = await http.delete(f"{PATH}/{own_stop}", headers=bearer)
     assert response.status_code == 200
     # Reserved STOP / START applied through consent.
-    match = await _match(app, org, "snd-1", "unsubscribe", from_address="+34600111222")
+    match = await _match(app, org, snd_1, "unsubscribe", from_address="+34600111222")
     assert match is not None and match.keyword_id == "kw_reserved_stop"
     assert match.consent is not None and match.consent["consent_status"] == "OPTOUT"
-    match = await _match(app, org, "snd-1", "start", from_address="+34600111222")
+    match = await _match(app, org, snd_1, "start", from_address="+34600111222")
     assert match is not None and match.consent is not None
     assert match.consent["consent_status"] == "OPTIN"
-    assert await _match(app, org, "snd-1", "hello") is None
+    assert await _match(app, org, snd_1, "hello") is None
     async with app.db.read() as session:
         types = (
             await session.execute(

@@ -277,6 +277,7 @@ _ERROR_TEXT: dict[int, str] = {
     409: "Conflict: a stale version_number (1001) or a duplicate unique key (1011).",
     413: "The request body is larger than 1 MiB.",
     429: "Too many requests: retry after the Retry-After delay.",
+    431: "The request's headers (path included) are larger than 60 KiB.",
     500: "Internal error.",
     503: "Unavailable: retry later.",
 }
@@ -984,7 +985,7 @@ class _Generator:
             statuses.append(409)
         if binding.body:
             statuses.append(413)
-        statuses += [429, 500, 503]
+        statuses += [429, 431, 500, 503]
         self.used_families.add(route.family)
         return {str(s): {"$ref": f"#/components/responses/{route.family}{s}"} for s in statuses}
 

@@ -149,6 +149,35 @@ class Settings(BaseSettings):
         description="Shorten the non-sensitive Link arguments an SMS template uses (/s/{code}).",
     )
 
+    rate_limit_per_token: float = Field(
+        default=5000.0,
+        ge=0,
+        description="Requests per second one bearer token may make (HTTP 429 / RESOURCE_EXHAUSTED "
+        "beyond); 0: no limit. Shared by every server process on one PostgreSQL.",
+    )
+    rate_limit_per_token_burst: float | None = Field(
+        default=None,
+        ge=1,
+        description="Requests a token may make at once after idling (one second's worth if unset).",
+    )
+    rate_limit_per_org: float = Field(
+        default=10000.0,
+        ge=0,
+        description="Requests per second all of an org's tokens together may make; 0: no limit.",
+    )
+    rate_limit_per_org_burst: float | None = Field(
+        default=None,
+        ge=1,
+        description="Requests an org may make at once after idling (one second's worth if unset).",
+    )
+    rate_limit_lease_seconds: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="PostgreSQL: each process takes this many seconds' worth of a limit from the "
+        "shared counter at a time; larger means fewer database writes and a looser limit.",
+    )
+
     def resolved_attachment_dir(self) -> Path:
         return (
             self.attachment_dir if self.attachment_dir is not None else self.var_dir / "attachments"

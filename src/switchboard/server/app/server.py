@@ -47,6 +47,7 @@ from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.core.ratelimit import DatabaseBuckets, RateLimit, RateLimiter
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.engine import DeliveryEngine
@@ -68,6 +69,9 @@ from switchboard.server.webhooks.servicer import WebhooksServicer
 
 log = logging.getLogger("switchboard.server")
 
+#: Largest request metadata the server takes (see the server options).
+METADATA_LIMIT = 128 * 1024
+
 SERVICES = (
     sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
     contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
@@ -77,6 +81,18 @@ SERVICES = (
     calling_service_pb2.DESCRIPTOR.services_by_name["CallingService"],
     templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
     communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
+)
+# Services whose REST clients write and read proto field names (family B and the catch-all route
+# of envoy/envoy.yaml.in); the others' (families A and C) use the JSON names.
+SNAKE_CASE_SERVICES = frozenset(
+    s.full_name
+    for s in SERVICES
+    if s.full_name
+    not in {
+        "switchboard.sms.v1.SmsService",
+        "switchboard.templates.v1.TemplatesService",
+        "switchboard.communications.v1.CommunicationsService",
+    }
 )
 
 
@@ -102,6 +118,7 @@ class Application:
     bridges: BridgeService
     conferences: ConferenceService
     feed: EventFeed
+    limiter: RateLimiter
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -116,14 +133,22 @@ class Application:
         for worker in [*self.contacts.workers, *self.messaging.workers]:
             await worker.start()
         await self.calls.start()  # after the reference data: calls need voice senders
+        await self.limiter.start()
         server = grpc.aio.server(
-            interceptors=[RpcGateway(self.tokens, AccessPolicy(SERVICES))],
+            interceptors=[
+                RpcGateway(
+                    self.tokens,
+                    AccessPolicy(SERVICES, snake_case_services=SNAKE_CASE_SERVICES),
+                    self.limiter,
+                )
+            ],
             options=[
                 ("grpc.max_concurrent_streams", 1000),
-                # The edge forwards a REST body's key list as metadata (up to 8 KiB): the default
-                # 8 KiB soft limit on all metadata would refuse some of those requests.
-                ("grpc.max_metadata_size", 32 * 1024),
-                ("grpc.absolute_max_metadata_size", 32 * 1024),
+                # Whatever the edge lets through must fit: a REST request head of up to 60 KiB
+                # (edge.lua answers 431 past it), plus the body's key list (up to 8 KiB) and
+                # Envoy's own headers. Refused here it would be a confusing 429 for one client.
+                ("grpc.max_metadata_size", METADATA_LIMIT),
+                ("grpc.absolute_max_metadata_size", METADATA_LIMIT),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -175,6 +200,7 @@ class Application:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
+        await self.limiter.stop()
         await self.delivery.stop()
         await self.calls.stop()
         for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
@@ -218,6 +244,18 @@ def build_application(
         writer=writer,
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
+    # One process on SQLite: exact buckets in memory. PostgreSQL (replicas): shared buckets.
+    limiter = RateLimiter(
+        clock,
+        per_token=RateLimit.per_second(
+            settings.rate_limit_per_token, settings.rate_limit_per_token_burst
+        ),
+        per_org=RateLimit.per_second(
+            settings.rate_limit_per_org, settings.rate_limit_per_org_burst
+        ),
+        store=DatabaseBuckets(db) if db.dialect == "postgresql" else None,
+        lease_seconds=settings.rate_limit_lease_seconds,
+    )
     contacts = build_contacts_domain(
         db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
     )
@@ -298,6 +336,7 @@ def build_application(
         bridges=bridges,
         conferences=conferences,
         feed=feed,
+        limiter=limiter,
     )
 
 

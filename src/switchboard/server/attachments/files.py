@@ -1,12 +1,13 @@
 """Attachment content as files in a configurable directory, named by their SHA-256.
 
 The database row is the truth; a file only backs it. A file is written completely (temporary
-name, fsync, atomic rename to `<fan>/<attachment id>/<sha256>`) before the transaction that
-points the row at it commits, so a committed row never names a missing or partial file. What a
-crash can leave behind is the opposite: a file no row names (written, then the commit failed, or
-replaced/deleted and not yet removed). `sweep` removes those, so the directory converges on the
-database. Reads check the size before the first byte and the checksum at the end: a damaged file
-is an error (gRPC DATA_LOSS), never silently served.
+name, fsync, atomic rename to `<fan>/<attachment id>/<sha256>.<upload>`, a random name per
+upload) before the transaction that points the row at it commits, so a committed row never
+names a missing or partial file. What a crash can leave behind is the opposite: a file no row
+names (written, then the commit failed, or replaced/deleted and not yet removed). `sweep`
+removes those, so the directory converges on the database. Reads check the size before the
+first byte and the checksum at the end: a damaged file is an error (gRPC DATA_LOSS), never
+silently served.
 
 All file work runs in worker threads, so the event loop never waits on the disk.
 """
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -38,10 +40,12 @@ class StoredFile:
     checksum: str  # hex SHA-256
 
 
-def location_for(attachment_id: str, checksum: str) -> str:
-    # Two hex characters of fan-out keep any one directory small.
+def location_for(attachment_id: str, checksum: str, upload: str) -> str:
+    # Two hex characters of fan-out keep any one directory small. Each upload has its own file,
+    # even with the same content: racing re-uploads of X, Y, X would otherwise share X's file,
+    # and Y's cleanup of the first X would delete the file the second X's row is about to name.
     fan = hashlib.sha256(attachment_id.encode()).hexdigest()[:2]
-    return f"{fan}/{attachment_id}/{checksum}"
+    return f"{fan}/{attachment_id}/{checksum}.{upload}"
 
 
 class ContentDirectory:
@@ -62,7 +66,7 @@ class ContentDirectory:
 
     def _write(self, attachment_id: str, data: bytes) -> StoredFile:
         checksum = hashlib.sha256(data).hexdigest()
-        location = location_for(attachment_id, checksum)
+        location = location_for(attachment_id, checksum, secrets.token_hex(6))
         final = self.path(location)
         tmp_dir = self.root / _TMP
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +77,7 @@ class ContentDirectory:
                 out.flush()
                 os.fsync(out.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)  # same content, same name: replacing is harmless
+            os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -96,12 +100,15 @@ class ContentDirectory:
     # -- reading ---------------------------------------------------------------------------------
 
     async def read(self, location: str, *, size: int, checksum: str) -> AsyncIterator[bytes]:
-        """The file's bytes in order, checked against the row's size and checksum."""
+        """The file's bytes in order, checked against the row's size and checksum. FileGone
+        (before the first byte) when there is no such file: the caller decides whether that is
+        damage or a row that has moved on meanwhile (see AttachmentStore.chunks). Once open,
+        the file reads whole even if it is removed (POSIX keeps an open file's data)."""
         path = self.path(location)
         try:
             handle = await asyncio.to_thread(open, path, "rb")
         except FileNotFoundError:
-            raise _corrupted(location, "is missing") from None
+            raise FileGone(location) from None
         try:
             actual = os.fstat(handle.fileno()).st_size
             if actual != size:
@@ -151,6 +158,19 @@ class ContentDirectory:
         if removed:
             log.info("removed %d attachment files no attachment names", removed)
         return removed
+
+
+class FileGone(Exception):
+    """A file a row named is not there."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def missing(location: str) -> ContentCorrupted:
+    """The error for a file that a row still names and that is not there."""
+    return _corrupted(location, "is missing")
 
 
 def _corrupted(location: str, what: str) -> ContentCorrupted:

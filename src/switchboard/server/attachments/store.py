@@ -19,12 +19,14 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from switchboard.server.attachments.files import ContentDirectory, StoredFile
+from switchboard.server.attachments.files import ContentDirectory, FileGone, StoredFile, missing
 from switchboard.server.attachments.models import Attachment, AttachmentChunk, AttachmentState
 from switchboard.server.core.db import Database
+from switchboard.server.core.errors import NotFound, ServiceUnavailable
 from switchboard.server.core.ids import new_id
 
 CHUNK_BYTES = 256 * 1024  # stored chunk size: big enough to be cheap, small enough to stream
+_MAX_MOVES = 5  # re-uploads a download follows before it gives up (each one a new commit)
 
 Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
 _attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
@@ -202,12 +204,7 @@ class AttachmentStore:
         if attachment is None:
             return
         if attachment["location"]:
-            pieces = self.files.read(
-                attachment["location"],
-                size=attachment["size_bytes"],
-                checksum=attachment["checksum"],
-            )
-            async for piece in pieces:
+            async for piece in self._file_pieces(org_id, attachment):
                 yield piece
             return
         seq = 0
@@ -220,6 +217,33 @@ class AttachmentStore:
                 return
             seq = int(chunk.seq) + 1
             yield bytes(chunk.data)
+
+    async def _file_pieces(self, org_id: str, attachment: Row) -> AsyncIterator[bytes]:
+        """The content of the file `attachment` names. A re-upload (or DELETE) that commits
+        between reading the row and opening its file removes that file: then the row is read
+        again and the version it names now is served, whole. Only a file that the current row
+        still names and that is missing is damage."""
+        for _ in range(_MAX_MOVES):
+            location = attachment["location"]
+            pieces = self.files.read(
+                location, size=attachment["size_bytes"], checksum=attachment["checksum"]
+            )
+            try:
+                first = await anext(pieces, None)
+            except FileGone:
+                current = await self.get(org_id, attachment["id"])
+                if current is None:
+                    raise NotFound("attachment not found") from None
+                if current["location"] == location or not current["location"]:
+                    raise missing(location) from None
+                attachment = current
+                continue
+            if first is not None:
+                yield first
+                async for piece in pieces:
+                    yield piece
+            return
+        raise ServiceUnavailable("the attachment's content is being replaced: retry")
 
     async def file_locations(self) -> set[str]:
         """Every location a row names (what the attachment directory must keep)."""

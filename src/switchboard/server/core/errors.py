@@ -8,11 +8,13 @@ into each REST family's documented error body.
 
 from __future__ import annotations
 
+import collections
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from switchboard.common.v1 import error_reason_pb2
@@ -120,10 +122,27 @@ class PreconditionFailed(DomainError):
     reason = Reason.ERROR_REASON_PRECONDITION_FAILED
 
 
+@dataclass
 class TooManyRequests(DomainError):
+    """A request-rate limit refused the request; `retry_after` seconds is when to try again.
+
+    gRPC clients get it as a `google.rpc.RetryInfo` detail and as `retry-after` metadata (whole
+    seconds), which the transcoder passes to REST clients as the `Retry-After` header."""
+
+    retry_after: float = 0.0
+
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 429
     reason = Reason.ERROR_REASON_TOO_MANY_REQUESTS
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return retry_after_seconds(self.retry_after)
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """HTTP Retry-After for a wait of `seconds`: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 class ServiceUnavailable(DomainError):
@@ -150,33 +169,94 @@ def validation_error(violations: list[FieldViolation], message: str | None = Non
     return cls(summary, violations=violations)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
+    grpc.Status,  # type: ignore[misc]
+):
+    """What grpc_status.rpc_status.to_status builds, here with more trailing metadata."""
+
+
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
 
 
+# An error travels in trailers (grpc-message, grpc-status-details-bin in base64), which every
+# hop bounds: gRPC clients refuse metadata past 8 KiB, and Envoy resets the whole upstream
+# HTTP/2 connection, failing every request in flight on it, when trailers outgrow its limit.
+# So what an error carries is bounded here, whatever the client sent to cause it: the message
+# and each field and description are cut (in UTF-8 bytes), and the violations listed stop at a
+# budget, the last one saying how many more there were.
+MAX_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+MAX_VIOLATIONS_BYTES = 2048
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, on a character boundary, marked with '…'."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
+def _bounded_violations(
+    violations: list[FieldViolation],
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    shown: list[error_details_pb2.BadRequest.FieldViolation] = []
+    size = 0
+    for index, v in enumerate(violations):
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(v.field, MAX_FIELD_BYTES),
+            description=clip(v.description, MAX_DESCRIPTION_BYTES),
+            reason=v.reason,
+        )
+        size += item.ByteSize()
+        if shown and size > MAX_VIOLATIONS_BYTES:
+            rest = len(violations) - index
+            more = f"and {rest} more invalid field{'s' if rest > 1 else ''}"
+            shown.append(error_details_pb2.BadRequest.FieldViolation(description=more))
+            break
+        shown.append(item)
+    return shown
+
+
 def to_rpc_status(error: DomainError) -> grpc.Status:
-    """The gRPC status (with rich details) a client receives for `error`."""
+    """The gRPC status (with rich details) a client receives for `error`, bounded in size."""
     info = error_details_pb2.ErrorInfo(
         reason=str(int(error.reason)),
         domain=ERROR_DOMAIN,
-        metadata={"http_status": str(error.http_status), **error.metadata},
+        metadata={
+            "http_status": str(error.http_status),
+            **{k: clip(v, MAX_FIELD_BYTES) for k, v in error.metadata.items()},
+        },
     )
     details = [_pack(info)]
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description, reason=v.reason
-                )
-                for v in error.violations
-            ]
+            field_violations=_bounded_violations(error.violations)
         )
         details.append(_pack(bad_request))
+    retry_after = error.retry_after if isinstance(error, TooManyRequests) else 0.0
+    if retry_after > 0:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     code: int = error.grpc_code.value[0]
-    status = status_pb2.Status(code=code, message=error.message, details=details)
-    return rpc_status.to_status(status)
+    message = clip(error.message, MAX_MESSAGE_BYTES)
+    status = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+    if isinstance(error, TooManyRequests) and retry_after > 0:
+        # Sent before any initial metadata, so the RPC fails trailers-only and Envoy's transcoder
+        # copies this into the REST response's headers (tests/test_rate_limits.py pins that).
+        trailing = (*status.trailing_metadata, ("retry-after", str(error.retry_after_seconds)))
+        return _Status(status.code, status.details, trailing)
+    return status
 
 
 def internal_status() -> grpc.Status:
@@ -205,6 +285,7 @@ __all__ = [
     "UniqueKeyViolated",
     "internal_status",
     "require_version",
+    "retry_after_seconds",
     "to_rpc_status",
     "validation_error",
 ]

@@ -8,6 +8,7 @@ the truth, and readers also poll it so events committed by other processes arriv
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,6 +119,31 @@ class EventLog:
         return int(value or 0)
 
 
+# The largest sequence number the log can hold (a signed 64-bit column on both databases).
+MAX_CURSOR = 2**63 - 1
+_CURSOR = re.compile(r"[0-9]+")
+
+
+def parse_cursor(after: str) -> int:
+    """A client's resume cursor: ASCII decimal digits (so not `²` or `٣`, which `str.isdigit`
+    accepts), at most MAX_CURSOR. A larger number was never an event's cursor and would
+    overflow the query, so it is refused like any malformed cursor rather than clamped: a
+    client holding one has a bug, and waiting silently past the end of time would hide it."""
+    if not _CURSOR.fullmatch(after):
+        raise InvalidArgument(
+            "after must be a cursor from a previous event",
+            violations=[FieldViolation("after", "must be a decimal event cursor", "Format")],
+        )
+    digits = after.lstrip("0") or "0"
+    # The length first: int() refuses strings of over 4300 digits.
+    if len(digits) > len(str(MAX_CURSOR)) or int(digits) > MAX_CURSOR:
+        raise InvalidArgument(
+            "after is not a cursor this server issued",
+            violations=[FieldViolation("after", f"must be at most {MAX_CURSOR}", "Range")],
+        )
+    return int(digits)
+
+
 class EventBus:
     """Wakes readers when new events were committed: at once for this process's commits, and on
     PostgreSQL for every replica's too (LISTEN/NOTIFY). Readers still poll the log now and then,
@@ -190,12 +216,7 @@ class EventFeed:
         if not after:
             async with self._db.read() as session:
                 return await self._log.last_seq(session)
-        if not after.isdigit():
-            raise InvalidArgument(
-                "after must be a cursor from a previous event",
-                violations=[FieldViolation("after", "must be a decimal event cursor", "Format")],
-            )
-        return int(after)
+        return parse_cursor(after)
 
     async def follow(
         self,

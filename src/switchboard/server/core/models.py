@@ -27,6 +27,7 @@ from switchboard.server.contacts.models import (
     GroupMemberRecord,
 )
 from switchboard.server.core.events import EventRecord
+from switchboard.server.core.ratelimit import RateLimitBucketRecord
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
 from switchboard.server.messaging.keywords import KeywordRecord
 from switchboard.server.messaging.message_requests import MessageRequestRecord
@@ -84,6 +85,7 @@ __all__ = [
     "Org",
     "PackageImportRecord",
     "PlayRecord",
+    "RateLimitBucketRecord",
     "ReferenceDataVersionRecord",
     "SenderIdClassRecord",
     "SenderIdRecord",

@@ -6,6 +6,7 @@ the proto field names), so the same snapshot serves an RPC response and an event
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -78,13 +79,18 @@ def bare_list(field: str) -> None:
     rpc_context.set_bare_list(field)
 
 
+_VERSION = re.compile(r"[0-9]{1,10}")
+
+
 def if_match(context: grpc.aio.ServicerContext) -> int | None:
     """The version an `If-Match` header expects (`3`, `"3"` or `W/"3"`), if one was sent."""
     for key, value in context.invocation_metadata() or ():
         if key == "if-match":
             text = value.decode() if isinstance(value, bytes) else str(value)
             stripped = text.strip().removeprefix("W/").strip('"')
-            if not stripped.isdigit():
+            # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few
+            # enough for int() and a 32-bit version_number.
+            if not _VERSION.fullmatch(stripped):
                 violation = FieldViolation("If-Match", "must be the resource's version_number")
                 raise validation_error([violation])
             return int(stripped)

@@ -53,7 +53,9 @@ from switchboard.server.messaging.message_templates import (
     MessageTemplateService,
     placeholders,
 )
+from switchboard.server.messaging.senders_models import SenderIdRecord
 
+_senders = SenderIdRecord.__table__.c  # type: ignore[attr-defined]
 RESERVED_FILE = Path(__file__).with_name("reserved_keywords.json")
 GLOBAL_ORG = ""  # org_id of RESERVED keywords
 PLATFORM_APPLICATION = "platform"
@@ -395,7 +397,13 @@ class KeywordService:
         checks.raise_if_failed()
         return changes
 
-    def _check_row(self, session: Session, row: Mapping[str, Any], exclude: str | None) -> None:
+    def _check_row(
+        self,
+        session: Session,
+        row: Mapping[str, Any],
+        exclude: str | None,
+        previous_sender_id: str = "",
+    ) -> None:
         checks = Checks()
         try:
             compile_value(row["value"], row["case_mode"])
@@ -407,6 +415,15 @@ class KeywordService:
             template = self._templates.by_name(session, row["org_id"], row["reply_template"])
             if template is None or template["designation"] != Designation.TEMPLATE.value:
                 checks.fail("reply_template", "names no TEMPLATE message template of the org")
+        # A keyword listens on one of the org's own senders (an MO message names the org's
+        # sender it arrived on); a sender deleted since is left alone until it is changed.
+        sender_id = row["sender_id"]
+        if sender_id and sender_id != previous_sender_id:
+            owned = select(_senders.id).where(
+                _senders.id == sender_id, _senders.org_id == row["org_id"]
+            )
+            if session.execute(owned).first() is None:
+                checks.fail("sender_id", "names no sender ID of the org")
         checks.raise_if_failed()
         query = select(_k.id).where(_k.org_id == row["org_id"], _k.name == row["name"])
         if exclude is not None:
@@ -472,7 +489,7 @@ class KeywordService:
             row = dict(current) | (_CLEARED if replace else {}) | changes
             if not row["name"]:
                 row["name"] = row["value"][: LIMITS["name"]]
-            self._check_row(session, row, keyword_id)
+            self._check_row(session, row, keyword_id, current["sender_id"])
             row |= {"updated_at": now, "version": current["version"] + 1}
             session.execute(update(keywords_table).where(_k.id == keyword_id).values(row))
             self.rows.event(session, "updated", row, now)

@@ -364,10 +364,10 @@ class MessageService:
         expected_version: int | None,
     ) -> None:
         checks = Checks()
-        # An empty state is a missing one (proto3 JSON cannot tell them apart).
-        state_text = str(values.get("state") or "")
+        state_text = values.get("state")
+        # Absent, empty or blank alike: the request says nothing to do.
         target = (
-            checks.choice("state", state_text, CustomerState)
+            checks.choice("state", str(state_text), CustomerState)
             if checks.required("state", state_text)
             else None
         )
