@@ -298,8 +298,16 @@ local function report_json_fields(handle)
   local length = body:length()
   if length == 0 or length > JSON_FIELDS_MAX_BODY then return end
   local fields = { paths = {}, work = 0 }
+  local raw = body:getBytes(0, length)
+  -- The transcoder reads a top-level null as an empty message (POST /contacts would create an
+  -- empty contact). No RPC takes null for its body: refuse it here. Arrays and other scalars
+  -- the transcoder refuses itself.
+  if raw:match("^%s*null%s*$") then
+    handle:respond({ [":status"] = "400" }, "body: must be a JSON object, not null")
+    return
+  end
   -- Not JSON, or a bare scalar: nothing to list, and the transcoder answers with its own 400.
-  local ok, doc = pcall(decode, body:getBytes(0, length), fields)
+  local ok, doc = pcall(decode, raw, fields)
   if not ok or type(doc) ~= "table" then return end
   local paths = {}
   for path in pairs(fields.paths) do paths[#paths + 1] = path end

@@ -147,12 +147,14 @@ async def test_an_unknown_method_is_405_in_the_familys_shape(
 @pytest.mark.parametrize(
     ("family", "path", "body", "says"),
     [
-        ("B", "/contacts", "null", "body: is required: the request body must be a JSON object"),
-        ("A", "/v2/orgs/{org}/short-urls", "null", "the request body must be a JSON object"),
+        ("B", "/contacts", "null", "body: must be a JSON object, not null"),
+        ("B", "/messaging/attachments", "null", "body: must be a JSON object, not null"),
+        ("B", "/calling/conferences", "null", "body: must be a JSON object, not null"),
+        ("A", "/v2/orgs/{org}/short-urls", "null", "must be a JSON object, not null"),
         # The transcoder refuses these itself.
         ("B", "/messaging/keywords", '"STOP"', 'invalid value "STOP"'),
         ("B", "/contact_groups", "[]", "not repeating"),
-        ("C", "/communication/message/sms", "null", "Root element must be a message"),
+        ("C", "/communication/message/sms", "null", "must be a JSON object, not null"),
         ("C", "/communication/message/sms", "7", "Root element must be a message"),
     ],
 )
