@@ -171,12 +171,8 @@ class _Scan:
         while pos < end:
             key, pos = self._varint(pos, end)
             number, wire = key >> 3, key & 7
-            if wire == 0:
-                _, pos = self._varint(pos, end)
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
+            if wire in _SCALAR_WIRES:
+                pos = self._skip_scalar(wire, pos, end)
             elif wire == 2:
                 length, pos = self._varint(pos, end)
                 start, pos = pos, pos + length
@@ -230,18 +226,20 @@ class _Scan:
         inner_opaque = opaque or _is_map(field) or child.full_name in _OPEN_MESSAGES
         self._message(start, end, child, path, depth + 1, inner_opaque)
 
+    def _skip_scalar(self, wire: int, pos: int, end: int) -> int:
+        """Past a varint (wire type 0), 64-bit (1) or 32-bit (5) value starting at `pos`."""
+        if wire == 0:
+            return self._varint(pos, end)[1]
+        return pos + (8 if wire == 1 else 4)
+
     def _skip_group(self, pos: int, end: int, number: int, depth: int) -> int:
         if depth > _MAX_DEPTH:
             raise _Corrupt
         while pos < end:
             key, pos = self._varint(pos, end)
             inner, wire = key >> 3, key & 7
-            if wire == 0:
-                _, pos = self._varint(pos, end)
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
+            if wire in _SCALAR_WIRES:
+                pos = self._skip_scalar(wire, pos, end)
             elif wire == 2:
                 length, pos = self._varint(pos, end)
                 pos += length
@@ -252,6 +250,10 @@ class _Scan:
             else:
                 raise _Corrupt
         raise _Corrupt
+
+
+# Wire types of values with no length prefix: varint, 64-bit, 32-bit.
+_SCALAR_WIRES = frozenset({0, 1, 5})
 
 
 def _is_map(field: FieldDescriptor) -> bool:
