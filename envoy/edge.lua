@@ -212,9 +212,13 @@ end
 -- Requests
 ---------------------------------------------------------------------------------------------------
 
-local function url_decode(s)
-  s = s:gsub("+", " ")
+local function percent_decode(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- A form or query component: '+' is a space there (not in a path).
+local function url_decode(s)
+  return percent_decode((s:gsub("+", " ")))
 end
 
 local function url_encode(s)
@@ -349,7 +353,7 @@ end
 
 local function loggable_path(path)
   local base, query = path:match("^([^?]*)%??(.*)$")
-  base = url_decode(base):gsub("(atk_%w+)[^%w/][^/]*", "%1.REDACTED")
+  base = percent_decode(base):gsub("(atk_%w+)[^%w/][^/]*", "%1.REDACTED")
   if query == "" then return base end
   local parts = {}
   for pair in query:gmatch("[^&]+") do
@@ -426,8 +430,9 @@ local PHRASES = {
 local SERVICESTACK = {
   [400] = "ValidationException", [401] = "Unauthorized", [402] = "PaymentRequired",
   [403] = "Forbidden", [404] = "NotFound", [409] = "Conflict", [412] = "PreconditionFailed",
-  [405] = "MethodNotAllowed", [413] = "PayloadTooLarge", [414] = "UriTooLong",
-  [431] = "RequestHeaderFieldsTooLarge", [429] = "TooManyRequests", [500] = "InternalServerError", [503] = "ServiceUnavailable",
+  [405] = "MethodNotAllowed", [413] = "PayloadTooLarge", [429] = "TooManyRequests",
+  [431] = "RequestHeaderFieldsTooLarge", [500] = "InternalServerError",
+  [503] = "ServiceUnavailable",
 }
 
 local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
