@@ -37,7 +37,7 @@ from bench.contacts_import import Server, auth
 from switchboard.devtools.smsc_process import SmscProcess
 from switchboard.server.providers.base import OutboundSms, Receipt
 from switchboard.server.providers.smpp import SmppProvider
-from switchboard.server.sms.phone import PhoneNumber
+from switchboard.server.telephony.phone import PhoneNumber
 
 RESULTS = Path(__file__).parent / "results"
 ORG = "bench-delivery"

@@ -18,7 +18,7 @@ from switchboard.server.providers.http_sms import (
     HttpSmsProvider,
 )
 from switchboard.server.providers.whatsapp import WhatsAppCloudProvider, verify_signature
-from switchboard.server.sms.phone import PhoneNumber
+from switchboard.server.telephony.phone import PhoneNumber
 from tests.fakes import Canned
 from tests.fakes.clickatell import FakeClickatell
 from tests.fakes.grandcom import FakeGrandcom

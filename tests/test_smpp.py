@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from switchboard.server.providers import gsm
 from switchboard.server.providers.base import InboundSms, OutboundSms, Receipt
 from switchboard.server.providers.smpp import SmppProvider, source_address
-from switchboard.server.sms.encoding import segment_count
-from switchboard.server.sms.phone import PhoneNumber
+from switchboard.server.telephony import gsm
+from switchboard.server.telephony.encoding import segment_count
+from switchboard.server.telephony.phone import PhoneNumber
 from tests.smsc import Smsc
 
 SYSTEM_ID, PASSWORD = "switchboard", "secret"

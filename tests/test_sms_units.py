@@ -9,8 +9,8 @@ import pytest
 
 from switchboard.server.core.auth import bearer_token
 from switchboard.server.core.errors import Unauthenticated
-from switchboard.server.sms import phone
-from switchboard.server.sms.encoding import is_gsm7, segment_count
+from switchboard.server.telephony import phone
+from switchboard.server.telephony.encoding import is_gsm7, segment_count
 from tests.conftest import TEST_CLOCK
 
 

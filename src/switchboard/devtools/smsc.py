@@ -34,7 +34,6 @@ from typing import Any
 
 import smpp34
 
-from switchboard.server.providers import gsm
 from switchboard.server.providers.smpp import (
     DELIVER_SM_RESP,
     ENQUIRE_LINK,
@@ -57,6 +56,7 @@ from switchboard.server.providers.smpp import (
     cstring,
     pdu,
 )
+from switchboard.server.telephony import gsm
 
 BIND_COMMANDS = {0x01, 0x02, 0x09}  # receiver, transmitter, transceiver
 ESME_RINVPASWD = 0x0E

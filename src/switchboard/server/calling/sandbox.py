@@ -45,7 +45,7 @@ from switchboard.server.calling.carrier import (
 )
 from switchboard.server.calling.media import Audio, Media, media_duration
 from switchboard.server.core.clock import Clock
-from switchboard.server.sms.phone import InvalidNumber, classify
+from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger(__name__)
 

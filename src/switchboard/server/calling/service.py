@@ -67,7 +67,7 @@ from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
 from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.senders import Sender, SenderService
-from switchboard.server.sms.phone import InvalidNumber, classify
+from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
 

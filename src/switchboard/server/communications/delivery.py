@@ -35,7 +35,7 @@ from switchboard.server.providers.base import (
     SmsProvider,
     SubmitResult,
 )
-from switchboard.server.sms.phone import PhoneNumber
+from switchboard.server.telephony.phone import PhoneNumber
 
 OUTBOX_SIZE = 1000  # recent hand-offs a sandbox keeps for inspection (tests, the run banner)
 

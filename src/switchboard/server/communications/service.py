@@ -72,7 +72,7 @@ from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.policies import hours_window
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.sms import phone
+from switchboard.server.telephony import phone
 from switchboard.server.templates.catalog import CommunicationType
 from switchboard.server.templates.engine import TemplateError
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from switchboard.server.delivery.windows import DeliveryWindow, next_opening
-from switchboard.server.sms.phone import zones_for_number
+from switchboard.server.telephony.phone import zones_for_number
 
 __all__ = ["fit", "zones_for_number"]
 

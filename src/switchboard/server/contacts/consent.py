@@ -49,7 +49,7 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.sms import phone
+from switchboard.server.telephony import phone
 
 Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
 Snapshot = dict[str, Any]

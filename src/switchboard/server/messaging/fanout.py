@@ -65,7 +65,7 @@ from switchboard.server.messaging.messages import (
 from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.reference import types
 from switchboard.server.messaging.senders import Sender, SenderService
-from switchboard.server.sms.phone import zones_for_number
+from switchboard.server.telephony.phone import zones_for_number
 
 _r = requests_table.c
 _m = messages_table.c

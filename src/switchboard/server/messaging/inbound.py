@@ -40,7 +40,7 @@ from switchboard.server.messaging.messages import Direction, MessageService, mes
 from switchboard.server.messaging.reference import types
 from switchboard.server.messaging.senders_models import SYSTEM_ORG, SenderIdRecord
 from switchboard.server.providers.base import InboundSms
-from switchboard.server.sms.phone import InvalidNumber, classify
+from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.messaging.inbound")
 

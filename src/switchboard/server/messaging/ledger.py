@@ -28,7 +28,7 @@ from switchboard.server.messaging.messages import (
 )
 from switchboard.server.messaging.rates import Rates
 from switchboard.server.providers.base import Receipt, SubmitResult
-from switchboard.server.sms.phone import InvalidNumber, classify
+from switchboard.server.telephony.phone import InvalidNumber, classify
 
 _m = messages_table.c
 WAITING = (MessageState.CREATED.value, MessageState.SCHEDULED.value)

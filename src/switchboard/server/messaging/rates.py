@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from switchboard.server.sms.encoding import segment_count
+from switchboard.server.telephony.encoding import segment_count
 
 _DATA = Path(__file__).parent / "data" / "reference_data.json"
 OTHER = "OTHER"

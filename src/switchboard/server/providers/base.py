@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from switchboard.server.sms.phone import PhoneNumber
+from switchboard.server.telephony.phone import PhoneNumber
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from switchboard.server.providers.base import (
     ReceiptSink,
     SubmitResult,
 )
-from switchboard.server.sms.phone import sms_incapable_reason
+from switchboard.server.telephony.phone import sms_incapable_reason
 
 
 class SandboxProvider:

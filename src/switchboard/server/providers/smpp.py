@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import smpp34
 
-from switchboard.server.providers import gsm
 from switchboard.server.providers.base import (
     InboundSink,
     InboundSms,
@@ -37,6 +36,7 @@ from switchboard.server.providers.base import (
     ReceiptSink,
     SubmitResult,
 )
+from switchboard.server.telephony import gsm
 
 log = logging.getLogger(__name__)
 

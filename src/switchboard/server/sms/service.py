@@ -17,10 +17,10 @@ from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.sms import phone
-from switchboard.server.sms.encoding import segment_count
 from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
 from switchboard.server.sms.repository import Row, SmsRepository
+from switchboard.server.telephony import phone
+from switchboard.server.telephony.encoding import segment_count
 
 CLIENT_MESSAGE_ID_MAX = 64
 MAX_STREAM_IDS = 1000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchboard.server.sms.encoding import (
+from switchboard.server.telephony.encoding import (
     GSM7_BASIC_TABLE,
     GSM7_ESCAPE,
     GSM7_EXTENSION_TABLE,
