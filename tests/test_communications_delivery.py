@@ -24,13 +24,19 @@ from switchboard.templates.v1 import templates_service_pb2_grpc
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.communications import windows
-from switchboard.server.communications.delivery import ChannelProvider, Outbound, SandboxChannel
 from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.communications.service import Languages
 from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
 from switchboard.server.delivery import queue
-from switchboard.server.providers.base import InboundSink, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import (
+    ChannelProvider,
+    InboundSink,
+    Outbound,
+    ReceiptSink,
+    SubmitResult,
+)
+from switchboard.server.providers.channels import SandboxChannel
 from tests.conftest import make_settings, reset_postgres
 from tests.test_communications_support import SMS_TEXT, unique_type
 

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 
 from switchboard.server.app.server import Application
-from switchboard.server.communications.delivery import Outbound, SandboxChannel, SmsChannel
 from switchboard.server.core.auth import Role
 from switchboard.server.core.version import server_version
+from switchboard.server.providers.base import Outbound
+from switchboard.server.providers.channels import SandboxChannel, SmsChannel
 from tests.conftest import TokenFactory
 
 SMS_TEXT = "Hi [(${name})], enter [(${resetLink})] to reset password"

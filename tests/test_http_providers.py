@@ -10,8 +10,14 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from switchboard.server.communications.delivery import ChannelProvider, Outbound
-from switchboard.server.providers.base import InboundSms, OutboundSms, Receipt, SmsProvider
+from switchboard.server.providers.base import (
+    ChannelProvider,
+    InboundSms,
+    Outbound,
+    OutboundSms,
+    Receipt,
+    SmsProvider,
+)
 from switchboard.server.providers.http_sms import (
     ClickatellProvider,
     GrandcomProvider,

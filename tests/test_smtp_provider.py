@@ -15,15 +15,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from switchboard.server.communications.delivery import (
-    ChannelProvider,
-    EmailParts,
-    InlinePart,
-    Outbound,
-    build_email,
-    cid,
-)
-from switchboard.server.providers.base import Receipt
+from switchboard.server.communications.email import EmailParts, InlinePart, build_email, cid
+from switchboard.server.providers.base import ChannelProvider, Outbound, Receipt
 from switchboard.server.providers.smtp import SmtpProvider
 from tests.conftest import free_port
 

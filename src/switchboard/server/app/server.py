@@ -34,7 +34,6 @@ from switchboard.server.calling.conferences import ConferenceService
 from switchboard.server.calling.sandbox import SandboxCarrier
 from switchboard.server.calling.service import CallService
 from switchboard.server.calling.servicer import CallingServicer
-from switchboard.server.communications.delivery import ChannelProvider, SmsChannel
 from switchboard.server.communications.servicer import CommunicationsServicer
 from switchboard.server.communications.wiring import (
     CommunicationsDomain,
@@ -57,7 +56,8 @@ from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
-from switchboard.server.providers.base import SmsProvider
+from switchboard.server.providers.base import ChannelProvider, SmsProvider
+from switchboard.server.providers.channels import SmsChannel
 from switchboard.server.sms.ledger import SmsLedger
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.sms.service import SmsLimits, SmsService

@@ -20,19 +20,14 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.communications import qr
-from switchboard.server.communications.delivery import (
-    EmailParts,
-    InlinePart,
-    Outbound,
-    build_email,
-)
+from switchboard.server.communications.email import EmailParts, InlinePart, build_email
 from switchboard.server.communications.models import ChannelName, DeliveryRecord, DeliveryStatus
 from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import delivery_event
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.delivery.engine import Failure, Prepared, Row
 from switchboard.server.delivery.models import QueueKind
-from switchboard.server.providers.base import Receipt, SubmitResult
+from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 
 log = logging.getLogger("switchboard.communications.delivery")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from switchboard.server.communications.arguments import MASK, CheckedArguments, mask
-from switchboard.server.communications.delivery import cid
+from switchboard.server.communications.email import cid
 from switchboard.server.communications.models import ChannelName
 from switchboard.server.telephony.encoding import is_gsm7, segment_count
 from switchboard.server.templates.engine import resolve_argument

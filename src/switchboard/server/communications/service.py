@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from switchboard.server.communications import arguments as args_module
 from switchboard.server.communications import rendering, windows
 from switchboard.server.communications.arguments import CheckedArguments
-from switchboard.server.communications.delivery import cid
+from switchboard.server.communications.email import cid
 from switchboard.server.communications.models import (
     ChannelName,
     CommunicationRecord,

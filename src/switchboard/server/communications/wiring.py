@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from switchboard.server.app.config import Settings
-from switchboard.server.communications.delivery import ChannelProvider
 from switchboard.server.communications.ledger import CommunicationLedger
 from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import (
@@ -21,6 +20,7 @@ from switchboard.server.communications.short_urls import ShortUrlService
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.providers.base import ChannelProvider
 
 
 @dataclass

@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from switchboard.server.communications.delivery import ChannelProvider, Outbound
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, wait_for
@@ -44,7 +43,13 @@ from switchboard.server.delivery.outbox import Outbox, OutboxEntry
 from switchboard.server.delivery.policies import Policies
 from switchboard.server.delivery.throughput import Throughput
 from switchboard.server.delivery.windows import next_opening
-from switchboard.server.providers.base import InboundSink, Receipt, SubmitResult
+from switchboard.server.providers.base import (
+    ChannelProvider,
+    InboundSink,
+    Outbound,
+    Receipt,
+    SubmitResult,
+)
 
 log = logging.getLogger("switchboard.delivery")
 

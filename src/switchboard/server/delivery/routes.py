@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.server.communications.delivery import ChannelProvider, SandboxChannel, SmsChannel
-from switchboard.server.providers.base import SmsProvider
+from switchboard.server.providers.base import ChannelProvider, SmsProvider
+from switchboard.server.providers.channels import SandboxChannel, SmsChannel
 from switchboard.server.providers.http_sms import ClickatellProvider, GrandcomProvider
 from switchboard.server.providers.sandbox import SandboxProvider
 from switchboard.server.providers.smpp import SmppProvider

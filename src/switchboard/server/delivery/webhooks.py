@@ -17,9 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from switchboard.server.communications.delivery import ChannelProvider, SmsChannel
 from switchboard.server.core.errors import InvalidArgument, NotFound, Unauthenticated
 from switchboard.server.delivery.routes import WebhookAuth
+from switchboard.server.providers.base import ChannelProvider
+from switchboard.server.providers.channels import SmsChannel
 from switchboard.server.providers.http_sms import ClickatellProvider, HttpSmsProvider
 from switchboard.server.providers.whatsapp import WhatsAppCloudProvider, verify_signature
 

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from switchboard.server.communications.delivery import Outbound
 from switchboard.server.delivery.engine import Failure, FailureKind, Prepared, Row
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.messaging.messages import (
@@ -27,7 +26,7 @@ from switchboard.server.messaging.messages import (
     messages_table,
 )
 from switchboard.server.messaging.rates import Rates
-from switchboard.server.providers.base import Receipt, SubmitResult
+from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 from switchboard.server.telephony.phone import InvalidNumber, classify
 
 _m = messages_table.c

@@ -86,3 +86,42 @@ class SmsProvider(Protocol):
         """Whether the route can take submits now (bound, not rate-limited into a stall);
         the dispatcher fails over to another eligible route when it cannot."""
         ...
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One delivery as its provider receives it: real content, never masked."""
+
+    delivery_id: str
+    org_id: str
+    channel: str
+    to: str  # E.164 or email address
+    to_type: str  # libphonenumber type of a number; "" for email
+    sender: str
+    subject: str
+    content: str
+    recipients: tuple[str, ...] = ()  # email envelope: to, cc and bcc
+    mime: bytes = b""  # email: the complete message
+    # On `resume` only: what submit_many answered for it, so late receipts still match.
+    provider_message_id: str = ""
+
+
+class ChannelProvider(Protocol):
+    """What the delivery engine needs from a channel's provider (SMS, email, WhatsApp)."""
+
+    name: str = "provider"
+
+    async def start(self, receipts: ReceiptSink, inbound: InboundSink | None = None) -> None:
+        """Report receipts (and, for channels that receive, MO messages) from now on."""
+
+    async def stop(self) -> None: ...
+
+    async def submit_many(self, messages: Sequence[Outbound]) -> list[SubmitResult]: ...
+
+    def resume(self, pending: Sequence[Outbound]) -> None:
+        """After a restart: hand-offs awaiting receipts (ids, addresses and provider ids; no
+        content)."""
+
+    def healthy(self) -> bool:
+        """Whether it can take submits now; the engine fails over or waits when not."""
+        ...

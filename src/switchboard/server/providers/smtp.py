@@ -29,8 +29,13 @@ from email.utils import parseaddr
 
 import aiosmtplib
 
-from switchboard.server.communications.delivery import Outbound
-from switchboard.server.providers.base import InboundSink, Receipt, ReceiptSink, SubmitResult
+from switchboard.server.providers.base import (
+    InboundSink,
+    Outbound,
+    Receipt,
+    ReceiptSink,
+    SubmitResult,
+)
 
 log = logging.getLogger(__name__)
 

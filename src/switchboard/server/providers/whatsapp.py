@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
-from switchboard.server.communications.delivery import Outbound
 from switchboard.server.providers.base import (
     InboundSink,
     InboundSms,
+    Outbound,
     Receipt,
     ReceiptSink,
     SubmitResult,

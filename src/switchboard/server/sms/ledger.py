@@ -13,11 +13,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from switchboard.server.communications.delivery import Outbound
 from switchboard.server.core.events import EventLog
 from switchboard.server.delivery.engine import Failure, Prepared, Row
 from switchboard.server.delivery.models import QueueKind
-from switchboard.server.providers.base import Receipt, SubmitResult
+from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 from switchboard.server.sms.models import SmsStatus
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.sms.service import status_event
