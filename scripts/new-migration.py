@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/new-migration.py "what changed"
 
-Review the generated file under src/switchboard/server/core/migrations/versions/ before
+Review the generated file under src/switchboard/server/migrations/versions/ before
 committing: autogenerate misses renames and data moves.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine
 
-from switchboard.server.core.migrate import alembic_config
+from switchboard.server.migrations.migrate import alembic_config
 
 
 def main() -> None:
@@ -25,9 +25,7 @@ def main() -> None:
         with engine.begin() as connection:
             config = alembic_config(connection)
             command.upgrade(config, "head")
-            versions = (
-                Path(__file__).parent.parent / "src/switchboard/server/core/migrations/versions"
-            )
+            versions = Path(__file__).parent.parent / "src/switchboard/server/migrations/versions"
             next_id = f"{len(list(versions.glob('[0-9][0-9][0-9][0-9]_*.py'))) + 1:04d}"
             command.revision(config, message=message, autogenerate=True, rev_id=next_id)
 

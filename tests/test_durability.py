@@ -24,9 +24,9 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.db import create_engine
-from switchboard.server.core.migrate import upgrade
-from switchboard.server.core.models import metadata
 from switchboard.server.delivery import queue
+from switchboard.server.migrations.metadata import metadata
+from switchboard.server.migrations.migrate import upgrade
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port, make_settings
 from tests.helpers import Metadata, collect_events, sms

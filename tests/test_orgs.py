@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from switchboard.server.core.auth import TokenService
 from switchboard.server.core.db import Database, create_engine
-from switchboard.server.core.migrate import upgrade
+from switchboard.server.migrations.migrate import upgrade
 from switchboard.server.orgs.models import Application, Org
 from switchboard.server.orgs.repository import OrgRepository
 from tests.conftest import TEST_CLOCK, TEST_SECRET

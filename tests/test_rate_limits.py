@@ -30,9 +30,9 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.errors import TooManyRequests
-from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.ratelimit import DatabaseBuckets, RateLimit, RateLimiter
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
+from switchboard.server.migrations.migrate import upgrade
 from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port, make_settings
 from tests.helpers import error_details
 

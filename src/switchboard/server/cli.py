@@ -14,7 +14,7 @@ from switchboard.server.core.clock import clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.errors import DomainError
 from switchboard.server.core.logging import configure_logging
-from switchboard.server.core.migrate import upgrade
+from switchboard.server.migrations.migrate import upgrade
 from switchboard.server.orgs.repository import OrgRepository
 
 _TTL = re.compile(r"^(\d+)([smhd])$")

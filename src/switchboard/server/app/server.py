@@ -41,7 +41,6 @@ from switchboard.server.communications.wiring import (
 )
 from switchboard.server.contacts.servicer import ContactsServicer
 from switchboard.server.contacts.wiring import ContactsDomain, build_contacts_domain
-from switchboard.server.core import migrate
 from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import Database, create_engine
@@ -56,6 +55,7 @@ from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
 from switchboard.server.messaging.servicer import MessagingServicer
 from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
+from switchboard.server.migrations import migrate
 from switchboard.server.providers.base import ChannelProvider, SmsProvider
 from switchboard.server.providers.channels import SmsChannel
 from switchboard.server.sms.ledger import SmsLedger

@@ -1,8 +1,8 @@
-"""Alembic environment: always handed a live connection by switchboard.server.core.migrate."""
+"""Alembic environment: always handed a live connection by switchboard.server.migrations.migrate."""
 
 from alembic import context
 
-from switchboard.server.core.models import metadata
+from switchboard.server.migrations.metadata import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,4 +1,7 @@
-"""Imports every table so that `SQLModel.metadata` is complete (migrations, tests)."""
+"""Every table of every domain, so that `SQLModel.metadata` is complete for Alembic and tests.
+
+This aggregate sits above the domains (only app, the CLI and tests import it): core stays free of
+them."""
 
 from sqlmodel import SQLModel
 
