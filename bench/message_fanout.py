@@ -41,7 +41,7 @@ from switchboard.messaging.v1 import messaging_service_pb2 as mpb
 from bench.contacts_import import RssSampler, Server, auth, migrate
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.ids import new_id
-from switchboard.server.messaging.messages import MessageRecord
+from switchboard.server.messaging.requests.messages import MessageRecord
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 1000  # the fan-out's batch size, also the ceiling's transaction size

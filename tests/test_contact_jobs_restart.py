@@ -15,11 +15,11 @@ from switchboard.contacts.v1 import contacts_service_pb2_grpc
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.attachments.models import Attachment
+from switchboard.server.contacts.job_worker import ContactJobWorker
 from switchboard.server.contacts.jobs import jobs
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.events import EventRecord
-from switchboard.server.workers.contact_jobs import ContactJobWorker
 from tests.conftest import TEST_CLOCK, TEST_SECRET, make_settings
 
 Stub = contacts_service_pb2_grpc.ContactsServiceStub

@@ -20,8 +20,8 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
-from switchboard.server.messaging.inbound import DEFAULT_REPLIES
-from switchboard.server.messaging.messages import messages_table
+from switchboard.server.messaging.requests.inbound import DEFAULT_REPLIES
+from switchboard.server.messaging.requests.messages import messages_table
 from tests.conftest import make_settings
 from tests.smsc import Smsc
 from tests.test_messaging_senders import us_number

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from switchboard.server.app.server import Application, build_application
-from switchboard.server.messaging.messages import messages_table
+from switchboard.server.messaging.requests.messages import messages_table
 from tests.conftest import make_settings
 from tests.test_messaging_senders import us_number
 

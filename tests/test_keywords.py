@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from switchboard.server.core.events import EventRecord
-from switchboard.server.messaging.keywords import (
+from switchboard.server.messaging.content.keywords import (
     Action,
     KeywordMatch,
     NotPosixEre,

@@ -20,10 +20,10 @@ from switchboard.server.contacts.repository import contacts
 from switchboard.server.core.listing import Page
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
-from switchboard.server.messaging.fanout import Fanout
-from switchboard.server.messaging.message_requests import requests_table
-from switchboard.server.messaging.messages import messages_table
-from switchboard.server.workers.message_fanout import MessageRequestWorker
+from switchboard.server.messaging.requests.fanout import Fanout
+from switchboard.server.messaging.requests.fanout_worker import MessageRequestWorker
+from switchboard.server.messaging.requests.message_requests import requests_table
+from switchboard.server.messaging.requests.messages import messages_table
 from tests.conftest import make_settings
 from tests.test_messaging_senders import ALWAYS_OPEN, us_number
 

@@ -19,7 +19,7 @@ from switchboard.messaging.v1 import messaging_service_pb2 as pb
 from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.core.errors import InvalidArgument
-from switchboard.server.messaging.attachments import Part, parse_upload
+from switchboard.server.messaging.content.attachments import Part, parse_upload
 from tests.conftest import TokenFactory
 from tests.test_contacts import assert_error
 

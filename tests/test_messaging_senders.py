@@ -19,7 +19,7 @@ from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
 from switchboard.server.core.errors import NotFound
 from switchboard.server.core.events import EventRecord
-from switchboard.server.messaging.senders import SenderService
+from switchboard.server.messaging.senders.service import SenderService
 from tests.conftest import TokenFactory
 
 pytestmark = pytest.mark.envoy

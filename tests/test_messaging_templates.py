@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from switchboard.server.core.errors import InvalidArgument
 from switchboard.server.core.events import EventRecord
-from switchboard.server.messaging.message_templates import (
+from switchboard.server.messaging.content.message_templates import (
     MissingValues,
     body_allowed,
     placeholders,

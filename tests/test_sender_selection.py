@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.contacts.models import AddressType
-from switchboard.server.messaging.fanout import Plan, Recipient
-from switchboard.server.messaging.messages import messages_table
-from switchboard.server.messaging.rates import Rates
-from switchboard.server.messaging.senders import Sender
+from switchboard.server.messaging.requests.fanout import Plan, Recipient
+from switchboard.server.messaging.requests.messages import messages_table
+from switchboard.server.messaging.senders.rates import Rates
+from switchboard.server.messaging.senders.service import Sender
 from tests.conftest import free_port, make_settings
 from tests.test_messaging_senders import us_number
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from switchboard.server.app.platform import descriptor_set_path
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
-from switchboard.server.messaging.messages import messages_table
+from switchboard.server.messaging.requests.messages import messages_table
 from tests.conftest import free_port, make_settings
 from tests.fakes.whatsapp import FakeWhatsApp
 from tests.test_messaging_senders import us_number

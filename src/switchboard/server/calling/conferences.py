@@ -37,9 +37,9 @@ from switchboard.server.core.db import Database
 from switchboard.server.core.errors import NotFound, StaleData
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable, Row, Snapshot
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
 
 conferences_table: Table = ConferenceRecord.__table__  # type: ignore[attr-defined]
 members_table: Table = MemberRecord.__table__  # type: ignore[attr-defined]

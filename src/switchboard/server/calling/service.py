@@ -60,13 +60,13 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable, Row, Snapshot
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
-from switchboard.server.messaging.rates import Rates
-from switchboard.server.messaging.senders import Sender, SenderService
+from switchboard.server.messaging.senders.rates import Rates
+from switchboard.server.messaging.senders.service import Sender, SenderService
 from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")

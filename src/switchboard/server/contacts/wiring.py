@@ -82,7 +82,7 @@ def build_contacts_domain(
         jobs=jobs,
     )
     # Imported here: the worker module depends on the services above, not the other way.
-    from switchboard.server.workers.contact_maintenance import ContactMaintenance
+    from switchboard.server.contacts.maintenance import ContactMaintenance
 
     domain.workers.append(
         ContactMaintenance(
@@ -95,12 +95,12 @@ def build_contacts_domain(
             poll_seconds=settings.contact_job_poll_seconds,
         )
     )
-    from switchboard.server.workers.attachment_sweep import AttachmentSweeper
+    from switchboard.server.attachments.sweep import AttachmentSweeper
 
     domain.workers.append(
         AttachmentSweeper(store, period_seconds=settings.attachment_sweep_seconds)
     )
-    from switchboard.server.workers.contact_jobs import ContactJobWorker
+    from switchboard.server.contacts.job_worker import ContactJobWorker
 
     job_worker = ContactJobWorker(
         db=db,

@@ -18,7 +18,7 @@ from sqlalchemy import Table, select
 from switchboard.server.core.db import Database
 from switchboard.server.delivery.throughput import Limits
 from switchboard.server.delivery.windows import DeliveryWindow
-from switchboard.server.messaging.senders_models import SenderIdClassRecord
+from switchboard.server.messaging.senders.models import SenderIdClassRecord
 
 log = logging.getLogger("switchboard.delivery")
 _classes: Table = SenderIdClassRecord.__table__  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import NotFound
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery.outbox import Outbox
-from switchboard.server.messaging.inbound import InboundService
+from switchboard.server.messaging.requests.inbound import InboundService
 
 
 class DiagnosticsServicer(diagnostics_service_pb2_grpc.DiagnosticsServiceServicer):

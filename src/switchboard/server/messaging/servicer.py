@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
-from switchboard.server.messaging.rpc_content import ContentRpcs
-from switchboard.server.messaging.rpc_messages import MessageRpcs
-from switchboard.server.messaging.rpc_senders import SenderRpcs
+from switchboard.server.messaging.content.rpc import ContentRpcs
+from switchboard.server.messaging.requests.rpc import MessageRpcs
+from switchboard.server.messaging.senders.rpc import SenderRpcs
 from switchboard.server.messaging.wiring import MessagingDomain
 
 

@@ -10,19 +10,19 @@ from switchboard.server.contacts.wiring import BackgroundWorker, ContactsDomain
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
-from switchboard.server.messaging.attachments import AttachmentService
-from switchboard.server.messaging.channels import ChannelService
-from switchboard.server.messaging.fanout import Fanout
-from switchboard.server.messaging.inbound import InboundService
-from switchboard.server.messaging.keywords import KeywordService
-from switchboard.server.messaging.ledger import MessageLedger
-from switchboard.server.messaging.message_requests import MessageRequestService
-from switchboard.server.messaging.message_templates import MessageTemplateService
-from switchboard.server.messaging.messages import MessageService
-from switchboard.server.messaging.rates import Rates
-from switchboard.server.messaging.reference import ReferenceSeeder, ReferenceService
-from switchboard.server.messaging.senders import SenderService, shared_sender_validator_lock
-from switchboard.server.workers.message_fanout import MessageRequestWorker
+from switchboard.server.messaging.content.attachments import AttachmentService
+from switchboard.server.messaging.content.keywords import KeywordService
+from switchboard.server.messaging.content.message_templates import MessageTemplateService
+from switchboard.server.messaging.requests.fanout import Fanout
+from switchboard.server.messaging.requests.fanout_worker import MessageRequestWorker
+from switchboard.server.messaging.requests.inbound import InboundService
+from switchboard.server.messaging.requests.ledger import MessageLedger
+from switchboard.server.messaging.requests.message_requests import MessageRequestService
+from switchboard.server.messaging.requests.messages import MessageService
+from switchboard.server.messaging.senders.channels import ChannelService
+from switchboard.server.messaging.senders.rates import Rates
+from switchboard.server.messaging.senders.reference import ReferenceSeeder, ReferenceService
+from switchboard.server.messaging.senders.service import SenderService, shared_sender_validator_lock
 
 
 @dataclass

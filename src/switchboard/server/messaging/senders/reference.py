@@ -32,8 +32,8 @@ from switchboard.server.core.errors import NotFound, require_version
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.senders_common import Row, list_filters, pack, split_items, unpack
-from switchboard.server.messaging.senders_models import (
+from switchboard.server.messaging.senders.common import Row, list_filters, pack, split_items, unpack
+from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,
     ReferenceDataVersionRecord,

@@ -22,7 +22,8 @@ from switchboard.server.core.protomap import (
     written_fields,
 )
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging import channels, reference, senders
+from switchboard.server.messaging.senders import channels, reference
+from switchboard.server.messaging.senders import service as senders
 from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext

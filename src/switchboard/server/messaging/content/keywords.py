@@ -45,15 +45,15 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable, Row, Snapshot
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
-from switchboard.server.messaging.message_templates import (
+from switchboard.server.messaging.content.message_templates import (
     Designation,
     MessageTemplateService,
     placeholders,
 )
-from switchboard.server.messaging.senders_models import SenderIdRecord
+from switchboard.server.messaging.senders.models import SenderIdRecord
 
 _senders = SenderIdRecord.__table__.c  # type: ignore[attr-defined]
 RESERVED_FILE = Path(__file__).with_name("reserved_keywords.json")

@@ -21,7 +21,8 @@ from switchboard.server.core.protomap import (
     written_fields,
 )
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging import attachments, message_requests, messages
+from switchboard.server.messaging.content import attachments
+from switchboard.server.messaging.requests import message_requests, messages
 from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext

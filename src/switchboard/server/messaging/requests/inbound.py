@@ -34,11 +34,14 @@ from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.messaging.keywords import KeywordService, KeywordType
-from switchboard.server.messaging.message_templates import MessageTemplateService, placeholders
-from switchboard.server.messaging.messages import Direction, MessageService, messages_table
-from switchboard.server.messaging.reference import types
-from switchboard.server.messaging.senders_models import SYSTEM_ORG, SenderIdRecord
+from switchboard.server.messaging.content.keywords import KeywordService, KeywordType
+from switchboard.server.messaging.content.message_templates import (
+    MessageTemplateService,
+    placeholders,
+)
+from switchboard.server.messaging.requests.messages import Direction, MessageService, messages_table
+from switchboard.server.messaging.senders.models import SYSTEM_ORG, SenderIdRecord
+from switchboard.server.messaging.senders.reference import types
 from switchboard.server.providers.base import InboundSms
 from switchboard.server.telephony.phone import InvalidNumber, classify
 

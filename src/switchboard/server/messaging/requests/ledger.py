@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.delivery.engine import Failure, FailureKind, Prepared, Row
 from switchboard.server.delivery.models import QueueKind
-from switchboard.server.messaging.messages import (
+from switchboard.server.messaging.requests.messages import (
     FailureCode,
     MessageService,
     MessageState,
     messages_table,
 )
-from switchboard.server.messaging.rates import Rates
+from switchboard.server.messaging.senders.rates import Rates
 from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 from switchboard.server.telephony.phone import InvalidNumber, classify
 

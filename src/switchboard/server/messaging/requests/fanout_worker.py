@@ -27,16 +27,16 @@ from sqlalchemy.orm import Session
 from switchboard.server.communications.short_urls import NewShortUrl
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
+from switchboard.server.core.org_table import Row
 from switchboard.server.delivery import queue
-from switchboard.server.messaging.content_common import Row
-from switchboard.server.messaging.fanout import Fanout, FanoutLost, FanoutRejected, Plan
-from switchboard.server.messaging.message_requests import (
+from switchboard.server.messaging.requests.fanout import Fanout, FanoutLost, FanoutRejected, Plan
+from switchboard.server.messaging.requests.message_requests import (
     MessageRequestService,
     RequestState,
     request_event,
     requests_table,
 )
-from switchboard.server.messaging.messages import (
+from switchboard.server.messaging.requests.messages import (
     MessageService,
     MessageState,
     messages_table,

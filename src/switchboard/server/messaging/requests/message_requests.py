@@ -54,29 +54,29 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable, Row, Snapshot
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
-from switchboard.server.messaging import tracking
-from switchboard.server.messaging.attachments import AttachmentService
-from switchboard.server.messaging.content_common import OrgTable, Row, Snapshot
-from switchboard.server.messaging.message_templates import (
+from switchboard.server.messaging.content.attachments import AttachmentService
+from switchboard.server.messaging.content.message_templates import (
     Designation,
     MessageTemplateService,
     body_allowed,
     render,
     templates_table,
 )
-from switchboard.server.messaging.messages import (
+from switchboard.server.messaging.requests import tracking
+from switchboard.server.messaging.requests.messages import (
     UNSENT,
     MessageService,
     MessageState,
     counters,
     messages_table,
 )
-from switchboard.server.messaging.reference import mime_allowed
-from switchboard.server.messaging.senders import Sender, SenderService
-from switchboard.server.messaging.senders_models import SenderIdTypeRecord
+from switchboard.server.messaging.senders.models import SenderIdTypeRecord
+from switchboard.server.messaging.senders.reference import mime_allowed
+from switchboard.server.messaging.senders.service import Sender, SenderService
 
 _types: Table = SenderIdTypeRecord.__table__  # type: ignore[attr-defined]
 

@@ -24,7 +24,7 @@ from switchboard.server.core.protomap import (
     written_fields,
 )
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging import attachments, keywords, message_templates
+from switchboard.server.messaging.content import attachments, keywords, message_templates
 from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext

@@ -43,28 +43,28 @@ from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import Row
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind, QueueState
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.messaging import tracking
-from switchboard.server.messaging.content_common import Row
-from switchboard.server.messaging.ledger import WAITING
-from switchboard.server.messaging.message_requests import (
+from switchboard.server.messaging.requests import tracking
+from switchboard.server.messaging.requests.ledger import WAITING
+from switchboard.server.messaging.requests.message_requests import (
     MessageRequestService,
     RequestState,
     Target,
     request_event,
     requests_table,
 )
-from switchboard.server.messaging.messages import (
+from switchboard.server.messaging.requests.messages import (
     Direction,
     FailureCode,
     MessageState,
     messages_table,
 )
-from switchboard.server.messaging.rates import Rates
-from switchboard.server.messaging.reference import types
-from switchboard.server.messaging.senders import Sender, SenderService
+from switchboard.server.messaging.senders.rates import Rates
+from switchboard.server.messaging.senders.reference import types
+from switchboard.server.messaging.senders.service import Sender, SenderService
 from switchboard.server.telephony.phone import zones_for_number
 
 _r = requests_table.c

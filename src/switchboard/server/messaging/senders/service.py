@@ -48,8 +48,8 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging import reference
-from switchboard.server.messaging.senders_common import (
+from switchboard.server.messaging.senders import reference
+from switchboard.server.messaging.senders.common import (
     Row,
     for_update,
     list_filters,
@@ -57,7 +57,7 @@ from switchboard.server.messaging.senders_common import (
     split_items,
     unpack,
 )
-from switchboard.server.messaging.senders_models import (
+from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,
     ChannelRecord,

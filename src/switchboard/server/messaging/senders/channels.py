@@ -31,13 +31,13 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.senders import SenderService, channel_senders, senders
-from switchboard.server.messaging.senders_common import Row, for_update, list_filters, split_items
-from switchboard.server.messaging.senders_models import (
+from switchboard.server.messaging.senders.common import Row, for_update, list_filters, split_items
+from switchboard.server.messaging.senders.models import (
     ChannelOwnership,
     ChannelPriority,
     ChannelRecord,
 )
+from switchboard.server.messaging.senders.service import SenderService, channel_senders, senders
 
 T = TypeVar("T")
 channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
