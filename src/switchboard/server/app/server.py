@@ -294,7 +294,7 @@ def build_application(
         writer=writer,
         bus=bus,
         clock=clock,
-        policies=Policies(db),
+        policies=Policies(messaging.reference.class_policies),
         routes=routes,
         ledgers=[SmsLedger(repository, events), communications.ledger, messaging.ledger],
         inbound=messaging.inbound.receive,

@@ -3,26 +3,37 @@
 A row names its window (`class:<id>`: the sender class's `delivery_window`; `hours:8-20`: a
 communication type's ANYDAY hours; "" none) and its throughput class (`class_id`). Sender classes
 are reference data that change rarely (Admin RPCs), so they are re-read at most every
-`ttl_seconds`, never per message.
+`ttl_seconds`, never per message. The classes belong to messaging: it hands the engine a loader
+(`ClassLoader`), so delivery never reads a domain's tables.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, select
-
-from switchboard.server.core.db import Database
 from switchboard.server.delivery.throughput import Limits
 from switchboard.server.delivery.windows import DeliveryWindow
-from switchboard.server.messaging.senders.models import SenderIdClassRecord
 
 log = logging.getLogger("switchboard.delivery")
-_classes: Table = SenderIdClassRecord.__table__  # type: ignore[attr-defined]
 _UNLIMITED = Limits()
+
+
+@dataclass(frozen=True)
+class ClassPolicy:
+    """A sender class as the engine sees it: its delivery window and its throughput caps."""
+
+    class_id: str
+    delivery_window: str  # "" = always open
+    peak: float = 0.0  # messages per second per country; 0 = unlimited
+    peak_total: float = 0.0
+    daily: int = 0
+
+
+ClassLoader = Callable[[], Awaitable[Sequence[ClassPolicy]]]
 
 
 def hours_window(opens: int, closes: int) -> str:
@@ -31,8 +42,8 @@ def hours_window(opens: int, closes: int) -> str:
 
 
 class Policies:
-    def __init__(self, db: Database, *, ttl_seconds: float = 30.0) -> None:
-        self._db = db
+    def __init__(self, load_classes: ClassLoader, *, ttl_seconds: float = 30.0) -> None:
+        self._load_classes = load_classes
         self._ttl = ttl_seconds
         self._loaded_at = -1e18
         self._windows: dict[str, DeliveryWindow | None] = {}
@@ -46,19 +57,17 @@ class Policies:
             return
         self._missing |= self._asked_unknown  # asked and reloaded: really not there
         self._asked_unknown = set()
-        async with self._db.read() as session:
-            rows = list((await session.execute(select(_classes))).mappings())
-        self.load(rows)
+        self.load(await self._load_classes())
 
-    def load(self, rows: Sequence[Mapping[Any, Any]]) -> None:
+    def load(self, classes: Sequence[ClassPolicy]) -> None:
         windows: dict[str, DeliveryWindow | None] = {}
         limits: dict[str, Limits] = {}
-        for row in rows:
-            windows[f"class:{row['id']}"] = DeliveryWindow.parse(row["delivery_window"] or None)
-            limits[row["id"]] = Limits(
-                peak=float(row["country_peak_throughput"] or 0),
-                peak_total=float(row["country_peak_total_throughput"] or 0),
-                daily=int(row["country_daily_throughput"] or 0),
+        for policy in classes:
+            windows[f"class:{policy.class_id}"] = DeliveryWindow.parse(
+                policy.delivery_window or None
+            )
+            limits[policy.class_id] = Limits(
+                peak=policy.peak, peak_total=policy.peak_total, daily=policy.daily
             )
         for class_id in self._missing - set(limits):
             log.warning("sender class %r is unknown: its messages go unrestricted", class_id)
@@ -89,4 +98,4 @@ class Policies:
         return self._limits.get(class_id, _UNLIMITED) if class_id else _UNLIMITED
 
 
-__all__ = ["Policies", "hours_window"]
+__all__ = ["ClassLoader", "ClassPolicy", "Policies", "hours_window"]

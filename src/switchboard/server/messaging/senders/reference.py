@@ -32,6 +32,7 @@ from switchboard.server.core.errors import NotFound, require_version
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
+from switchboard.server.delivery.policies import ClassPolicy
 from switchboard.server.messaging.senders.common import Row, list_filters, pack, split_items, unpack
 from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
@@ -283,6 +284,21 @@ class ReferenceService:
                 except ValueError:
                     checks.fail(name, "must be a number", "Format")
         return await self._list(classes, clauses, page, checks, class_snapshot)
+
+    async def class_policies(self) -> list[ClassPolicy]:
+        """Every class's window and caps, for the delivery engine (its `ClassLoader`)."""
+        async with self._db.read() as session:
+            rows = list((await session.execute(select(classes))).mappings())
+        return [
+            ClassPolicy(
+                class_id=row["id"],
+                delivery_window=row["delivery_window"] or "",
+                peak=float(row["country_peak_throughput"] or 0),
+                peak_total=float(row["country_peak_total_throughput"] or 0),
+                daily=int(row["country_daily_throughput"] or 0),
+            )
+            for row in rows
+        ]
 
     async def get_class(self, class_id: str) -> dict[str, Any]:
         return class_snapshot(await self._get(classes, class_id, "sender ID class"))
