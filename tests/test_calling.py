@@ -253,22 +253,24 @@ async def test_live_calls_are_reconciled_after_a_restart(
         sender = await first.messaging.senders.create(
             org, "t", {"type_id": "sms-long-code", "class_id": "alerts-na", "address": us_number()}
         )
-        answered = await first.calls.create(org, "t", {"from": sender, "to": us_number()})
-        ringing = await first.calls.create(
+        answered = await first.calling.calls.create(org, "t", {"from": sender, "to": us_number()})
+        ringing = await first.calling.calls.create(
             org, "t", {"from": sender, "to": _suffix("0404"), "answer_timeout": 60000}
         )
         async with asyncio.timeout(10):
-            while (await first.calls.get(org, answered))["state"] != "ACTIVE":
+            while (await first.calling.calls.get(org, answered))["state"] != "ACTIVE":
                 await asyncio.sleep(0.05)
-        play = await first.calls.play(org, answered, "TTS", {"text": "a long message " * 20})
+        play = await first.calling.calls.play(
+            org, answered, "TTS", {"text": "a long message " * 20}
+        )
     finally:
         await first.stop()  # the process goes away with both calls live
     second = build_application(settings)
     await second.start()
     try:
-        ended = await second.calls.get(org, answered)
+        ended = await second.calling.calls.get(org, answered)
         assert ended["state"] == "COMPLETED" and ended["failure_details"] == "server restart"
-        never = await second.calls.get(org, ringing)
+        never = await second.calling.calls.get(org, ringing)
         assert never["state"] == "REJECTED" and never["failure_code"] == "CARRIER_ERROR"
         async with second.db.read() as session:
             state = (

@@ -47,10 +47,10 @@ def _worker(app: Application, batch: int) -> MessageRequestWorker:
     domain = app.messaging
     fanout = Fanout(
         db=app.db,
-        events=domain.events,
+        events=app.events,
         clock=domain.clock,
         senders=domain.senders,
-        consent=domain.contacts.consent,
+        consent=app.contacts.consent,
         requests=domain.message_requests,
         batch=batch,
     )

@@ -622,8 +622,7 @@ async def test_pending_until_provisioned_and_resolve_sendable(
     org: str,
 ) -> None:
     """Without sandbox provisioning a sender waits PENDING_IMPLEMENTATION for the operator."""
-    domain = app.messaging
-    strict = SenderService(domain.db, domain.events, domain.clock, auto_provision=False)
+    strict = SenderService(app.db, app.events, app.clock, auto_provision=False)
     sender_id = await strict.create(
         org,
         "test-app",

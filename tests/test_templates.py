@@ -382,7 +382,7 @@ async def test_type_update_versions_and_refuses_breaking_templates(
     retyped = dict(only_name, arguments=[{"name": "other", "type": "String"}])
     text = details(await http.put(f"/v2/types/{code}", json=retyped, headers=admin), 400)
     assert "unknown argument 'name'" in text and org in text
-    kind = await app.types.get_type(code)
+    kind = await app.templates.types.get_type(code)
     assert kind is not None and kind.declared == {"name": "String"}
     events = await event_types(app, org, code)
     assert events == ["communication_type.created", "communication_type.updated"]
@@ -510,7 +510,7 @@ async def test_lifecycle_draft_commit_stable_archived_deleted_purged(
     assert unb64(v1b["data"]["content"]) == "one, edited [(${name})]"
     assert await listed("draft") == [(1, "draft")] and await listed("stable") == []
     # Drafts are not what communications use.
-    assert await app.templates.stable_template(org, code, "sms", "en") is None
+    assert await app.templates.templates.stable_template(org, code, "sms", "en") is None
 
     result = await commit(v1["id"])
     assert result == {
@@ -560,7 +560,7 @@ async def test_lifecycle_draft_commit_stable_archived_deleted_purged(
     )
     assert (v3["version"], v3["changeType"]) == (3, "stable")
     assert await listed("archived") == [(1, "archived"), (2, "archived")]
-    current = await app.templates.stable_template(org, code, "sms", "en")
+    current = await app.templates.templates.stable_template(org, code, "sms", "en")
     assert current is not None and current.id == v3["id"] and current.version == 3
     assert current.compiled_content.render({"name": "Ana"}) == "three Ana"
 
@@ -572,7 +572,7 @@ async def test_lifecycle_draft_commit_stable_archived_deleted_purged(
         (4, "deleted"),
     ]
     assert await listed("deleted") == [(3, "deleted"), (4, "deleted")]
-    assert await app.templates.stable_template(org, code, "sms", "en") is None
+    assert await app.templates.templates.stable_template(org, code, "sms", "en") is None
     errors(await http.delete(base, params=key, headers=bearer), 404)
     # Purging needs the deleted state.
     body = {
@@ -1132,7 +1132,7 @@ async def test_download_import_round_trip(
         ("sms_template", "created", "draft"),
         ("email_template", "created", "draft"),
     ]
-    copied = await app.templates.stable_template(target, code, "sms", "en")
+    copied = await app.templates.templates.stable_template(target, code, "sms", "en")
     assert copied is not None and copied.content == "Hi [(${name})]" and copied.id != stable["id"]
     drafts = envelope(
         await http.get(
@@ -1325,21 +1325,21 @@ async def test_stable_template_and_channels_for_communications(
         json=sms(code, "draft") | {"channel": "whatsapp"},
         headers=bearer,
     )
-    assert await app.templates.stable_channels(org, code, "en") == ["email", "sms"]
-    assert await app.templates.stable_channels(org, code, "es") == []
-    assert await app.templates.stable_channels(org + "-x", code, "en") == []
-    mail = await app.templates.stable_template(org, code, "email", "EN")
+    assert await app.templates.templates.stable_channels(org, code, "en") == ["email", "sms"]
+    assert await app.templates.templates.stable_channels(org, code, "es") == []
+    assert await app.templates.templates.stable_channels(org + "-x", code, "en") == []
+    mail = await app.templates.templates.stable_template(org, code, "email", "EN")
     assert (
         mail is not None and mail.subject == "For [(${name})]" and mail.compiled_subject is not None
     )
     assert mail.compiled_subject.render({"name": "<Ana>"}) == "For <Ana>"
     assert mail.compiled_content.render({"name": "<Ana>"}) == "<p>&lt;Ana&gt;</p>"
     assert mail.sender_info == "news@brand.example" and mail.version == 1
-    assert await app.templates.stable_template(org, code, "whatsapp", "en") is None
-    kind = await app.types.get_type(code)
+    assert await app.templates.templates.stable_template(org, code, "whatsapp", "en") is None
+    kind = await app.templates.types.get_type(code)
     assert kind is not None and kind.sensitive_arguments == {"link"}
     assert kind.delivery_window == "ANYDAY_ANYTIME" and kind.delivery_hours is None
-    assert await app.types.get_type("no_such_type_at_all") is None
+    assert await app.templates.types.get_type("no_such_type_at_all") is None
 
 
 # ---- helpers ------------------------------------------------------------------------------------

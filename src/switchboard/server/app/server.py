@@ -1,4 +1,5 @@
-"""Process wiring: builds the services from settings and serves them over gRPC."""
+"""The composition root: builds every domain from settings (app/compose/), then serves the
+registry's services (app/services.py) over the gRPC transport (app/grpc_server.py)."""
 
 from __future__ import annotations
 
@@ -6,94 +7,51 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from switchboard.calling.v1 import calling_service_pb2, calling_service_pb2_grpc
-from switchboard.common.v1 import (
-    diagnostics_service_pb2,
-    diagnostics_service_pb2_grpc,
-    webhooks_service_pb2,
-    webhooks_service_pb2_grpc,
-)
-from switchboard.communications.v1 import (
-    communications_service_pb2,
-    communications_service_pb2_grpc,
-)
-from switchboard.contacts.v1 import contacts_service_pb2, contacts_service_pb2_grpc
-from switchboard.messaging.v1 import messaging_service_pb2, messaging_service_pb2_grpc
-from switchboard.sms.v1 import sms_service_pb2, sms_service_pb2_grpc
-from switchboard.templates.v1 import templates_service_pb2, templates_service_pb2_grpc
-
+from switchboard.server.app.compose.calling import build_calling
+from switchboard.server.app.compose.communications import build_communications
+from switchboard.server.app.compose.contacts import build_contacts
+from switchboard.server.app.compose.core import Core
+from switchboard.server.app.compose.messaging import build_messaging
+from switchboard.server.app.compose.sms import build_sms
+from switchboard.server.app.compose.templates import build_templates
 from switchboard.server.app.config import Settings
-from switchboard.server.calling.audio import AttachmentAudio
-from switchboard.server.calling.bridges import BridgeService
-from switchboard.server.calling.conferences import ConferenceService
-from switchboard.server.calling.sandbox import SandboxCarrier
-from switchboard.server.calling.service import CallService
-from switchboard.server.calling.servicer import CallingServicer
-from switchboard.server.communications.servicer import CommunicationsServicer
-from switchboard.server.communications.wiring import (
-    CommunicationsDomain,
-    build_communications_domain,
-)
-from switchboard.server.contacts.servicer import ContactsServicer
-from switchboard.server.contacts.wiring import ContactsDomain, build_contacts_domain
+from switchboard.server.app.grpc_server import METADATA_LIMIT, GrpcServer
+from switchboard.server.app.services import BINDINGS, SERVICES, SNAKE_CASE_SERVICES
+from switchboard.server.attachments.files import ContentDirectory
+from switchboard.server.attachments.store import AttachmentStore
+from switchboard.server.calling.domain import CallingDomain
+from switchboard.server.communications.domain import CommunicationsDomain
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.auth import TokenService
 from switchboard.server.core.clock import Clock, clock_with_offset
 from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.core.lifecycle import BackgroundWorker
 from switchboard.server.core.ratelimit import DatabaseBuckets, RateLimit, RateLimiter
-from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.engine import DeliveryEngine
 from switchboard.server.delivery.policies import Policies
-from switchboard.server.delivery.routes import build_routes, webhook_auth
-from switchboard.server.delivery.webhooks import Webhooks
-from switchboard.server.diagnostics.servicer import DiagnosticsServicer
-from switchboard.server.messaging.servicer import MessagingServicer
-from switchboard.server.messaging.wiring import MessagingDomain, build_messaging_domain
+from switchboard.server.delivery.routes import build_routes
+from switchboard.server.messaging.domain import MessagingDomain
+from switchboard.server.messaging.requests.messages import MessageService
 from switchboard.server.migrations import migrate
 from switchboard.server.providers.base import ChannelProvider, SmsProvider
 from switchboard.server.providers.channels import SmsChannel
-from switchboard.server.sms.ledger import SmsLedger
-from switchboard.server.sms.repository import SmsRepository
-from switchboard.server.sms.service import SmsLimits, SmsService
-from switchboard.server.sms.servicer import SmsServicer
-from switchboard.server.templates.service import CommunicationTypeService, TemplateService
-from switchboard.server.templates.servicer import TemplatesServicer
-from switchboard.server.templates.wiring import TemplatesDomain, build_templates_domain
-from switchboard.server.webhooks.servicer import WebhooksServicer
+from switchboard.server.sms.service import SmsService
+from switchboard.server.templates.domain import TemplatesDomain
 
 log = logging.getLogger("switchboard.server")
 
-#: Largest request metadata the server takes (see the server options).
-METADATA_LIMIT = 128 * 1024
-
-SERVICES = (
-    sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"],
-    contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"],
-    messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"],
-    diagnostics_service_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
-    webhooks_service_pb2.DESCRIPTOR.services_by_name["WebhooksService"],
-    calling_service_pb2.DESCRIPTOR.services_by_name["CallingService"],
-    templates_service_pb2.DESCRIPTOR.services_by_name["TemplatesService"],
-    communications_service_pb2.DESCRIPTOR.services_by_name["CommunicationsService"],
-)
-# Services whose REST clients write and read proto field names (family B and the catch-all route
-# of envoy/envoy.yaml.in); the others' (families A and C) use the JSON names.
-SNAKE_CASE_SERVICES = frozenset(
-    s.full_name
-    for s in SERVICES
-    if s.full_name
-    not in {
-        "switchboard.sms.v1.SmsService",
-        "switchboard.templates.v1.TemplatesService",
-        "switchboard.communications.v1.CommunicationsService",
-    }
-)
+__all__ = [
+    "METADATA_LIMIT",
+    "SERVICES",
+    "SNAKE_CASE_SERVICES",
+    "Application",
+    "build_application",
+    "serve",
+]
 
 
 @dataclass
@@ -105,23 +63,27 @@ class Application:
     clock: Clock
     tokens: TokenService
     bus: EventBus
+    events: EventLog
     writer: Writer
+    feed: EventFeed
+    limiter: RateLimiter
     sms: SmsService
     delivery: DeliveryEngine
     contacts: ContactsDomain
-    templates_domain: TemplatesDomain
-    templates: TemplateService  # stable templates, for the communications domain
-    types: CommunicationTypeService  # communication types, for the communications domain
+    templates: TemplatesDomain
     communications: CommunicationsDomain
     messaging: MessagingDomain
-    calls: CallService
-    bridges: BridgeService
-    conferences: ConferenceService
-    feed: EventFeed
-    limiter: RateLimiter
-    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
-    server: grpc.aio.Server | None = None
-    port: int = 0
+    calling: CallingDomain
+    grpc: GrpcServer
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port (after `start`)."""
+        return self.grpc.port
+
+    @property
+    def workers(self) -> list[BackgroundWorker]:
+        return [*self.contacts.workers, *self.messaging.workers]
 
     async def start(self) -> None:
         """Migrate, start workers, then serve on settings.grpc_host:grpc_port (0 = any free)."""
@@ -130,80 +92,20 @@ class Application:
             await self.bus.listen_postgres(self.db.engine)
         self.writer.start()
         await self.delivery.start()
-        for worker in [*self.contacts.workers, *self.messaging.workers]:
+        for worker in self.workers:
             await worker.start()
-        await self.calls.start()  # after the reference data: calls need voice senders
+        await self.calling.calls.start()  # after the reference data: calls need voice senders
         await self.limiter.start()
-        server = grpc.aio.server(
-            interceptors=[
-                RpcGateway(
-                    self.tokens,
-                    AccessPolicy(SERVICES, snake_case_services=SNAKE_CASE_SERVICES),
-                    self.limiter,
-                )
-            ],
-            options=[
-                ("grpc.max_concurrent_streams", 1000),
-                # Whatever the edge lets through must fit: a REST request head of up to 60 KiB
-                # (edge.lua answers 431 past it), plus the body's key list (up to 8 KiB) and
-                # Envoy's own headers. Refused here it would be a confusing 429 for one client.
-                ("grpc.max_metadata_size", METADATA_LIMIT),
-                ("grpc.absolute_max_metadata_size", METADATA_LIMIT),
-                ("grpc.so_reuseport", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-            ],
-        )
-        sms_service_pb2_grpc.add_SmsServiceServicer_to_server(SmsServicer(self.sms), server)
-        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(
-            ContactsServicer(self.contacts), server
-        )
-        messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(
-            MessagingServicer(self.messaging), server
-        )
-        diagnostics_service_pb2_grpc.add_DiagnosticsServiceServicer_to_server(
-            DiagnosticsServicer(self.delivery.outbox, self.messaging.inbound), server
-        )
-        webhooks = Webhooks(
-            self.delivery.routes,
-            webhook_auth(self.settings.routes),
-            on_read=self.messaging.messages.mark_read,
-        )
-        webhooks_service_pb2_grpc.add_WebhooksServiceServicer_to_server(
-            WebhooksServicer(webhooks), server
-        )
-        calling_service_pb2_grpc.add_CallingServiceServicer_to_server(
-            CallingServicer(self.calls, self.bridges, self.conferences, self.feed), server
-        )
-        templates_service_pb2_grpc.add_TemplatesServiceServicer_to_server(
-            TemplatesServicer(self.templates_domain), server
-        )
-        communications_service_pb2_grpc.add_CommunicationsServiceServicer_to_server(
-            CommunicationsServicer(self.communications), server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [s.full_name for s in SERVICES]
-        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
-        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = server.add_insecure_port(address)
-        if self.port == 0:
-            raise RuntimeError(f"could not bind gRPC on {address}")
-        await server.start()
-        self.server = server
-        for name in ["", *names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving gRPC", extra={"address": f"{self.settings.grpc_host}:{self.port}"})
+        served = [(binding, binding.make_servicer(self)) for binding in BINDINGS]
+        await self.grpc.start(self.settings.grpc_host, self.settings.grpc_port, served)
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the workers."""
-        await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(self.settings.drain_seconds)
+        await self.grpc.stop(self.settings.drain_seconds)
         await self.limiter.stop()
         await self.delivery.stop()
-        await self.calls.stop()
-        for worker in reversed([*self.contacts.workers, *self.messaging.workers]):
+        await self.calling.calls.stop()
+        for worker in reversed(self.workers):
             await worker.stop()
         await self.writer.stop()
         await self.bus.close()
@@ -226,22 +128,15 @@ def build_application(
     db = Database(engine, sqlite_synchronous=settings.sqlite_synchronous)
     bus = EventBus()
     db.on_events_committed = bus.notify
-    writer = Writer(db, max_batch=settings.group_commit_max_batch)
     events = EventLog()
-    feed = EventFeed(db, events, bus, clock, settings.stream_poll_seconds)
-    repository = SmsRepository()
-    sms = SmsService(
+    core = Core(
         db=db,
-        repository=repository,
-        events=events,
-        feed=feed,
         clock=clock,
-        limits=SmsLimits(
-            max_content_length=settings.sms_max_content_length,
-            max_batch=settings.sms_max_batch,
-            default_region=settings.sms_default_region,
-        ),
-        writer=writer,
+        bus=bus,
+        events=events,
+        feed=EventFeed(db, events, bus, clock, settings.stream_poll_seconds),
+        writer=Writer(db, max_batch=settings.group_commit_max_batch),
+        store=AttachmentStore(db, ContentDirectory(settings.resolved_attachment_dir())),
     )
     tokens = TokenService(settings.resolved_jwt_secret(), clock, settings.jwt_public_key_file)
     # One process on SQLite: exact buckets in memory. PostgreSQL (replicas): shared buckets.
@@ -256,29 +151,24 @@ def build_application(
         store=DatabaseBuckets(db) if db.dialect == "postgresql" else None,
         lease_seconds=settings.rate_limit_lease_seconds,
     )
-    contacts = build_contacts_domain(
-        db=db, events=events, feed=feed, bus=bus, clock=clock, settings=settings
-    )
-    templates_domain = build_templates_domain(db=db, events=events, clock=clock)
-    communications = build_communications_domain(
-        db=db,
-        events=events,
-        feed=feed,
-        bus=bus,
-        clock=clock,
-        settings=settings,
-        templates=templates_domain.templates,
-        types=templates_domain.types,
+    sms = build_sms(core, settings)
+    contacts = build_contacts(core, settings)
+    templates = build_templates(core)
+    # Messages first: a click on a tracked link (communications' short URLs) converts one.
+    messages = MessageService(db=db, events=events, clock=clock)
+    communications = build_communications(
+        core,
+        settings,
+        templates=templates.templates,
+        types=templates.types,
         consent=contacts.consent,
+        on_message_click=messages.convert_by_click,
         providers=communication_providers,
     )
-    messaging = build_messaging_domain(
-        db=db,
-        events=events,
-        feed=feed,
-        bus=bus,
-        clock=clock,
-        settings=settings,
+    messaging = build_messaging(
+        core,
+        settings,
+        messages=messages,
         contacts=contacts,
         short_urls=communications.short_urls,
     )
@@ -291,52 +181,36 @@ def build_application(
     routes.update(communications.providers)
     delivery = DeliveryEngine(
         db=db,
-        writer=writer,
+        writer=core.writer,
         bus=bus,
         clock=clock,
         policies=Policies(messaging.reference.class_policies),
         routes=routes,
-        ledgers=[SmsLedger(repository, events), communications.ledger, messaging.ledger],
+        ledgers=[sms.ledger, communications.ledger, messaging.ledger],
         inbound=messaging.inbound.receive,
         poll_seconds=settings.dispatcher_poll_seconds,
         batch_size=settings.dispatcher_batch,
         max_attempts=settings.dispatcher_max_attempts,
         retry_base_seconds=settings.dispatcher_retry_base_seconds,
     )
-    audio = AttachmentAudio(db, contacts.jobs.store)
-    carrier = SandboxCarrier(clock, resolve_audio=audio.any_org)
-    calls = CallService(
-        db=db,
-        events=events,
-        clock=clock,
-        carrier=carrier,
-        senders=messaging.senders,
-        rates=messaging.rates,  # one rate table for messages and calls
-        writer=writer,
-        audio=audio,
-    )
-    bridges = BridgeService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
-    conferences = ConferenceService(db=db, events=events, clock=clock, carrier=carrier, calls=calls)
     return Application(
         settings=settings,
         db=db,
         clock=clock,
         tokens=tokens,
-        writer=writer,
         bus=bus,
-        sms=sms,
+        events=events,
+        writer=core.writer,
+        feed=core.feed,
+        limiter=limiter,
+        sms=sms.service,
         delivery=delivery,
         contacts=contacts,
-        templates_domain=templates_domain,
-        templates=templates_domain.templates,
-        types=templates_domain.types,
+        templates=templates,
         communications=communications,
         messaging=messaging,
-        calls=calls,
-        bridges=bridges,
-        conferences=conferences,
-        feed=feed,
-        limiter=limiter,
+        calling=build_calling(core, messaging=messaging),
+        grpc=GrpcServer(tokens, limiter),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
@@ -17,6 +17,7 @@ from switchboard.communications.v1 import (
 from switchboard.communications.v1 import communications_service_pb2 as pb
 
 from switchboard.server.communications import phone_validation, qr
+from switchboard.server.communications.domain import CommunicationsDomain
 from switchboard.server.communications.service import Caller
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import protomap
@@ -24,9 +25,6 @@ from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.version import server_version
-
-if TYPE_CHECKING:
-    from switchboard.server.communications.wiring import CommunicationsDomain
 
 SEARCH_FILTERS = (
     "destination_email",

@@ -73,11 +73,21 @@ class NewShortUrl:
     message_id: str = ""  # a tracked link of one message (message requests' track_links)
 
 
-class ShortUrlService:
-    # Messaging's hook: a tracked link of a message was clicked (inside the click's transaction).
-    on_message_click: Callable[[Session, str, str, datetime], None] | None = None
+MessageClick = Callable[[Session, str, str, datetime], None]
 
-    def __init__(self, *, db: Database, events: EventLog, clock: Clock, base_url: str) -> None:
+
+class ShortUrlService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        base_url: str,
+        on_message_click: MessageClick | None = None,
+    ) -> None:
+        # Messaging's hook: a tracked link of a message was clicked (in the click's transaction).
+        self.on_message_click = on_message_click
         self._db = db
         self._events = events
         self._clock = clock

@@ -295,17 +295,14 @@ class ContactJobService:
         clock: Clock,
         store: AttachmentStore,
         repository: JobRepository | None = None,
+        on_job_created: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._events = events
         self._clock = clock
         self.store = store
         self.repository = repository or JobRepository()
-        self._wake: Callable[[], None] = lambda: None
-
-    def on_job_created(self, wake: Callable[[], None]) -> None:
-        """Call `wake` after a job was committed (the worker starts it at once)."""
-        self._wake = wake
+        self._wake = on_job_created  # wakes the job worker
 
     async def _commit(self, work: Callable[[Session], Any]) -> Any:
         """Run `work` in one transaction (its events wake their readers: see Database)."""

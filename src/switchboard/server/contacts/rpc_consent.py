@@ -16,7 +16,7 @@ from switchboard.server.core.context import current_principal
 from switchboard.server.core.version import server_version
 
 if TYPE_CHECKING:
-    from switchboard.server.contacts.wiring import ContactsDomain
+    from switchboard.server.contacts.domain import ContactsDomain
 
 STATUS_FILTERS = (
     "id",

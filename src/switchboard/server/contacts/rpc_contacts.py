@@ -19,7 +19,7 @@ from switchboard.contacts.v1 import (
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts import fast_access, groups, service
-from switchboard.server.contacts.wiring import ContactsDomain
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import EventRecord, Heartbeat

@@ -14,7 +14,7 @@ from switchboard.contacts.v1 import contact_job_pb2
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts import jobs
-from switchboard.server.contacts.wiring import ContactsDomain
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import bare_list, given_filters, page_of, to_message
 from switchboard.server.core.validation import Checks

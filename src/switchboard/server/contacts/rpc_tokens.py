@@ -16,7 +16,7 @@ from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
 
 if TYPE_CHECKING:
-    from switchboard.server.contacts.wiring import ContactsDomain
+    from switchboard.server.contacts.domain import ContactsDomain
 
 TOKEN_FILTERS = ("id", "expiry_time", "application_id", "created_date", "last_updated_date")
 APP_TOKEN_FILTERS = (

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from switchboard.contacts.v1 import contacts_service_pb2_grpc
 
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.contacts.rpc_consent import ConsentRpc
 from switchboard.server.contacts.rpc_contacts import ContactRpcs
 from switchboard.server.contacts.rpc_jobs import ContactJobRpcs
 from switchboard.server.contacts.rpc_tokens import TokensRpc
-from switchboard.server.contacts.wiring import ContactsDomain
 
 
 class ContactsServicer(

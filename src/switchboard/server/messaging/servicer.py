@@ -5,9 +5,9 @@ from __future__ import annotations
 from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.messaging.content.rpc import ContentRpcs
+from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.requests.rpc import MessageRpcs
 from switchboard.server.messaging.senders.rpc import SenderRpcs
-from switchboard.server.messaging.wiring import MessagingDomain
 
 
 class MessagingServicer(

@@ -27,7 +27,7 @@ from switchboard.server.core.context import (
 )
 from switchboard.server.core.version import server_version
 from switchboard.server.templates import catalog
-from switchboard.server.templates.wiring import TemplatesDomain
+from switchboard.server.templates.domain import TemplatesDomain
 
 TEMPLATE_FILTERS = ("type", "type_contains", "channel", "language", "subject", "content")
 PACKAGE_FILENAME = "deployment-package.json"

@@ -8,7 +8,7 @@ naming every missing one (400 at the boundary), and values are inserted verbatim
 VALIDATOR: `pattern` is a Python regular expression that must match the whole body
 (`re.fullmatch`, DOTALL). A sender id with validators only sends bodies matching one of them
 (`body_allowed`). Validators attached to a SHARED sender id cannot be changed by customers: the
-senders area plugs that check in through `MessageTemplateService.shared_sender_lock`.
+senders area hands that check in as `MessageTemplateService(shared_sender_lock=...)`.
 """
 
 from __future__ import annotations
@@ -136,9 +136,16 @@ def _no_shared_senders(session: Session, org_id: str, template_id: str) -> bool:
 
 
 class MessageTemplateService:
-    def __init__(self, *, db: Database, events: EventLog, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        shared_sender_lock: SharedSenderLock = _no_shared_senders,
+    ) -> None:
         self._clock = clock
-        self.shared_sender_lock: SharedSenderLock = _no_shared_senders
+        self.shared_sender_lock = shared_sender_lock
         self.rows = OrgTable(
             db=db,
             events=events,

@@ -25,7 +25,7 @@ from switchboard.server.core.protomap import (
 )
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content import attachments, keywords, message_templates
-from switchboard.server.messaging.wiring import MessagingDomain
+from switchboard.server.messaging.domain import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext
 

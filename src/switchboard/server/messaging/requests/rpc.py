@@ -22,8 +22,8 @@ from switchboard.server.core.protomap import (
 )
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content import attachments
+from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.requests import message_requests, messages
-from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _SUB_FILTERS = tuple(

@@ -22,9 +22,9 @@ from switchboard.server.core.protomap import (
     written_fields,
 )
 from switchboard.server.core.validation import Checks
+from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.senders import channels, reference
 from switchboard.server.messaging.senders import service as senders
-from switchboard.server.messaging.wiring import MessagingDomain
 
 Context: TypeAlias = grpc.aio.ServicerContext
 

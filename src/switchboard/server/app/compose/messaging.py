@@ -1,18 +1,19 @@
-"""Builds the messaging domain: its services and background workers."""
+"""Builds the messaging domain: its services and background workers.
+
+`MessageService` is built first, by the caller: communications' short URLs call its
+`convert_by_click` and messaging's fan-out shortens links through them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from switchboard.server.app.compose.core import Core
 from switchboard.server.app.config import Settings
 from switchboard.server.communications.short_urls import ShortUrlService
-from switchboard.server.contacts.wiring import BackgroundWorker, ContactsDomain
-from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
-from switchboard.server.core.events import EventBus, EventFeed, EventLog
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.messaging.content.attachments import AttachmentService
 from switchboard.server.messaging.content.keywords import KeywordService
 from switchboard.server.messaging.content.message_templates import MessageTemplateService
+from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.requests.fanout import Fanout
 from switchboard.server.messaging.requests.fanout_worker import MessageRequestWorker
 from switchboard.server.messaging.requests.inbound import InboundService
@@ -25,48 +26,18 @@ from switchboard.server.messaging.senders.reference import ReferenceSeeder, Refe
 from switchboard.server.messaging.senders.service import SenderService, shared_sender_validator_lock
 
 
-@dataclass
-class MessagingDomain:
-    """Every service of the domain; the servicer's RPC mixins reach them through this."""
-
-    db: Database
-    events: EventLog
-    feed: EventFeed
-    bus: EventBus
-    clock: Clock
-    settings: Settings
-    contacts: ContactsDomain
-    # content area
-    message_templates: MessageTemplateService
-    keywords: KeywordService
-    attachments: AttachmentService
-    # senders area
-    reference: ReferenceService
-    senders: SenderService
-    channels: ChannelService
-    # message requests and messages area
-    messages: MessageService
-    message_requests: MessageRequestService
-    message_worker: MessageRequestWorker
-    ledger: MessageLedger
-    rates: Rates
-    inbound: InboundService
-    workers: list[BackgroundWorker] = field(default_factory=list)
-
-
-def build_messaging_domain(
-    *,
-    db: Database,
-    events: EventLog,
-    feed: EventFeed,
-    bus: EventBus,
-    clock: Clock,
+def build_messaging(
+    core: Core,
     settings: Settings,
+    *,
+    messages: MessageService,
     contacts: ContactsDomain,
     short_urls: ShortUrlService | None = None,
 ) -> MessagingDomain:
-    message_templates = MessageTemplateService(db=db, events=events, clock=clock)
-    message_templates.shared_sender_lock = shared_sender_validator_lock
+    db, events, clock = core.db, core.events, core.clock
+    message_templates = MessageTemplateService(
+        db=db, events=events, clock=clock, shared_sender_lock=shared_sender_validator_lock
+    )
     keywords = KeywordService(
         db=db, events=events, clock=clock, consent=contacts.consent, templates=message_templates
     )
@@ -74,7 +45,7 @@ def build_messaging_domain(
         db=db,
         events=events,
         clock=clock,
-        store=contacts.jobs.store,
+        store=core.store,
         tokens=contacts.access_tokens,
         max_bytes=settings.attachment_max_bytes,
         allowed_types=settings.attachment_allowed_types,
@@ -84,8 +55,6 @@ def build_messaging_domain(
     senders = SenderService(
         db, events, clock, auto_provision=settings.messaging_sandbox_provisioning
     )
-    channels = ChannelService(db, events, clock, senders)
-    messages = MessageService(db=db, events=events, clock=clock)
     message_requests = MessageRequestService(
         db=db,
         events=events,
@@ -107,8 +76,6 @@ def build_messaging_domain(
         short_urls=short_urls,
         rates=rates,
     )
-    if short_urls is not None:  # a click on a tracked link converts its message
-        short_urls.on_message_click = messages.convert_by_click
     message_worker = MessageRequestWorker(
         db=db,
         clock=clock,
@@ -118,33 +85,21 @@ def build_messaging_domain(
         poll_seconds=settings.contact_job_poll_seconds,
         lease_seconds=settings.contact_job_lease_seconds,
     )
-    domain = MessagingDomain(
-        db=db,
-        events=events,
-        feed=feed,
-        bus=bus,
+    return MessagingDomain(
         clock=clock,
-        settings=settings,
-        contacts=contacts,
         message_templates=message_templates,
         keywords=keywords,
         attachments=attachments,
         reference=reference,
         senders=senders,
-        channels=channels,
+        channels=ChannelService(db, events, clock, senders),
         messages=messages,
         message_requests=message_requests,
         message_worker=message_worker,
         ledger=MessageLedger(messages, rates),
         rates=rates,
         inbound=InboundService(
-            db=db,
-            clock=clock,
-            keywords=keywords,
-            messages=messages,
-            templates=message_templates,
+            db=db, clock=clock, keywords=keywords, messages=messages, templates=message_templates
         ),
+        workers=[ReferenceSeeder(reference, keywords.ensure_reserved), message_worker],
     )
-    domain.workers.append(ReferenceSeeder(reference, keywords.ensure_reserved))
-    domain.workers.append(message_worker)
-    return domain
