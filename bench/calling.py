@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,9 +34,8 @@ from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_p
 from switchboard.messaging.v1 import messaging_service_pb2 as mpb
 from switchboard.messaging.v1 import messaging_service_pb2_grpc, sender_pb2
 
-from bench.contacts_import import Server, auth
+from bench._harness import Server, auth, emit, percentile, platform_info, rss, write_results
 
-RESULTS = Path(__file__).parent / "results"
 ORG = "bench-calling"
 
 
@@ -63,18 +60,6 @@ def _number(i: int) -> str:
     return f"+1415{2340000 + i * 10 + 7}"
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def _gather_limited(
     count: int, concurrency: int, make: object, rate: float = 0.0
 ) -> list[object]:
@@ -93,14 +78,11 @@ async def _gather_limited(
 
 
 async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -> Result:
-    server = Server(work)
-    try:
-        await server.wait_serving()
+    async with Server(work) as server:
         metadata = auth(ORG)
-        target = f"127.0.0.1:{server.port}"
         async with (
-            grpc.aio.insecure_channel(target) as channel,
-            grpc.aio.insecure_channel(target) as events_channel,
+            grpc.aio.insecure_channel(server.target) as channel,
+            grpc.aio.insecure_channel(server.target) as events_channel,
         ):
             messaging = messaging_service_pb2_grpc.MessagingServiceStub(channel)
             sender = await messaging.CreateSenderId(
@@ -141,7 +123,7 @@ async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -
 
             following = asyncio.create_task(follow())
             await asyncio.sleep(0.5)
-            rss_before = _rss(server.process.pid)
+            rss_before = rss(server.process.pid)
             start = time.perf_counter()
             created = await _gather_limited(
                 count,
@@ -162,7 +144,7 @@ async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -
                     raise RuntimeError("not every call was answered")
                 await asyncio.sleep(0.1)
             live = sum(1 for i in ids if states.get(i) == "ACTIVE")
-            rss_live = _rss(server.process.pid)
+            rss_live = rss(server.process.pid)
             await _gather_limited(  # hang-ups at the same pace as the creates
                 count,
                 concurrency,
@@ -173,8 +155,6 @@ async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -
             )
             await asyncio.wait_for(all_completed.wait(), 120)
             following.cancel()
-    finally:
-        server.stop()
     return Result(
         calls=count,
         concurrency=concurrency,
@@ -183,8 +163,8 @@ async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -
         ceiling_requests_per_second=round(ceiling, 1),
         ratio_to_ceiling=round(creation / ceiling, 3),
         live_at_once=live,
-        event_latency_p50_ms=round(_percentile(latencies, 0.5), 1),
-        event_latency_p99_ms=round(_percentile(latencies, 0.99), 1),
+        event_latency_p50_ms=round(percentile(latencies, 0.5), 1),
+        event_latency_p99_ms=round(percentile(latencies, 0.99), 1),
         event_latency_max_ms=round(max(latencies), 1),
         events=len(latencies),
         server_rss_growth_bytes=max(0, rss_live - rss_before),
@@ -192,10 +172,7 @@ async def measure(count: int, concurrency: int, work: Path, rate: float = 0.0) -
 
 
 def report(result: Result) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    data = {"machine": platform.platform(), "python": platform.python_version(), **asdict(result)}
     name = "calling" + (f"_rate{result.offered_rate:g}" if result.offered_rate else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [
         "# Calls on the sandbox carrier",
         "",
@@ -208,8 +185,8 @@ def report(result: Result) -> None:
         f"| {result.event_latency_max_ms:,.1f} "
         f"| {result.server_rss_growth_bytes / 2**20:.1f} MiB |",
     ]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(asdict(result)))
+    write_results(name, {**platform_info(), **asdict(result)}, lines)
+    emit(result)
 
 
 def main() -> None:

@@ -25,70 +25,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
 from google.protobuf import json_format
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.common.v1 import diagnostics_service_pb2, diagnostics_service_pb2_grpc
 from switchboard.communications.v1 import communications_service_pb2 as pb
 from switchboard.communications.v1 import communications_service_pb2_grpc
 
-from switchboard.server.app.platform import descriptor_set_path
-from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
-from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
+from bench._harness import (
+    SEED_ARGUMENTS,
+    SEED_SMS_CONTENT,
+    SEED_TYPE_ARGUMENTS,
+    Server,
+    cores,
+    emit,
+    envoy_settings,
+    percentile,
+    token,
+    utc_stamp,
+    write_results,
+)
+from switchboard.server.core.auth import Role
+from switchboard.server.edge.envoy import EnvoyProcess
 
-RESULTS = Path(__file__).parent / "results"
-SECRET = "bench-secret-0123456789-0123456789-0123456789"
 ORG = "yoigo"
 TYPE = "password_reset"
-# seeds/001: the template's content and the preview's arguments; the type declares them all.
-CONTENT = "SGkgWygke25hbWV9KV0sIGVudGVyIFsoJHtyZXNldExpbmt9KV0gdG8gcmVzZXQgcGFzc3dvcmQ="
-ARGUMENTS: dict[str, Any] = {
-    "name": "Juan",
-    "subscriptions": ["ftth", "mobile", "health"],
-    "resetLink": "https://password.com/reset/123456",
-    "birthDate": "2022-04-25 12:00:00",
-    "vipClient": False,
-    "balance": 45.7,
-    "birthCountry": "US",
-    "attached.txt": "SG9sYSBQYWJsbyA6KQo=",
-    "embedded_image_png": (
-        "iVBORw0KGgoAAAANSUhEUgAAAAUAAAAFCAYAAACNbyblAAAAHElEQVQI12P4//8/w38GIAXDIBKE0DHxgljN"
-        "BAAO9TXL0Y4OHwAAAABJRU5ErkJggg=="
-    ),
-    "qrArgument": "Text to convert into QR Code",
-}
-TYPE_ARGUMENTS = [
-    {"name": "name", "type": "String", "sensitive": False},
-    {"name": "subscriptions", "type": "StringList", "sensitive": False},
-    {"name": "resetLink", "type": "Link", "sensitive": True},
-    {"name": "birthDate", "type": "Date", "sensitive": False},
-    {"name": "vipClient", "type": "Boolean", "sensitive": False},
-    {"name": "balance", "type": "Number", "sensitive": False},
-    {"name": "birthCountry", "type": "LocaleRegion", "sensitive": False},
-    {"name": "attached.txt", "type": "Attachment", "sensitive": False},
-    {"name": "embedded_image_png", "type": "Image", "sensitive": False},
-    {"name": "qrArgument", "type": "QrCode", "sensitive": False},
-]
-PREVIEW = {"type": TYPE, "language": "en", "arguments": ARGUMENTS}
+PREVIEW = {"type": TYPE, "language": "en", "arguments": SEED_ARGUMENTS}
 EXPECTED = "Hi Juan, enter **** to reset password"
 
 
@@ -99,29 +70,7 @@ class Series:
     samples_ms: list[float] = field(default_factory=list)
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.samples_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_serving(port: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(150):
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
+        return percentile(self.samples_ms, q)
 
 
 async def setup(rest: httpx.AsyncClient, admin: dict[str, str], client: dict[str, str]) -> None:
@@ -131,7 +80,7 @@ async def setup(rest: httpx.AsyncClient, admin: dict[str, str], client: dict[str
         "realTimeRequired": True,
         "deliveryWindow": "ANYDAY_8AM8PM",
         "sendingType": "EXTERNAL",
-        "arguments": TYPE_ARGUMENTS,
+        "arguments": SEED_TYPE_ARGUMENTS,
     }
     response = await rest.put(f"/v2/types/{TYPE}", json=kind, headers=admin)
     response.raise_for_status()
@@ -139,7 +88,7 @@ async def setup(rest: httpx.AsyncClient, admin: dict[str, str], client: dict[str
         "type": TYPE,
         "language": "en",
         "channel": "sms",
-        "data": {"senderInfo": "YOIGO", "content": CONTENT},
+        "data": {"senderInfo": "YOIGO", "content": SEED_SMS_CONTENT},
     }
     response = await rest.post(f"/v2/orgs/{ORG}/templates", json=template, headers=client)
     response.raise_for_status()
@@ -156,23 +105,7 @@ async def timed(call: Callable[[], Awaitable[None]], count: int) -> list[float]:
 
 async def main(requests: int, warmup: int, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bench.db'}",
-        "SWITCHBOARD_VAR_DIR": str(work),
-        "SWITCHBOARD_GRPC_PORT": str(grpc_port),
-        "SWITCHBOARD_JWT_SECRET": SECRET,
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.server.cli", "serve"],
-        env=env,
-        stderr=open(work / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
-    )
-    tokens = TokenService(SECRET, SystemClock())
-    client_token = tokens.issue(org=ORG, roles=[Role.CLIENT], subject="bench")
-    admin_token = tokens.issue(org=ORG, roles=[Role.ADMIN], subject="bench")
+    client_token, admin_token = token(ORG), token(ORG, Role.ADMIN)
     client = {"Authorization": f"Bearer {client_token}"}
     metadata = (("authorization", f"Bearer {client_token}"),)
     series = {
@@ -180,28 +113,19 @@ async def main(requests: int, warmup: int, rounds: int) -> None:
         for s in ("Ping (ceiling)", "Preview")
         for t in ("gRPC", "REST via Envoy")
     }
-    try:
-        await wait_serving(grpc_port)
-        settings = EnvoySettings(
-            listen_port=http_port,
-            admin_port=free_port(),
-            upstreams=[("127.0.0.1", grpc_port)],
-            descriptor_path=descriptor_set_path(),
-            listen_host="127.0.0.1",
-            access_log_path="/dev/null",
-        )
+    async with Server(work) as server:
+        settings = envoy_settings(server.port)
+        rest_base = f"http://127.0.0.1:{settings.listen_port}"
         async with (
             EnvoyProcess(settings, work / "envoy"),
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as rest,
-            grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+            httpx.AsyncClient(base_url=rest_base, timeout=30) as rest,
+            grpc.aio.insecure_channel(server.target) as channel,
         ):
             await setup(rest, {"Authorization": f"Bearer {admin_token}"}, client)
             diagnostics = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
             communications = communications_service_pb2_grpc.CommunicationsServiceStub(channel)
             request = pb.PreviewCommunicationRequest(org=ORG)
-            json_format.ParseDict(
-                {"type": TYPE, "language": "en", "arguments": ARGUMENTS}, request.body
-            )
+            json_format.ParseDict(PREVIEW, request.body)
             preview_path = f"/v2/orgs/{ORG}/communications/preview"
 
             async def grpc_ping() -> None:
@@ -232,20 +156,14 @@ async def main(requests: int, warmup: int, rounds: int) -> None:
                 for key, call in calls.items():
                     samples = await timed(call, requests)
                     series[key].samples_ms.extend(samples)
-                    print(
-                        json.dumps(
-                            {
-                                "round": round_,
-                                "scenario": key[0],
-                                "transport": key[1],
-                                "p50_ms": round(statistics.median(samples), 3),
-                            }
-                        ),
-                        flush=True,
+                    emit(
+                        {
+                            "round": round_,
+                            "scenario": key[0],
+                            "transport": key[1],
+                            "p50_ms": round(statistics.median(samples), 3),
+                        }
                     )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     report(list(series.values()), requests, rounds)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -266,33 +184,26 @@ def report(series: list[Series], requests: int, rounds: int) -> None:
                 "ceiling_over_preview_p99": round(ping.quantile(0.99) / preview.quantile(0.99), 3),
             }
         )
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "communication_preview.json").write_text(
-        json.dumps(
+    machine = f"{cores()}, Python {platform.python_version()}"
+    stamp = utc_stamp()
+    data = {
+        "when": stamp,
+        "machine": machine,
+        "requests_per_round": requests,
+        "rounds": rounds,
+        "results": rows,
+        "series": [
             {
-                "when": stamp,
-                "machine": machine,
-                "requests_per_round": requests,
-                "rounds": rounds,
-                "results": rows,
-                "series": [
-                    {
-                        "scenario": s.scenario,
-                        "transport": s.transport,
-                        "samples": len(s.samples_ms),
-                        "percentiles_ms": {
-                            f"p{q}": round(s.quantile(q / 100), 3) for q in (1, 10, 50, 90, 99)
-                        },
-                    }
-                    for s in series
-                ],
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+                "scenario": s.scenario,
+                "transport": s.transport,
+                "samples": len(s.samples_ms),
+                "percentiles_ms": {
+                    f"p{q}": round(s.quantile(q / 100), 3) for q in (1, 10, 50, 90, 99)
+                },
+            }
+            for s in series
+        ],
+    }
     lines = [
         "# Communication preview latency",
         "",
@@ -326,7 +237,7 @@ def report(series: list[Series], requests: int, rounds: int) -> None:
         "against the type, renders each channel once with the masked values (a preview hands "
         "nothing over, so no real rendering is made) and counts the SMS encoding and segments.",
     ]
-    (RESULTS / "communication_preview.md").write_text("\n".join(lines) + "\n")
+    write_results("communication_preview", data, lines, indent=1)
     print("\n".join(lines))
 
 

@@ -28,36 +28,37 @@ import asyncio
 import csv
 import io
 import json
-import os
-import platform
 import random
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.contacts.v1 import contact_group_pb2, contacts_service_pb2_grpc
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
+from bench._harness import (
+    RssSampler,
+    Server,
+    auth,
+    bare_insert,
+    cores,
+    emit,
+    epoch_micros,
+    migrate,
+    utc_stamp,
+    with_defaults,
+    write_results,
+)
 from switchboard.server.contacts.models import ContactRecord
-from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 from switchboard.server.core.ids import new_id
 
-RESULTS = Path(__file__).parent / "results"
-SECRET = "bench-secret-0123456789-0123456789-0123456789"
 BATCH_ROWS = 1000  # the server's default contact_job_batch_rows, also the ceiling's transaction
 COLUMNS = [
     "external_id",
@@ -107,13 +108,6 @@ class Report:
     group: GroupCount | None = None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def generate(rows: int, seed: int = 7) -> Iterator[list[str]]:
     rng = random.Random(seed)
     for i in range(rows):
@@ -135,84 +129,6 @@ def csv_bytes(rows: int) -> bytes:
     writer.writerow(COLUMNS)
     writer.writerows(generate(rows))
     return out.getvalue().encode()
-
-
-class RssSampler:
-    """Samples a process's VmRSS from /proc in a thread; `peak` is the highest seen."""
-
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        self._path = Path(f"/proc/{pid}/status")
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        for line in self._path.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self._interval)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-
-class Server:
-    """`switchboard serve` as a subprocess on a fresh SQLite database."""
-
-    def __init__(self, work: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.work = work
-        self.db = work / "server.db"
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{self.db}",
-            "SWITCHBOARD_VAR_DIR": str(work),
-            "SWITCHBOARD_GRPC_PORT": str(self.port),
-            "SWITCHBOARD_JWT_SECRET": SECRET,
-            "SWITCHBOARD_LOG_LEVEL": "WARNING",
-            "SWITCHBOARD_CONTACT_JOB_BATCH_ROWS": str(BATCH_ROWS),
-            **(extra_env or {}),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.server.cli", "serve"],
-            env=env,
-            stderr=open(work / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
-        )
-
-    async def wait_serving(self) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for _ in range(200):
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
-
-
-def auth(org: str) -> list[tuple[str, str]]:
-    token = TokenService(SECRET, SystemClock()).issue(org=org, roles=[Role.CLIENT], subject="bench")
-    return [("authorization", f"Bearer {token}")]
 
 
 async def upload(
@@ -260,11 +176,12 @@ def seconds_between(job: Any) -> float:
 
 async def measure_import(rows: int, work: Path, report: Report) -> Server:
     """Runs one import on a fresh server; returns the server (still running)."""
-    server = Server(work)
+    # The job's batch size pinned to the ceiling's transaction size.
+    server = Server(work, contact_job_batch_rows=str(BATCH_ROWS))
     await server.wait_serving()
     data = csv_bytes(rows)
     metadata = auth(f"bench-{rows}")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc.aio.insecure_channel(server.target) as channel:
         stub = contacts_service_pb2_grpc.ContactsServiceStub(channel)
         # Warm-up: every code path loaded, caches filled, before the baseline is taken.
         warm = await upload(stub, auth("bench-warmup"), csv_bytes(100))
@@ -300,55 +217,23 @@ async def measure_import(rows: int, work: Path, report: Report) -> Server:
         rss_growth_at_tenth_mib=((early or [sampler.peak])[0] - before) / 2**20,
     )
     report.runs.append(run)
-    print(json.dumps(asdict(run)), flush=True)
+    emit(run)
     return server
-
-
-def migrate(db: Path, work: Path) -> None:
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{db}",
-        "SWITCHBOARD_VAR_DIR": str(work),
-        "SWITCHBOARD_JWT_SECRET": SECRET,
-    }
-    subprocess.run(
-        [sys.executable, "-m", "switchboard.server.cli", "db", "upgrade"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
 
 
 def ceiling(rows: int, work: Path) -> float:
     """Rows/s of a bare executemany INSERT of the same rows, same schema and pragmas."""
     db = work / "ceiling.db"
     migrate(db, work)
-    # UtcDateTime stores integer microseconds since the epoch on SQLite.
-    micros = (datetime.now(UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    # Every NOT NULL column gets its model default, as an INSERT by the server does.
-    defaults = {
-        column.name: column.default.arg
-        for column in ContactRecord.__table__.columns  # type: ignore[attr-defined]
-        if column.default is not None and not callable(column.default.arg)
-    }
+    micros = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", *COLUMNS, "application_id", "created_at", "updated_at", "version"]
-    names = given + [name for name in defaults if name not in given]
-    statement = f"INSERT INTO contacts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    rest = [defaults[name] for name in names[len(given) :]]
+    names, rest = with_defaults(ContactRecord.__table__, given)  # type: ignore[attr-defined]
     values = [
         (new_id("ct_"), "bench-ceiling", *row, "bench", micros, micros, 1, *rest)
         for row in generate(rows)
     ]
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    start = time.perf_counter()
-    for offset in range(0, rows, BATCH_ROWS):
-        conn.execute("BEGIN")
-        conn.executemany(statement, values[offset : offset + BATCH_ROWS])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
+    elapsed = bare_insert(db, "contacts", names, values, BATCH_ROWS, foreign_keys=True)
+    conn = sqlite3.connect(db)
     count = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
     conn.close()
     assert count == rows, count
@@ -357,7 +242,7 @@ def ceiling(rows: int, work: Path) -> float:
 
 async def measure_group(server: Server, rows: int, report: Report) -> None:
     metadata = auth(f"bench-{rows}")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with grpc.aio.insecure_channel(server.target) as channel:
         stub = contacts_service_pb2_grpc.ContactsServiceStub(channel)
         body = contact_group_pb2.ContactGroupInput(
             name="spain", type="DYNAMIC", criteria=json.dumps(CRITERIA)
@@ -390,7 +275,7 @@ async def measure_group(server: Server, rows: int, report: Report) -> None:
         ratio=raw_seconds / ready,
     )
     report.group = result
-    print(json.dumps(asdict(result)), flush=True)
+    emit(result)
 
 
 async def main(sizes: list[int], group: bool) -> None:
@@ -419,8 +304,7 @@ def write(report: Report) -> None:
     lines = [
         "# Contact import",
         "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-        f"{os.cpu_count()} cores; one server process (`switchboard serve`) per size on a fresh "
+        f"{utc_stamp()}, {cores()}; one server process (`switchboard serve`) per size on a fresh "
         "SQLite database (WAL, synchronous=FULL), batches of "
         f"{BATCH_ROWS} rows per transaction; the client uploads with the client-streaming RPC "
         "in 1 MiB messages, then creates the job and polls it.",
@@ -466,13 +350,11 @@ def write(report: Report) -> None:
             f"same file took {g.raw_count_seconds * 1000:,.1f} ms ({g.raw_count:,} rows): "
             f"{g.ratio:.1%} of the group's time.",
         ]
-    RESULTS.mkdir(exist_ok=True)
     data = {
         "runs": [asdict(r) for r in report.runs],
         "group": report.group and asdict(report.group),
     }
-    (RESULTS / "contacts_import.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / "contacts_import.md").write_text("\n".join(lines) + "\n")
+    write_results("contacts_import", data, lines)
     print("\n".join(lines))
 
 

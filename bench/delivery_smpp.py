@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sqlite3
 import tempfile
 import time
@@ -33,13 +32,12 @@ import grpc
 from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
-from bench.contacts_import import Server, auth
+from bench._harness import Server, auth, emit, percentile, platform_info, write_results
 from switchboard.devtools.smsc_process import SmscProcess
 from switchboard.server.providers.base import OutboundSms, Receipt
 from switchboard.server.providers.smpp import SmppProvider
 from switchboard.server.telephony.phone import PhoneNumber
 
-RESULTS = Path(__file__).parent / "results"
 ORG = "bench-delivery"
 BATCH = 1000
 IN_FLIGHT = 4  # SendSms requests at once
@@ -110,11 +108,6 @@ def _seconds(micros: int) -> float:
     return micros / 1_000_000
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def ceiling(smsc: SmscProcess, count: int) -> float:
     """The bare provider: submit everything, wait for every receipt, no database."""
     done = asyncio.Event()
@@ -166,23 +159,13 @@ async def measure(count: int, work: Path, rate: float = 0.0) -> Result:
                 "password": "secret",
             }
         }
-        server = Server(
-            work,
-            extra_env={
-                "SWITCHBOARD_ROUTES": json.dumps(routes),
-                "SWITCHBOARD_SMS_MAX_BATCH": str(BATCH),
-            },
-        )
-        try:
-            await server.wait_serving()
+        async with Server(work, routes=json.dumps(routes), sms_max_batch=str(BATCH)) as server:
             await _accept(server.port, count, rate)
             deadline = time.monotonic() + 600
             while (finished := _finished(server.db))[0] < count:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {finished[0]} of {count} finished")
                 await asyncio.sleep(0.5)
-        finally:
-            server.stop()
         rows = finished[1]
         delivered = [(c, u) for status, c, u in rows if status == "DELIVERED"]
         assert len(delivered) == count, "some messages failed"
@@ -196,9 +179,9 @@ async def measure(count: int, work: Path, rate: float = 0.0) -> Result:
             offered_rate=rate,
             seconds=round(seconds, 3),
             messages_per_second=round(throughput, 1),
-            latency_p50_ms=round(_percentile(latencies, 0.5), 1),
-            latency_p90_ms=round(_percentile(latencies, 0.9), 1),
-            latency_p99_ms=round(_percentile(latencies, 0.99), 1),
+            latency_p50_ms=round(percentile(latencies, 0.5), 1),
+            latency_p90_ms=round(percentile(latencies, 0.9), 1),
+            latency_p99_ms=round(percentile(latencies, 0.99), 1),
             latency_max_ms=round(max(latencies), 1),
             ceiling_messages_per_second=round(top, 1),
             ratio_to_ceiling=round(throughput / top, 3),
@@ -209,10 +192,7 @@ async def measure(count: int, work: Path, rate: float = 0.0) -> Result:
 
 
 def report(result: Result) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    data = {"machine": platform.platform(), "python": platform.python_version(), **asdict(result)}
     name = "delivery_smpp" + (f"_rate{result.offered_rate:g}" if result.offered_rate else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     pace = f"at {result.offered_rate:g}/s" if result.offered_rate else "as fast as possible"
     lines = [
         "# Accepted → delivered through SMPP (dev SMSC, receipts after 50 ms)",
@@ -228,8 +208,8 @@ def report(result: Result) -> None:
         "",
         f"Duplicates seen by the SMSC: {result.smsc_duplicates}.",
     ]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(asdict(result)))
+    write_results(name, {**platform_info(), **asdict(result)}, lines)
+    emit(result)
 
 
 def main() -> None:

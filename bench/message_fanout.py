@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import shutil
-import sqlite3
 import tempfile
-import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -38,12 +35,22 @@ from switchboard.contacts.v1 import contacts_service_pb2 as cpb
 from switchboard.messaging.v1 import message_request_pb2, messaging_service_pb2_grpc, sender_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as mpb
 
-from bench.contacts_import import RssSampler, Server, auth, migrate
+from bench._harness import (
+    RssSampler,
+    Server,
+    auth,
+    bare_insert,
+    emit,
+    epoch_micros,
+    migrate,
+    platform_info,
+    with_defaults,
+    write_results,
+)
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.ids import new_id
 from switchboard.server.messaging.requests.messages import MessageRecord
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 1000  # the fan-out's batch size, also the ceiling's transaction size
 ORG = "bench-fanout"
 CRITERIA = {"all": [{"field": "country", "op": "eq", "value": "ES"}]}
@@ -61,54 +68,25 @@ class Result:
     peak_rss_growth_bytes: int
 
 
-def _micros(at: datetime) -> int:
-    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-def _defaults(table: object, given: list[str]) -> tuple[list[str], list[object]]:
-    defaults = {
-        column.name: column.default.arg
-        for column in table.columns  # type: ignore[attr-defined]
-        if column.default is not None and not callable(column.default.arg)
-    }
-    rest = [name for name in defaults if name not in given]
-    return given + rest, [defaults[name] for name in rest]
-
-
-def _executemany(db: Path, table: str, names: list[str], values: list[tuple[object, ...]]) -> float:
-    statement = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    start = time.perf_counter()
-    for offset in range(0, len(values), BATCH):
-        conn.execute("BEGIN")
-        conn.executemany(statement, values[offset : offset + BATCH])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return elapsed
-
-
 def seed_contacts(db: Path, count: int) -> None:
-    now = _micros(datetime.now(UTC))
+    now = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", "primary_mdn", "primary_addr_country", "application_id"]
     given += ["created_at", "updated_at", "version"]
-    names, rest = _defaults(ContactRecord.__table__, given)  # type: ignore[attr-defined]
+    names, rest = with_defaults(ContactRecord.__table__, given)  # type: ignore[attr-defined]
     values = [
         (new_id("ct_"), ORG, f"+3460{i:07d}", "ES", "bench", now, now, 1, *rest)
         for i in range(count)
     ]
-    _executemany(db, "contacts", names, values)
+    bare_insert(db, "contacts", names, values, BATCH)
 
 
 def ceiling(count: int, work: Path) -> float:
     db = work / "ceiling.db"
     migrate(db, work)
-    now = _micros(datetime.now(UTC))
+    now = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", "message_request_id", "direction", "to_address", "state", "body"]
     given += ["contact_id", "created_at", "updated_at", "version"]
-    names, rest = _defaults(MessageRecord.__table__, given)  # type: ignore[attr-defined]
+    names, rest = with_defaults(MessageRecord.__table__, given)  # type: ignore[attr-defined]
     values = [
         (
             new_id("msg_"),
@@ -126,18 +104,16 @@ def ceiling(count: int, work: Path) -> float:
         )
         for i in range(count)
     ]
-    return count / _executemany(db, "messages", names, values)
+    return count / bare_insert(db, "messages", names, values, BATCH)
 
 
 async def measure(count: int, work: Path) -> Result:
     db = work / "server.db"
     migrate(db, work)
     seed_contacts(db, count)
-    server = Server(work)
-    try:
-        await server.wait_serving()
+    async with Server(work) as server:
         metadata = auth(ORG)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with grpc.aio.insecure_channel(server.target) as channel:
             messaging = messaging_service_pb2_grpc.MessagingServiceStub(channel)
             contacts = contacts_service_pb2_grpc.ContactsServiceStub(channel)
             sender = await messaging.CreateSenderId(
@@ -177,8 +153,6 @@ async def measure(count: int, work: Path) -> Result:
             request.last_updated_date.ToDatetime() - request.created_date.ToDatetime()
         ).total_seconds()
         rate = request.recipient_count / seconds
-    finally:
-        server.stop()
     top = ceiling(count, work)
     return Result(
         contacts=count,
@@ -193,9 +167,7 @@ async def measure(count: int, work: Path) -> Result:
 
 
 def write(result: Result) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    data = {"machine": platform.platform(), "python": platform.python_version(), **asdict(result)}
-    (RESULTS / "message_fanout.json").write_text(json.dumps(data, indent=2) + "\n")
+    data = {**platform_info(), **asdict(result)}
     mib = 1024 * 1024
     lines = [
         "# Message request fan-out",
@@ -212,9 +184,8 @@ def write(result: Result) -> None:
         "transaction, on a fresh database with the same schema. The server also evaluates the",
         "group's criteria, decides consent per recipient, keeps the request's counters and",
         "resume point, and writes one progress event per batch, in each batch's transaction.",
-        "",
     ]
-    (RESULTS / "message_fanout.md").write_text("\n".join(lines))
+    write_results("message_fanout", data, lines)
 
 
 async def main(count: int) -> None:
@@ -223,7 +194,7 @@ async def main(count: int) -> None:
         result = await measure(count, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(asdict(result)), flush=True)
+    emit(result)
     write(result)
 
 

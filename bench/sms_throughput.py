@@ -19,32 +19,22 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.sms.v1 import sms_message_pb2
 
-from switchboard.server.app.platform import descriptor_set_path
-from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
-from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
+from bench._harness import Server, cores, emit, envoy_settings, token, utc_stamp, write_results
+from switchboard.server.edge.envoy import EnvoyProcess
 
-RESULTS = Path(__file__).parent / "results"
-SECRET = "bench-secret-0123456789-0123456789-0123456789"
 MESSAGE = {"channel": "smpp", "to": "+27821234567", "content": "Your code is 4711"}
 PING = "switchboard.common.v1.DiagnosticsService/Ping"
 SEND = "switchboard.sms.v1.SmsService/SendSms"
@@ -63,13 +53,6 @@ class Run:
     latency_mean_ms: float
     latency_max_ms: float
     rows_created: int | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -110,59 +93,19 @@ def count_rows(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM sms_messages").fetchone()[0])
 
 
-async def wait_serving(port: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(100):
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 async def main(seconds: int, warmup: int, rounds: int, concurrencies: list[int]) -> None:
     tool = ensure_h2load()
     work = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
-    db = work / "bench.db"
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "SWITCHBOARD_VAR_DIR": str(work),
-        "SWITCHBOARD_GRPC_PORT": str(grpc_port),
-        "SWITCHBOARD_JWT_SECRET": SECRET,
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.server.cli", "serve"],
-        env=env,
-        stderr=open(work / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
-    )
-    token = TokenService(SECRET, SystemClock()).issue(
-        org="bench", roles=[Role.CLIENT], subject="bench"
-    )
-    auth = f"authorization: Bearer {token}"
+    auth = f"authorization: Bearer {token('bench')}"
     (work / "ping.bin").write_bytes(grpc_frame(b""))
     send = sms_message_pb2.SendSmsRequest(messages=[sms_message_pb2.SmsMessage(**MESSAGE)])
     (work / "send.bin").write_bytes(grpc_frame(send.SerializeToString()))
     (work / "send.json").write_text(json.dumps({"Messages": [MESSAGE]}))
-    grpc_base = f"http://127.0.0.1:{grpc_port}"
-    rest_base = f"http://127.0.0.1:{http_port}"
     runs: list[Run] = []
-    try:
-        await wait_serving(grpc_port)
-        settings = EnvoySettings(
-            listen_port=http_port,
-            admin_port=free_port(),
-            upstreams=[("127.0.0.1", grpc_port)],
-            descriptor_path=descriptor_set_path(),
-            listen_host="127.0.0.1",
-            access_log_path="/dev/null",
-        )
+    async with Server(work) as server:
+        settings = envoy_settings(server.port)
+        grpc_base = f"http://{server.target}"
+        rest_base = f"http://127.0.0.1:{settings.listen_port}"
         async with EnvoyProcess(settings, work / "envoy"):
             timing = ["-D", str(seconds), "--warm-up-time", str(warmup)]
 
@@ -192,15 +135,12 @@ async def main(seconds: int, warmup: int, rounds: int, concurrencies: list[int])
                     ("SendSms", "REST via Envoy", rest_call(c, SEND_PATH, "send.json")),
                 ]
                 for scenario, transport, args in scenarios:
-                    before = count_rows(db)
+                    before = count_rows(server.db)
                     rps, ok, failed, mean, worst = h2load(args)
-                    rows = count_rows(db) - before if scenario == "SendSms" else None
+                    rows = count_rows(server.db) - before if scenario == "SendSms" else None
                     run = Run(scenario, transport, c, round_, rps, ok, failed, mean, worst, rows)
                     runs.append(run)
-                    print(json.dumps(asdict(run)), flush=True)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+                    emit(run)
     report(runs, seconds, rounds)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -223,8 +163,7 @@ def report(runs: list[Run], seconds: int, rounds: int) -> None:
     lines = [
         "# SendSms throughput",
         "",
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-        f"{os.cpu_count()} cores; {rounds} interleaved rounds of {seconds}s per figure after "
+        f"{utc_stamp()}, {cores()}; {rounds} interleaved rounds of {seconds}s per figure after "
         "warm-up, medians shown; one server process, SQLite (WAL, synchronous=FULL), Envoy "
         "--concurrency 1, h2load as the client.",
         "",
@@ -272,11 +211,7 @@ def report(runs: list[Run], seconds: int, rounds: int) -> None:
         f"database gained {sum(r.rows_created or 0 for r in runs):,} rows (warm-up requests "
         "included, which h2load does not count).",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sms_throughput.json").write_text(
-        json.dumps({"runs": [asdict(r) for r in runs], "ratios": summary}, indent=2) + "\n"
-    )
-    (RESULTS / "sms_throughput.md").write_text("\n".join(lines) + "\n")
+    write_results("sms_throughput", {"runs": [asdict(r) for r in runs], "ratios": summary}, lines)
     print("\n".join(lines))
 
 

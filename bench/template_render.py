@@ -29,34 +29,27 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
-import os
 import platform
 import string
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from bench._harness import (
+    SEED_PLAIN_ARGUMENTS,
+    SEED_SMS_CONTENT,
+    cores,
+    emit,
+    utc_stamp,
+    write_results,
+)
 from switchboard.server.templates import engine
 from switchboard.server.templates.engine import compile_template
 
-RESULTS = Path(__file__).parent / "results"
-
-# seeds/001: the sample template's base64 content and its arguments.
-SMS_CONTENT = "SGkgWygke25hbWV9KV0sIGVudGVyIFsoJHtyZXNldExpbmt9KV0gdG8gcmVzZXQgcGFzc3dvcmQ="
-SMS_ARGUMENTS: dict[str, Any] = {
-    "name": "Juan",
-    "subscriptions": ["ftth", "mobile", "health"],
-    "resetLink": "https://password.com/reset/123456",
-    "birthDate": "2022-04-25 12:00:00",
-    "vipClient": False,
-    "balance": 45.7,
-    "birthCountry": "US",
-}
+# The seed's SMS template with its plain arguments (no attachment, image or QR code).
+SMS_ARGUMENTS = SEED_PLAIN_ARGUMENTS
 SMS_FORMAT = "Hi {name}, enter {resetLink} to reset password"
 SMS_TEMPLATE = string.Template("Hi ${name}, enter ${resetLink} to reset password")
 
@@ -259,11 +252,11 @@ def measure(
     for label, ceiling in ceilings.items():
         ceiling_rate = rate(ceiling, seconds, repeats)
         run.ceilings.append(Rate(label, ceiling_rate, engine_rate / ceiling_rate))
-    print(json.dumps(asdict(run)), flush=True)
+    emit(run)
     return run
 
 
-def markdown(report: Report) -> str:
+def markdown(report: Report) -> list[str]:
     lines = [
         "# Template rendering",
         "",
@@ -306,18 +299,13 @@ def markdown(report: Report) -> str:
         "",
         "Compile time is one uncached compilation (best of several); the compile cache "
         "(`compile_template`, keyed by mode and source) pays it once per process.",
-        "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def main(seconds: float, repeats: int) -> None:
-    sms = base64.b64decode(SMS_CONTENT).decode()
-    report = Report(
-        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores",
-        python=platform.python_version(),
-    )
+    sms = base64.b64decode(SEED_SMS_CONTENT).decode()
+    report = Report(when=utc_stamp(), machine=cores(), python=platform.python_version())
     report.runs.append(
         measure(
             "sms",
@@ -346,9 +334,7 @@ def main(seconds: float, repeats: int) -> None:
             repeats,
         )
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "template_render.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    (RESULTS / "template_render.md").write_text(markdown(report))
+    write_results("template_render", asdict(report), markdown(report))
 
 
 if __name__ == "__main__":
