@@ -54,9 +54,12 @@ proto: bootstrap
 proto-check: bootstrap
 	scripts/proto-check.sh
 
+## ruff, then the architecture: import-linter's layer contracts (pyproject.toml) and no package cycle.
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/package-cycles.py
 
 typecheck: bootstrap
 	$(BIN)/mypy
