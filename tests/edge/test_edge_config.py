@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.server.app.services import TRANSCODED_SERVICES
 from switchboard.server.edge.envoy import (
-    TRANSCODED_SERVICES,
     EnvoyError,
     EnvoySettings,
     envoy_binary,

@@ -37,7 +37,8 @@ from switchboard.contacts.v1 import (
 )
 from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 
-from switchboard.server.edge.envoy import TRANSCODED_SERVICES, EnvoyProcess, EnvoySettings
+from switchboard.server.app.services import TRANSCODED_SERVICES
+from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
 
 pytestmark = pytest.mark.envoy
 

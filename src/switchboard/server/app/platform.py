@@ -10,6 +10,7 @@ from pathlib import Path
 
 from switchboard.server.app.config import Settings
 from switchboard.server.app.server import build_application, wait_for_shutdown_signal
+from switchboard.server.app.services import TRANSCODED_SERVICES
 from switchboard.server.core.auth import Role
 from switchboard.server.core.logging import configure_logging
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
@@ -55,6 +56,7 @@ async def run_platform(settings: Settings) -> None:
             upstreams=[("127.0.0.1", app.port)],
             descriptor_path=descriptor_set_path(),
             access_log_path=str(logs / "envoy-access.log"),
+            services=TRANSCODED_SERVICES,
         )
         async with EnvoyProcess(envoy_settings, settings.var_dir / "envoy"):
             print(banner(settings, app.port, token, logs), flush=True)

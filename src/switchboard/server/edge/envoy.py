@@ -27,31 +27,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
 __all__ = [
-    "TRANSCODED_SERVICES",
     "EnvoyError",
     "EnvoyProcess",
     "EnvoySettings",
     "docs_files",
     "envoy_binary",
     "envoy_dir",
+    "http_services",
     "render_config",
     "transcoder_config",
     "validate_config",
 ]
-
-#: gRPC services exposed as REST through the transcoder (a new service is added here, beside its
-#: registration in app/server.py and its routes in envoy/envoy.yaml.in).
-TRANSCODED_SERVICES: tuple[str, ...] = (
-    "switchboard.sms.v1.SmsService",
-    "switchboard.contacts.v1.ContactsService",
-    "switchboard.messaging.v1.MessagingService",
-    "switchboard.communications.v1.CommunicationsService",
-    "switchboard.common.v1.DiagnosticsService",
-    "switchboard.templates.v1.TemplatesService",
-    "switchboard.common.v1.WebhooksService",
-    "switchboard.calling.v1.CallingService",
-)
 
 #: The largest unary REST response (JSON, or a unary google.api.HttpBody). A page of 1000 list
 #: items must fit. Streams, server-streaming HttpBody downloads included, are not buffered.
@@ -85,8 +75,10 @@ class EnvoySettings:
     listen_host: str = "0.0.0.0"
     access_log_path: str = "/dev/stdout"
     """Where the JSON access log (one object per request, with x-request-id) goes."""
-    services: Sequence[str] = TRANSCODED_SERVICES
-    """gRPC services the transcoder maps to REST paths."""
+    services: Sequence[str] | None = None
+    """gRPC services the transcoder maps to REST paths: the server's registry
+    (app/services.py) passes its own; by default every service of the descriptor set that has
+    HTTP rules."""
     openapi_path: Path | None = None
     """The OpenAPI document served at /openapi.json; by default the repository's
     ``gen/openapi.json`` (``make proto`` generates it with the descriptor set)."""
@@ -172,6 +164,17 @@ def transcoder_config(
     }
 
 
+def http_services(descriptor_path: Path) -> list[str]:
+    """The services of a descriptor set with at least one `google.api.http` rule."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    return [
+        f"{file.package}.{service.name}"
+        for file in files.file
+        for service in file.service
+        if any(method.options.HasExtension(annotations_pb2.http) for method in service.method)
+    ]
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -188,8 +191,10 @@ def render_config(settings: EnvoySettings) -> str:
     template = string.Template((directory / "envoy.yaml.in").read_text(encoding="utf-8"))
     descriptor = settings.descriptor_path.resolve()
 
+    services = settings.services if settings.services is not None else http_services(descriptor)
+
     def transcoder(**options: bool) -> str:
-        return json.dumps(transcoder_config(descriptor, settings.services, **options))
+        return json.dumps(transcoder_config(descriptor, services, **options))
 
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
