@@ -1,4 +1,4 @@
-"""The delivery window engine (DESIGN §4 format): weekdays, OTH, HOL with real public holidays,
+"""The delivery window engine (docs/rest-families.md format): weekdays, OTH, HOL with real public holidays,
 country blocks, midnight and weekend crossings, DST, several zones, windows that never open."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Request-rate limits per bearer token and per org: HTTP 429 / RESOURCE_EXHAUSTED with a retry
-hint (DESIGN §4: "HTTP 429 is only for per-token request-rate limits"; decision 30).
+hint (docs/rest-families.md: "HTTP 429 is only for per-token request-rate limits"; decision 30).
 
 Every authenticated RPC takes one token from two buckets, its bearer token's and its org's, each
 refilling at `rate` per second up to `burst`. A request refused by either takes from neither.

@@ -1,4 +1,4 @@
-"""Throughput classes: how fast one sender class may send to one country (DESIGN §4).
+"""Throughput classes: how fast one sender class may send to one country (docs/rest-families.md).
 
 Three limits per message, from its sender class:
 - `country_peak_throughput`: messages/second per (customer, class, destination country);

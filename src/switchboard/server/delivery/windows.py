@@ -1,6 +1,6 @@
 """Delivery windows: when a message may reach its recipient, in the recipient's local time.
 
-One engine for sender classes' `delivery_window` (DESIGN §4) and communication types'
+One engine for sender classes' `delivery_window` (docs/rest-families.md) and communication types'
 `ANYDAY_<h><AM|PM><h><AM|PM>`:
 
     {"DEFAULT": {"MON": ["08:00-20:00"], …, "HOL": [], "OTH": ["09:00-18:00"]}, "ES": {…}}

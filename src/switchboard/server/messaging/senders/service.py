@@ -1,6 +1,6 @@
 """Sender IDs: the addresses applications send from, and who may use them.
 
-Rules (DESIGN §4 and the catalog's purchase flow):
+Rules (docs/rest-families.md and the catalog's purchase flow):
 
 - A customer's sender starts PENDING_IMPLEMENTATION; provisioning (the Admin-only
   ProvisionSenderId RPC) makes it ACTIVE. With `messaging_sandbox_provisioning` on (the default
