@@ -46,6 +46,7 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from switchboard.common.v1 import access_pb2
 
+from switchboard.server.core.rpc import access_rule
 from switchboard.server.edge.envoy import EnvoySettings, render_config
 
 __all__ = [
@@ -696,6 +697,7 @@ class _Binding:
     service_index: int
     method_index: int
     proto: descriptor_pb2.MethodDescriptorProto
+    service_options: descriptor_pb2.ServiceOptions
 
 
 def _bindings(contracts: _Contracts) -> Iterator[_Binding]:
@@ -722,6 +724,7 @@ def _bindings(contracts: _Contracts) -> Iterator[_Binding]:
                     service_index=s,
                     method_index=m,
                     proto=method,
+                    service_options=service.options,
                 )
 
 
@@ -1017,7 +1020,7 @@ class _Generator:
                     "schema": {"type": "string"},
                 }
             )
-        access = binding.proto.options.Extensions[access_pb2.access]
+        access = access_rule(binding.service_options, binding.proto.options)
         public = bool(access.public)
         comment = self.contracts.comment(
             binding.file, 6, binding.service_index, 2, binding.method_index

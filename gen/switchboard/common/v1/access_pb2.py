@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"switchboard/common/v1/access.proto\x12\x15switchboard.common.v1\x1a google/protobuf/descriptor.proto\"H\n\nAccessRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12*\n\x05roles\x18\x02 \x03(\x0e\x32\x1b.switchboard.common.v1.Role*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x10\n\x0cROLE_PARTNER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03:S\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0b\x32!.switchboard.common.v1.AccessRuleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"switchboard/common/v1/access.proto\x12\x15switchboard.common.v1\x1a google/protobuf/descriptor.proto\"H\n\nAccessRule\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12*\n\x05roles\x18\x02 \x03(\x0e\x32\x1b.switchboard.common.v1.Role*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x10\n\x0cROLE_PARTNER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03:S\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0b\x32!.switchboard.common.v1.AccessRule:\\\n\x0e\x64\x65\x66\x61ult_access\x12\x1f.google.protobuf.ServiceOptions\x18\xd2\x86\x03 \x01(\x0b\x32!.switchboard.common.v1.AccessRuleb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

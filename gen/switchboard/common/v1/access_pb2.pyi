@@ -51,8 +51,9 @@ Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
 class AccessRule(_message.Message):
-    """Who may call an RPC. Read by the server's auth interceptor from the method descriptor, so the
-    contract is the single source of truth for access rules.
+    """Who may call an RPC. Read by the server's auth interceptor from the method descriptor (or, for an
+    RPC without its own rule, its service's), so the contract is the single source of truth for
+    access rules.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -80,5 +81,11 @@ class AccessRule(_message.Message):
 Global___AccessRule: _TypeAlias = AccessRule  # noqa: Y015
 
 ACCESS_FIELD_NUMBER: _builtins.int
+DEFAULT_ACCESS_FIELD_NUMBER: _builtins.int
 access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AccessRule]
-"""The access rule of an RPC. Absent means: any authenticated token."""
+"""The access rule of an RPC. It replaces the service's `default_access` as a whole (nothing of
+the default is merged in). Absent, the service's `default_access` applies; absent both: any
+authenticated token.
+"""
+default_access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.ServiceOptions, Global___AccessRule]
+"""The access rule of every RPC of the service that has no `access` option of its own."""

@@ -38,7 +38,6 @@ if _version_not_supported:
 class MessagingServiceStub:
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     def __init__(self, channel):
@@ -337,11 +336,12 @@ class MessagingServiceStub:
 class MessagingServiceServicer:
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     def ListSenderIdClasses(self, request, context):
-        """Lists the sender ID classes (reference data) matching the filters.
+        """---- senders: reference data, sender IDs, purchase, channels (senders area) ----
+
+        Lists the sender ID classes (reference data) matching the filters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1044,7 +1044,6 @@ def add_MessagingServiceServicer_to_server(servicer, server):
 class MessagingService:
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     @staticmethod

@@ -39,7 +39,6 @@ GRPC_VERSION: str
 class MessagingServiceStub:
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     @_typing.overload
@@ -47,7 +46,10 @@ class MessagingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MessagingServiceAsyncStub: ...
     ListSenderIdClasses: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListSenderIdClassesRequest, _messaging_service_pb2.ListSenderIdClassesResponse]
-    """Lists the sender ID classes (reference data) matching the filters."""
+    """---- senders: reference data, sender IDs, purchase, channels (senders area) ----
+
+    Lists the sender ID classes (reference data) matching the filters.
+    """
     GetSenderIdClass: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetSenderIdClassRequest, _sender_pb2.SenderIdClass]
     """Returns the current version of a sender ID class."""
     PutSenderIdClass: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.PutSenderIdClassRequest, _empty_pb2.Empty]
@@ -175,12 +177,14 @@ class MessagingServiceStub:
 class MessagingServiceAsyncStub(MessagingServiceStub):
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListSenderIdClasses: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListSenderIdClassesRequest, _messaging_service_pb2.ListSenderIdClassesResponse]  # type: ignore[assignment]
-    """Lists the sender ID classes (reference data) matching the filters."""
+    """---- senders: reference data, sender IDs, purchase, channels (senders area) ----
+
+    Lists the sender ID classes (reference data) matching the filters.
+    """
     GetSenderIdClass: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetSenderIdClassRequest, _sender_pb2.SenderIdClass]  # type: ignore[assignment]
     """Returns the current version of a sender ID class."""
     PutSenderIdClass: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.PutSenderIdClassRequest, _empty_pb2.Empty]  # type: ignore[assignment]
@@ -307,7 +311,6 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
     attachments, message requests and messages (snake_case JSON, bare-array lists, `{"id"}`).
-    ---- senders: reference data, sender IDs, purchase, channels (senders area) ----
     """
 
     @_abc_1.abstractmethod
@@ -316,7 +319,10 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messaging_service_pb2.ListSenderIdClassesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.ListSenderIdClassesResponse, _abc.Awaitable[_messaging_service_pb2.ListSenderIdClassesResponse]]:
-        """Lists the sender ID classes (reference data) matching the filters."""
+        """---- senders: reference data, sender IDs, purchase, channels (senders area) ----
+
+        Lists the sender ID classes (reference data) matching the filters.
+        """
 
     @_abc_1.abstractmethod
     def GetSenderIdClass(

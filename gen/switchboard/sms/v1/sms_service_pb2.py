@@ -27,19 +27,21 @@ from switchboard.common.v1 import access_pb2 as switchboard_dot_common_dot_v1_do
 from switchboard.sms.v1 import sms_message_pb2 as switchboard_dot_sms_dot_v1_dot_sms__message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$switchboard/sms/v1/sms_service.proto\x12\x12switchboard.sms.v1\x1a\x1cgoogle/api/annotations.proto\x1a\"switchboard/common/v1/access.proto\x1a$switchboard/sms/v1/sms_message.proto2\xc4\x03\n\nSmsService\x12\x81\x01\n\x07SendSms\x12\".switchboard.sms.v1.SendSmsRequest\x1a\".switchboard.sms.v1.SmsMsgResponse\".\x8a\xb5\x18\x05\x12\x03\x01\x03\x02\x82\xd3\xe4\x93\x02\x1f\"\x1a/communication/message/sms:\x01*\x12\x91\x01\n\x0fStreamSmsEvents\x12*.switchboard.sms.v1.StreamSmsEventsRequest\x1a\x1c.switchboard.sms.v1.SmsEvent\"2\x8a\xb5\x18\x05\x12\x03\x01\x03\x02\x82\xd3\xe4\x93\x02#\x12!/communication/message/sms/events0\x01\x12\x9d\x01\n\rGetSmsMessage\x12(.switchboard.sms.v1.GetSmsMessageRequest\x1a$.switchboard.sms.v1.SmsMessageStatus\"<\x8a\xb5\x18\x05\x12\x03\x01\x03\x02\x82\xd3\xe4\x93\x02-\x12+/communication/message/sms/{api_message_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$switchboard/sms/v1/sms_service.proto\x12\x12switchboard.sms.v1\x1a\x1cgoogle/api/annotations.proto\x1a\"switchboard/common/v1/access.proto\x1a$switchboard/sms/v1/sms_message.proto2\xb3\x03\n\nSmsService\x12x\n\x07SendSms\x12\".switchboard.sms.v1.SendSmsRequest\x1a\".switchboard.sms.v1.SmsMsgResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/communication/message/sms:\x01*\x12\x88\x01\n\x0fStreamSmsEvents\x12*.switchboard.sms.v1.StreamSmsEventsRequest\x1a\x1c.switchboard.sms.v1.SmsEvent\")\x82\xd3\xe4\x93\x02#\x12!/communication/message/sms/events0\x01\x12\x94\x01\n\rGetSmsMessage\x12(.switchboard.sms.v1.GetSmsMessageRequest\x1a$.switchboard.sms.v1.SmsMessageStatus\"3\x82\xd3\xe4\x93\x02-\x12+/communication/message/sms/{api_message_id}\x1a\t\x92\xb5\x18\x05\x12\x03\x01\x03\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.sms.v1.sms_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SMSSERVICE']._loaded_options = None
+  _globals['_SMSSERVICE']._serialized_options = b'\222\265\030\005\022\003\001\003\002'
   _globals['_SMSSERVICE'].methods_by_name['SendSms']._loaded_options = None
-  _globals['_SMSSERVICE'].methods_by_name['SendSms']._serialized_options = b'\212\265\030\005\022\003\001\003\002\202\323\344\223\002\037\"\032/communication/message/sms:\001*'
+  _globals['_SMSSERVICE'].methods_by_name['SendSms']._serialized_options = b'\202\323\344\223\002\037\"\032/communication/message/sms:\001*'
   _globals['_SMSSERVICE'].methods_by_name['StreamSmsEvents']._loaded_options = None
-  _globals['_SMSSERVICE'].methods_by_name['StreamSmsEvents']._serialized_options = b'\212\265\030\005\022\003\001\003\002\202\323\344\223\002#\022!/communication/message/sms/events'
+  _globals['_SMSSERVICE'].methods_by_name['StreamSmsEvents']._serialized_options = b'\202\323\344\223\002#\022!/communication/message/sms/events'
   _globals['_SMSSERVICE'].methods_by_name['GetSmsMessage']._loaded_options = None
-  _globals['_SMSSERVICE'].methods_by_name['GetSmsMessage']._serialized_options = b'\212\265\030\005\022\003\001\003\002\202\323\344\223\002-\022+/communication/message/sms/{api_message_id}'
+  _globals['_SMSSERVICE'].methods_by_name['GetSmsMessage']._serialized_options = b'\202\323\344\223\002-\022+/communication/message/sms/{api_message_id}'
   _globals['_SMSSERVICE']._serialized_start=165
-  _globals['_SMSSERVICE']._serialized_end=617
+  _globals['_SMSSERVICE']._serialized_end=600
 # @@protoc_insertion_point(module_scope)

@@ -2,8 +2,9 @@
 
 Every RPC passes here, whether it came natively or transcoded by Envoy, so REST and gRPC
 clients get the same rules. Access rules are read from the contract (`switchboard.common.v1.access`
-method option); health and reflection are public, anything else needs a valid bearer token, and
-counts against its token's and org's request-rate limits (`core/ratelimit.py`).
+method option, else the service's `default_access`); health and reflection are public, anything
+else needs a valid bearer token, and counts against its token's and org's request-rate limits
+(`core/ratelimit.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions, ServiceOptions
 from switchboard.common.v1 import access_pb2
 
 from switchboard.server.core import context as rpc_context
@@ -47,6 +49,14 @@ _ROLE_BY_PROTO = {
 }
 
 
+def access_rule(service: ServiceOptions, method: MethodOptions) -> access_pb2.AccessRule:
+    """The RPC's own `access` option if it has one (whole: nothing of the default is merged in),
+    else its service's `default_access`; neither gives the empty rule (any authenticated token)."""
+    if method.HasExtension(access_pb2.access):
+        return method.Extensions[access_pb2.access]
+    return service.Extensions[access_pb2.default_access]
+
+
 class AccessPolicy:
     """Method path → who may call it and what its REST body may hold, from the descriptors."""
 
@@ -61,11 +71,12 @@ class AccessPolicy:
         self._bodies: dict[str, BodyShape] = {}
         self._requests: dict[str, RequestShape] = {}
         for service in services:
+            options = service.GetOptions()
             for method in service.methods:
                 path = f"/{service.full_name}/{method.name}"
                 self._bodies[path] = BodyShape(method)
                 self._requests[path] = RequestShape(method, snake_case=service.full_name in snake)
-                rule = method.GetOptions().Extensions[access_pb2.access]
+                rule = access_rule(options, method.GetOptions())
                 if rule.public:
                     self._public.add(path)
                 else:
