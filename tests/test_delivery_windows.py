@@ -1,5 +1,6 @@
-"""The delivery window engine (docs/rest-families.md format): weekdays, OTH, HOL with real public holidays,
-country blocks, midnight and weekend crossings, DST, several zones, windows that never open."""
+"""The delivery window engine (docs/rest-families.md format): weekdays, OTH, HOL with real public
+holidays, country blocks, midnight and weekend crossings, DST, several zones, windows that never
+open."""
 
 from __future__ import annotations
 

@@ -366,8 +366,9 @@ def edge_routes() -> list[_RouteRule]:
             listen_port=8080,
             admin_port=9901,
             upstreams=[("127.0.0.1", 50051)],
-            # Only the routes are read: the descriptor the config names does not matter.
+            # Only the routes are read: the descriptor and services it names do not matter.
             descriptor_path=Path("switchboard.binpb"),
+            services=(),
         )
     )
     config = yaml.safe_load(rendered)

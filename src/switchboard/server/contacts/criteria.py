@@ -1,4 +1,5 @@
-"""The criteria language of dynamic groups (docs/rest-families.md), compiled to SQL over the contacts table.
+"""The criteria language of dynamic groups (docs/rest-families.md), compiled to SQL over the
+contacts table.
 
     {"all": [{"field": "primary_addr_country", "op": "eq", "value": "ES"},
              {"any": [{"field": "extended_attributes.tier", "op": "in", "value": ["gold"]},
