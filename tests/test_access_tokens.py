@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import grpc
 import httpx
@@ -19,12 +18,14 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 from switchboard.contacts.v1 import contacts_service_pb2_grpc
 
 from switchboard.server.app.server import Application
-from switchboard.server.contacts.models import AccessTokenRecord, ContactRecord, TokenOwner
+from switchboard.server.contacts.models import AccessTokenRecord, TokenOwner
 from switchboard.server.contacts.tokens import AccessTokenService
 from switchboard.server.core.errors import Unauthenticated
-from switchboard.server.core.ids import new_id
-from tests.conftest import TEST_CLOCK, TokenFactory
-from tests.helpers import Metadata, error_details
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.clock import TEST_CLOCK
+from tests.support.contacts import make_contact
+from tests.support.errors import assert_error, error_details
+from tests.support.rest import bare
 
 pytestmark = pytest.mark.envoy
 
@@ -38,38 +39,6 @@ TOKEN_KEYS = {
     "version_number",
 }
 _tokens = AccessTokenRecord.__table__  # type: ignore[attr-defined]
-
-
-def bare(response: httpx.Response) -> list[dict[str, Any]]:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert isinstance(body, list), body
-    return body
-
-
-def error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error_code", "error_description"}, body
-    assert body["error_code"] == code, body
-    description: str = body["error_description"]
-    return description
-
-
-async def make_contact(app: Application, org: str) -> str:
-    """A contact row (written directly: these tests are about its tokens)."""
-    contact_id = new_id("con_")
-
-    def work(session: Session) -> None:
-        now = TEST_CLOCK.now()
-        session.add(
-            ContactRecord(
-                id=contact_id, org_id=org, application_id="test-app", created_at=now, updated_at=now
-            )
-        )
-
-    await app.db.run_write(work)
-    return contact_id
 
 
 async def expire(app: Application, token_id: str) -> None:
@@ -127,8 +96,8 @@ async def test_create_get_list_delete(
     response = await http.delete(f"{TOKENS}/{token}", headers=bearer)
     assert response.status_code == 200, response.text
     assert response.json() == {}
-    error(await http.get(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
-    error(await http.delete(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.delete(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
     assert bare(await http.get(TOKENS, headers=bearer)) == []
     with pytest.raises(Unauthenticated):
         await service(app).verify(token, TokenOwner.ORG)
@@ -137,8 +106,8 @@ async def test_create_get_list_delete(
 async def test_wrong_secret_is_unknown(http: httpx.AsyncClient, bearer: dict[str, str]) -> None:
     token = await create(http, bearer)
     token_id = token.partition(".")[0]
-    error(await http.get(f"{TOKENS}/{token_id}.wrong", headers=bearer), 404, "404")
-    error(await http.delete(f"{TOKENS}/{token_id}.wrong", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{TOKENS}/{token_id}.wrong", headers=bearer), 404, "404")
+    assert_error(await http.delete(f"{TOKENS}/{token_id}.wrong", headers=bearer), 404, "404")
     assert (await http.get(f"{TOKENS}/{token}", headers=bearer)).status_code == 200
 
 
@@ -199,21 +168,23 @@ async def test_expired_tokens_are_listed_but_refused(
 async def test_errors(
     http: httpx.AsyncClient, bearer: dict[str, str], make_token: TokenFactory, org: str
 ) -> None:
-    error(await http.get(TOKENS), 401, "401")
-    error(await http.post(TOKENS, json={}), 401, "401")
-    assert "scope" in error(
+    assert_error(await http.get(TOKENS), 401, "401")
+    assert_error(await http.post(TOKENS, json={}), 401, "401")
+    assert "scope" in assert_error(
         await http.post(TOKENS, json={"scope": "x"}, headers=bearer), 400, "400"
     )
-    error(await http.get(TOKENS, params={"expiry_time": "later"}, headers=bearer), 400, "400")
+    assert_error(
+        await http.get(TOKENS, params={"expiry_time": "later"}, headers=bearer), 400, "400"
+    )
     token = await create(http, bearer)
     token_id = token.partition(".")[0]
     other = {"Authorization": f"Bearer {make_token(org + '-other')}"}
-    error(await http.get(f"{TOKENS}/{token_id}", headers=other), 404, "404")
-    error(await http.get(f"{TOKENS}/{token}", headers=other), 404, "404")
-    error(await http.delete(f"{TOKENS}/{token}", headers=other), 404, "404")
+    assert_error(await http.get(f"{TOKENS}/{token_id}", headers=other), 404, "404")
+    assert_error(await http.get(f"{TOKENS}/{token}", headers=other), 404, "404")
+    assert_error(await http.delete(f"{TOKENS}/{token}", headers=other), 404, "404")
     assert bare(await http.get(TOKENS, headers=other)) == []
     stale = {**bearer, "If-Match": "2"}
-    error(await http.delete(f"{TOKENS}/{token_id}", headers=stale), 409, "1001")
+    assert_error(await http.delete(f"{TOKENS}/{token_id}", headers=stale), 409, "1001")
     response = await http.delete(f"{TOKENS}/{token_id}", headers={**bearer, "If-Match": "1"})
     assert response.status_code == 200, response.text
 
@@ -239,12 +210,12 @@ async def test_contact_tokens(
 
     # Only visible under its contact.
     assert bare(await http.get(TOKENS, headers=bearer)) == []
-    error(await http.get(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{TOKENS}/{token_id}", headers=bearer), 404, "404")
     other_path = f"/contacts/{other_contact}/access_tokens"
     assert bare(await http.get(other_path, headers=bearer)) == []
-    error(await http.get(f"{other_path}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{other_path}/{token_id}", headers=bearer), 404, "404")
     org_token = await create(http, bearer)
-    error(await http.get(f"{path}/{org_token}", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{path}/{org_token}", headers=bearer), 404, "404")
 
     # PUT renews: the expiry moves ahead, the version goes up.
     await expire_soon(app, token_id)
@@ -257,13 +228,13 @@ async def test_contact_tokens(
     assert renewed["expiry_time"] > short["expiry_time"]
     assert renewed["last_updated_date"] > renewed["created_date"]
     response = await http.put(f"{path}/{token_id}", json={}, headers={**bearer, "If-Match": "1"})
-    error(response, 409, "1001")
+    assert_error(response, 409, "1001")
     response = await http.put(f"{path}/{token_id}.nope", json={}, headers=bearer)
-    error(response, 404, "404")
+    assert_error(response, 404, "404")
 
     # An expired token cannot be renewed.
     await expire(app, token_id)
-    assert "expired" in error(
+    assert "expired" in assert_error(
         await http.put(f"{path}/{token_id}", json={}, headers=bearer), 400, "400"
     )
     with pytest.raises(Unauthenticated):
@@ -290,22 +261,22 @@ async def test_contact_tokens_need_the_contact(
     make_token: TokenFactory,
 ) -> None:
     missing = "/contacts/con_missing/access_tokens"
-    error(await http.post(missing, json={}, headers=bearer), 404, "404")
-    error(await http.get(missing, headers=bearer), 404, "404")
-    error(await http.get(f"{missing}/atk_x", headers=bearer), 404, "404")
-    error(await http.put(f"{missing}/atk_x", json={}, headers=bearer), 404, "404")
-    error(await http.delete(f"{missing}/atk_x", headers=bearer), 404, "404")
+    assert_error(await http.post(missing, json={}, headers=bearer), 404, "404")
+    assert_error(await http.get(missing, headers=bearer), 404, "404")
+    assert_error(await http.get(f"{missing}/atk_x", headers=bearer), 404, "404")
+    assert_error(await http.put(f"{missing}/atk_x", json={}, headers=bearer), 404, "404")
+    assert_error(await http.delete(f"{missing}/atk_x", headers=bearer), 404, "404")
 
     contact = await make_contact(app, org)
     path = f"/contacts/{contact}/access_tokens"
     token = await create(http, bearer, path)
     other = {"Authorization": f"Bearer {make_token(org + '-other')}"}
-    error(await http.post(path, json={}, headers=other), 404, "404")
-    error(await http.get(path, headers=other), 404, "404")
-    error(await http.get(f"{path}/{token}", headers=other), 404, "404")
-    error(await http.put(f"{path}/{token}", json={}, headers=other), 404, "404")
-    error(await http.delete(f"{path}/{token}", headers=other), 404, "404")
-    error(await http.get(path), 401, "401")
+    assert_error(await http.post(path, json={}, headers=other), 404, "404")
+    assert_error(await http.get(path, headers=other), 404, "404")
+    assert_error(await http.get(f"{path}/{token}", headers=other), 404, "404")
+    assert_error(await http.put(f"{path}/{token}", json={}, headers=other), 404, "404")
+    assert_error(await http.delete(f"{path}/{token}", headers=other), 404, "404")
+    assert_error(await http.get(path), 401, "401")
     assert len(bare(await http.get(path, headers=bearer))) == 1
 
 

@@ -11,9 +11,10 @@ from switchboard.contacts.v1 import access_token_pb2, contacts_service_pb2_grpc
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.app.server import Application
-from tests.conftest import TokenFactory
-from tests.helpers import Metadata, error_details
-from tests.test_access_tokens import bare, error, make_contact
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.contacts import make_contact
+from tests.support.errors import assert_error, error_details
+from tests.support.rest import bare
 
 pytestmark = pytest.mark.envoy
 
@@ -96,7 +97,7 @@ async def test_crud(
     response = await http.delete(url, headers=bearer)
     assert response.status_code == 200, response.text
     assert response.json() == {}
-    error(await http.get(url, headers=bearer), 404, "404")
+    assert_error(await http.get(url, headers=bearer), 404, "404")
     assert bare(await http.get(path, headers=bearer)) == []
 
 
@@ -137,17 +138,17 @@ async def test_validation(
         ({"colour": "red"}, "400", "colour"),
     ):
         response = await http.post(path, json=body(**fields), headers=bearer)
-        assert name in error(response, 400, code), fields
+        assert name in assert_error(response, 400, code), fields
     response = await http.post(path, json={"sender_id_address": "x"}, headers=bearer)
-    assert "token" in error(response, 400, "400")
+    assert "token" in assert_error(response, 400, "400")
     token_id = await create(http, bearer, path)
     url = f"{path}/{token_id}"
-    error(await http.post(url, json={"token": "x" * 5000}, headers=bearer), 400, "1023")
-    error(await http.post(url, json={"token": " "}, headers=bearer), 400, "400")
+    assert_error(await http.post(url, json={"token": "x" * 5000}, headers=bearer), 400, "1023")
+    assert_error(await http.post(url, json={"token": " "}, headers=bearer), 400, "400")
     response = await http.put(url, content="sender_id_address=x", headers={**bearer, **FORM})
-    assert "token" in error(response, 400, "400")
+    assert "token" in assert_error(response, 400, "400")
     response = await http.put(url, content="token=a&colour=red", headers={**bearer, **FORM})
-    assert "colour" in error(response, 400, "400")
+    assert "colour" in assert_error(response, 400, "400")
     assert (await get(http, bearer, url))["version_number"] == 1
 
 
@@ -156,20 +157,20 @@ async def test_stale_versions(
 ) -> None:
     path = await setup(app, org)
     url = f"{path}/{await create(http, bearer, path)}"
-    error(
+    assert_error(
         await http.post(url, json={"token": "a", "version_number": 2}, headers=bearer), 409, "1001"
     )
-    error(
+    assert_error(
         await http.post(url, json={"token": "a"}, headers={**bearer, "If-Match": '"4"'}),
         409,
         "1001",
     )
-    error(
+    assert_error(
         await http.put(url, content="token=a&version_number=0", headers={**bearer, **FORM}),
         409,
         "1001",
     )
-    error(await http.delete(url, headers={**bearer, "If-Match": "9"}), 409, "1001")
+    assert_error(await http.delete(url, headers={**bearer, "If-Match": "9"}), 409, "1001")
     response = await http.post(url, json={"token": "a"}, headers={**bearer, "If-Match": "1"})
     assert response.status_code == 200, response.text
     response = await http.put(url, data={"token": "b", "version_number": "2"}, headers=bearer)
@@ -188,23 +189,23 @@ async def test_scoped_to_org_and_contact(
     other_path = await setup(app, org)
     token_id = await create(http, bearer, path)
     url = f"{path}/{token_id}"
-    error(await http.get(f"{other_path}/{token_id}", headers=bearer), 404, "404")
-    error(await http.delete(f"{other_path}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.get(f"{other_path}/{token_id}", headers=bearer), 404, "404")
+    assert_error(await http.delete(f"{other_path}/{token_id}", headers=bearer), 404, "404")
     assert bare(await http.get(other_path, headers=bearer)) == []
 
     other = {"Authorization": f"Bearer {make_token(org + '-other')}"}
-    error(await http.get(path, headers=other), 404, "404")
-    error(await http.get(url, headers=other), 404, "404")
-    error(await http.post(path, json=body(), headers=other), 404, "404")
-    error(await http.post(url, json={"token": "x"}, headers=other), 404, "404")
-    error(await http.put(url, data={"token": "x"}, headers=other), 404, "404")
-    error(await http.delete(url, headers=other), 404, "404")
-    error(
+    assert_error(await http.get(path, headers=other), 404, "404")
+    assert_error(await http.get(url, headers=other), 404, "404")
+    assert_error(await http.post(path, json=body(), headers=other), 404, "404")
+    assert_error(await http.post(url, json={"token": "x"}, headers=other), 404, "404")
+    assert_error(await http.put(url, data={"token": "x"}, headers=other), 404, "404")
+    assert_error(await http.delete(url, headers=other), 404, "404")
+    assert_error(
         await http.post("/contacts/con_missing/application_tokens", json=body(), headers=bearer),
         404,
         "404",
     )
-    error(await http.get(path), 401, "401")
+    assert_error(await http.get(path), 401, "401")
     assert (await get(http, bearer, url))["version_number"] == 1
 
 

@@ -23,44 +23,17 @@ from switchboard.calling.v1 import calling_service_pb2_grpc
 
 from switchboard.server.app.server import build_application
 from switchboard.server.calling.service import plays_table
-from tests.conftest import TEST_CLOCK, TokenFactory, make_settings
-from tests.test_messaging_attachments import create as create_attachment
-from tests.test_messaging_attachments import token as attachment_token
-from tests.test_messaging_attachments import upload
-from tests.test_messaging_senders import assert_error, us_number
+from tests.support.attachments import create as create_attachment
+from tests.support.attachments import token as attachment_token
+from tests.support.attachments import upload
+from tests.support.auth import TokenFactory
+from tests.support.calling import CALLS, call, until, voice_sender
+from tests.support.clock import TEST_CLOCK
+from tests.support.errors import assert_error
+from tests.support.messaging import us_number
+from tests.support.server import make_settings
 
 pytestmark = pytest.mark.envoy
-CALLS = "/calling/calls"
-
-
-async def voice_sender(http: httpx.AsyncClient, bearer: dict[str, str]) -> str:
-    response = await http.post(
-        "/messaging/sender_ids",
-        json={"type_id": "sms-long-code", "class_id": "alerts-na", "address": us_number()},
-        headers=bearer,
-    )
-    assert response.status_code == 200, response.text
-    sender_id: str = response.json()["id"]
-    return sender_id
-
-
-async def call(http: httpx.AsyncClient, bearer: dict[str, str], **fields: Any) -> str:
-    response = await http.post(CALLS, json=fields, headers=bearer)
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    call_id: str = response.json()["id"]
-    return call_id
-
-
-async def until(
-    http: httpx.AsyncClient, bearer: dict[str, str], call_id: str, state: str
-) -> dict[str, Any]:
-    async with asyncio.timeout(10):
-        while True:
-            body: dict[str, Any] = (await http.get(f"{CALLS}/{call_id}", headers=bearer)).json()
-            if body["state"] == state:
-                return body
-            await asyncio.sleep(0.05)
 
 
 def _suffix(ending: str) -> str:

@@ -28,7 +28,7 @@ from switchboard.server.calling.carrier import (
 )
 from switchboard.server.calling.media import Audio, AudioSource, Dtmf, Gender, Tts
 from switchboard.server.calling.sandbox import SandboxCarrier
-from tests.conftest import TEST_CLOCK
+from tests.support.clock import TEST_CLOCK
 
 K = EventKind
 RING = 0.05

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_calling import CALLS, call, until, voice_sender
-from tests.test_messaging_senders import assert_error, us_number
+from tests.support.calling import CALLS, call, until, voice_sender
+from tests.support.errors import assert_error
+from tests.support.messaging import us_number
 
 pytestmark = pytest.mark.envoy
 CONFERENCES = "/calling/conferences"

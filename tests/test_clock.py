@@ -15,7 +15,7 @@ import pytest
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import OffsetClock, SystemClock, clock_with_offset
 from switchboard.server.core.errors import Unauthenticated
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 
 MONTH = timedelta(days=30)
 

@@ -20,9 +20,9 @@ from switchboard.communications.v1 import communications_service_pb2 as pb
 from switchboard.server.app.server import Application
 from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.core.events import EventRecord
-from tests.conftest import TEST_CLOCK, TokenFactory
-from tests.helpers import Metadata, error_details
-from tests.test_communications_support import (
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.clock import TEST_CLOCK
+from tests.support.communications import (
     SEED_ARGUMENTS,
     admin,
     envelope,
@@ -31,29 +31,17 @@ from tests.test_communications_support import (
     put_template,
     put_type,
     seed_type,
+    send_body,
     titles,
     unique_type,
     wait_status,
     with_client,
 )
+from tests.support.errors import error_details
 
 pytestmark = pytest.mark.envoy
 
 NUMBER = "+34666123123"
-
-
-def send_body(type_code: str, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": type_code,
-        "language": "en",
-        "channels": ["sms", "email"],
-        "smsInput": {"countryCode": "34", "terminatingNumber": "666123123"},
-        "emailInput": {"to": "Juan@Example.com", "cc": ["boss@example.com"]},
-        "externalId": "sale-12512321",
-        "arguments": SEED_ARGUMENTS,
-    }
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture

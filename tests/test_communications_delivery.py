@@ -31,8 +31,8 @@ from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
 from switchboard.server.delivery import queue
 from switchboard.server.providers.base import InboundSink, ReceiptSink, SubmitResult
-from tests.conftest import make_settings, reset_postgres
-from tests.test_communications_support import SMS_TEXT, unique_type
+from tests.support.communications import SMS_TEXT, unique_type
+from tests.support.server import make_settings, reset_postgres
 
 ORG = "org-delivery"
 NUMBER = "+34666123123"

@@ -28,8 +28,9 @@ from switchboard.server.contacts.models import ConsentStatus
 from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
 from switchboard.server.core.version import server_version
-from tests.conftest import TEST_CLOCK, TokenFactory
-from tests.helpers import Metadata, error_details
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.clock import TEST_CLOCK
+from tests.support.errors import error_details
 
 pytestmark = pytest.mark.envoy
 

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TokenFactory
-from tests.test_contacts import FORM, assert_error, create
+from tests.support.auth import TokenFactory
+from tests.support.contacts import create
+from tests.support.errors import assert_error
+from tests.support.rest import FORM
 
 pytestmark = pytest.mark.envoy
 

@@ -25,8 +25,8 @@ from switchboard.server.attachments.store import CHUNK_BYTES
 from switchboard.server.contacts.models import ContactJobRecord, ContactRecord, JobState
 from switchboard.server.contacts.service import ContactService
 from switchboard.server.core.ids import new_id
-from tests.conftest import TokenFactory
-from tests.helpers import Metadata, error_details
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.errors import error_details
 
 Stub = contacts_service_pb2_grpc.ContactsServiceStub
 ImportJob = contact_job_pb2.ContactImportJob

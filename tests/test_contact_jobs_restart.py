@@ -20,7 +20,9 @@ from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.events import EventRecord
 from switchboard.server.workers.contact_jobs import ContactJobWorker
-from tests.conftest import TEST_CLOCK, TEST_SECRET, make_settings
+from tests.support.auth import TEST_SECRET
+from tests.support.clock import TEST_CLOCK
+from tests.support.server import make_settings
 
 Stub = contacts_service_pb2_grpc.ContactsServiceStub
 _contacts = ContactRecord.__table__  # type: ignore[attr-defined]

@@ -13,30 +13,12 @@ import pytest
 from switchboard.contacts.v1 import contact_pb2, contacts_service_pb2_grpc
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
-from tests.conftest import TokenFactory
-from tests.helpers import Metadata, error_details
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.contacts import create
+from tests.support.errors import assert_error, error_details
+from tests.support.rest import FORM
 
 pytestmark = pytest.mark.envoy
-
-FORM = "application/x-www-form-urlencoded"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    """Family B error: exactly {"error_code", "error_description"}; returns the description."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error_code", "error_description"}, body
-    assert body["error_code"] == code, body
-    description: str = body["error_description"]
-    return description
-
-
-async def create(http: httpx.AsyncClient, bearer: dict[str, str], **fields: Any) -> str:
-    response = await http.post("/contacts", json=fields, headers=bearer)
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    contact_id: str = response.json()["id"]
-    return contact_id
 
 
 async def get(http: httpx.AsyncClient, bearer: dict[str, str], contact_id: str) -> dict[str, Any]:

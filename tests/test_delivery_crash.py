@@ -24,8 +24,10 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.db import create_engine
 from switchboard.server.sms.models import SmsRecord
-from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port
-from tests.smsc import Smsc
+from tests.support.auth import TEST_SECRET
+from tests.support.clock import TEST_CLOCK
+from tests.support.server import free_port
+from tests.support.smsc import Smsc
 
 TOTAL = 10_000
 BATCH = 1000

@@ -22,9 +22,9 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
 from switchboard.server.messaging.inbound import DEFAULT_REPLIES
 from switchboard.server.messaging.messages import messages_table
-from tests.conftest import make_settings
-from tests.smsc import Smsc
-from tests.test_messaging_senders import us_number
+from tests.support.messaging import us_number
+from tests.support.server import make_settings
+from tests.support.smsc import Smsc
 
 _m = messages_table.c
 

@@ -24,21 +24,21 @@ from switchboard.templates.v1 import templates_service_pb2_grpc
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.communications import qr
 from switchboard.server.core.auth import Role
-from tests.conftest import make_settings
-from tests.test_communications_support import (
+from tests.support.communications import (
     EMAIL_HTML,
     EMAIL_SUBJECT,
     SEED_ARGUMENTS,
     SEED_TYPE_ARGUMENTS,
 )
-from tests.test_smtp_provider import Recorder, Server, _serve
+from tests.support.server import make_settings
+from tests.support.smtp import Recorder, Server, serve
 
 ORG = "org-mail"
 
 
 @pytest.fixture
 async def smtp() -> AsyncIterator[Server]:
-    server = await _serve(Recorder())
+    server = await serve(Recorder())
     yield server
     server.server.close()
     await server.server.wait_closed()

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.messaging.messages import messages_table
-from tests.conftest import make_settings
-from tests.test_messaging_senders import us_number
+from tests.support.messaging import us_number
+from tests.support.server import make_settings
 
 _m = messages_table.c
 

@@ -28,8 +28,10 @@ from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.models import metadata
 from switchboard.server.delivery import queue
 from switchboard.server.sms.models import SmsRecord, SmsStatus
-from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port, make_settings
-from tests.helpers import Metadata, collect_events, sms
+from tests.support.auth import TEST_SECRET, Metadata
+from tests.support.clock import TEST_CLOCK
+from tests.support.server import free_port, make_settings
+from tests.support.sms import collect_events, sms
 
 
 async def _started(tmp: Path, url: str, delay: float) -> Application:

@@ -16,7 +16,8 @@ from switchboard.server.core.context import HTTP_STATUS_HEADER, set_http_status
 from switchboard.server.core.rpc import AccessPolicy, RpcGateway
 from switchboard.server.delivery.outbox import Outbox
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
-from tests.conftest import TEST_CLOCK, TEST_SECRET
+from tests.support.auth import TEST_SECRET
+from tests.support.clock import TEST_CLOCK
 
 
 class AcceptedPing(DiagnosticsServicer):

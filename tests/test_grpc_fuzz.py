@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from switchboard.server.app.server import SERVICES, Application, build_application
 from switchboard.server.core.auth import Role
 from switchboard.server.core.rpc import AccessPolicy
-from tests.conftest import fresh_database, make_settings
+from tests.support.server import fresh_database, make_settings
 
 EXAMPLES = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "40"))
 SECONDS = float(os.environ.get("SWITCHBOARD_FUZZ_SECONDS", "240"))

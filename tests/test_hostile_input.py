@@ -26,11 +26,10 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.logging import JsonFormatter
 from switchboard.server.edge.envoy import EnvoyProcess
-from tests.conftest import TokenFactory
-from tests.test_communications import send_body
-from tests.test_communications_support import envelope, seed_type
-from tests.test_messaging_attachments import CONTENT, create, token, upload
-from tests.test_messaging_senders import create_sender
+from tests.support.attachments import CONTENT, create, token, upload
+from tests.support.auth import TokenFactory
+from tests.support.communications import envelope, seed_type, send_body
+from tests.support.messaging import create_sender
 
 pytestmark = pytest.mark.envoy
 

@@ -27,8 +27,8 @@ from switchboard.server.app.server import SERVICES
 from switchboard.server.core.auth import Role
 from switchboard.server.core.events import MAX_CURSOR
 from switchboard.server.core.rpc import AccessPolicy
-from tests.conftest import TokenFactory
-from tests.helpers import Metadata, error_details
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.errors import error_details
 
 # What an answer to a client must never contain: the server's insides.
 LEAKS = re.compile(r"Traceback|<class |DecodeError|google\.protobuf|_pb2|Error parsing|\.py\b")

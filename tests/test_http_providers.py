@@ -242,7 +242,7 @@ async def test_timeout_is_transient(gateway: Gateway) -> None:
 
 
 async def test_gateway_down_is_transient() -> None:
-    from tests.conftest import free_port
+    from tests.support.server import free_port
 
     provider = await started(
         ClickatellProvider("k", base_url=f"http://127.0.0.1:{free_port()}"), Sink()

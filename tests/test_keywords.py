@@ -20,9 +20,10 @@ from switchboard.server.messaging.keywords import (
     ere_to_python,
     parse_actions,
 )
-from tests.conftest import TokenFactory
-from tests.test_contacts import FORM, assert_error
-from tests.test_messaging_senders import create_sender
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
+from tests.support.messaging import create_sender
+from tests.support.rest import FORM
 
 _events = EventRecord.__table__  # type: ignore[attr-defined]
 PATH = "/messaging/keywords"

@@ -8,8 +8,8 @@ import re
 
 import httpx
 
-from tests.test_message_requests import MR, messages_of, submit, wait_request
-from tests.test_messaging_senders import assert_error, create_sender, us_number
+from tests.support.errors import assert_error
+from tests.support.messaging import MR, create_sender, messages_of, submit, us_number, wait_request
 
 SHORT = re.compile(r"http://localhost:8080/s/([A-Za-z0-9]+)")
 

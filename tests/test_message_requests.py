@@ -5,68 +5,35 @@ delete and cross-org isolation."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from tests.conftest import TokenFactory
-from tests.test_messaging_senders import assert_error, create_sender, us_number
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
+from tests.support.messaging import (
+    MR,
+    create_sender,
+    done,
+    messages_of,
+    read,
+    submit,
+    us_number,
+    wait_request,
+)
 
 pytestmark = pytest.mark.envoy
 
-MR = "/messaging/message_requests"
 SPAIN = json.dumps({"all": [{"field": "country", "op": "eq", "value": "ES"}]})
 
 
 @pytest.fixture
 def other(make_token: TokenFactory) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(f'org-{uuid.uuid4().hex[:12]}')}"}
-
-
-async def submit(http: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> str:
-    response = await http.post(MR, json=fields, headers=headers)
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    request_id: str = response.json()["id"]
-    return request_id
-
-
-async def read(http: httpx.AsyncClient, headers: dict[str, str], request_id: str) -> dict[str, Any]:
-    response = await http.get(f"{MR}/{request_id}", headers=headers)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def wait_request(
-    http: httpx.AsyncClient,
-    headers: dict[str, str],
-    request_id: str,
-    until: Callable[[dict[str, Any]], bool],
-    timeout: float = 15.0,
-) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            body = await read(http, headers, request_id)
-            if until(body):
-                return body
-            await asyncio.sleep(0.1)
-
-
-async def messages_of(
-    http: httpx.AsyncClient, headers: dict[str, str], request_id: str, query: str = ""
-) -> list[dict[str, Any]]:
-    response = await http.get(f"{MR}/{request_id}/messages{query}", headers=headers)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert isinstance(body, list)
-    return body
 
 
 async def contact(http: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> str:
@@ -81,10 +48,6 @@ async def group(http: httpx.AsyncClient, headers: dict[str, str], **fields: Any)
     assert response.status_code == 200, response.text
     group_id: str = response.json()["id"]
     return group_id
-
-
-def done(body: dict[str, Any]) -> bool:
-    return body["state"] in ("COMPLETED", "PAUSED", "CANCELED", "REJECTED")
 
 
 async def test_addresses_fan_out_send_and_deliver(

@@ -24,8 +24,8 @@ from switchboard.server.messaging.fanout import Fanout
 from switchboard.server.messaging.message_requests import requests_table
 from switchboard.server.messaging.messages import messages_table
 from switchboard.server.workers.message_fanout import MessageRequestWorker
-from tests.conftest import make_settings
-from tests.test_messaging_senders import ALWAYS_OPEN, us_number
+from tests.support.messaging import ALWAYS_OPEN, us_number
+from tests.support.server import make_settings
 
 CRITERIA = '{"all":[{"field":"country","op":"eq","value":"ES"}]}'
 

@@ -14,9 +14,18 @@ from sqlalchemy import select
 from switchboard.server.app.server import Application
 from switchboard.server.core.events import EventRecord
 from switchboard.server.messaging.messages import counter_deltas
-from tests.conftest import TEST_CLOCK
-from tests.test_message_requests import MR, done, messages_of, read, submit, wait_request
-from tests.test_messaging_senders import assert_error, create_sender, us_number
+from tests.support.clock import TEST_CLOCK
+from tests.support.errors import assert_error
+from tests.support.messaging import (
+    MR,
+    create_sender,
+    done,
+    messages_of,
+    read,
+    submit,
+    us_number,
+    wait_request,
+)
 
 pytestmark = pytest.mark.envoy
 MESSAGES = "/messaging/messages"

@@ -20,10 +20,9 @@ from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.core.errors import InvalidArgument
 from switchboard.server.messaging.attachments import Part, parse_upload
-from tests.conftest import TokenFactory
-from tests.test_contacts import assert_error
-
-CONTENT = "/scg-attachment/api/v1/messaging/attachments/{}/content"
+from tests.support.attachments import CONTENT, create, get, token, upload
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
 
 
 def test_parse_upload() -> None:
@@ -48,40 +47,6 @@ def test_parse_upload() -> None:
     ):
         with pytest.raises(InvalidArgument):
             parse_upload(content_type, bad)
-
-
-async def create(http: httpx.AsyncClient, bearer: dict[str, str], **fields: Any) -> str:
-    response = await http.post("/messaging/attachments", json=fields, headers=bearer)
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    attachment_id: str = response.json()["id"]
-    return attachment_id
-
-
-async def token(http: httpx.AsyncClient, bearer: dict[str, str], attachment_id: str) -> str:
-    response = await http.post(
-        f"/messaging/attachments/{attachment_id}/access_tokens", json={}, headers=bearer
-    )
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    value: str = response.json()["id"]
-    return value
-
-
-async def upload(
-    http: httpx.AsyncClient, access_token: str, data: bytes, mime: str = "image/png"
-) -> httpx.Response:
-    files = {"file": ("picture.png", data, mime)}
-    return await http.post(CONTENT.format(access_token), files=files)
-
-
-async def get(
-    http: httpx.AsyncClient, bearer: dict[str, str], attachment_id: str
-) -> dict[str, Any]:
-    response = await http.get(f"/messaging/attachments/{attachment_id}", headers=bearer)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @pytest.mark.envoy

@@ -13,8 +13,9 @@ import pytest
 from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
 from switchboard.server.core.errors import NotFound
-from tests.conftest import TokenFactory
-from tests.test_messaging_senders import assert_error, create_sender
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
+from tests.support.messaging import create_sender
 
 pytestmark = pytest.mark.envoy
 

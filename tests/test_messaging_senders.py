@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import httpx
-import phonenumbers
 import pytest
 from sqlalchemy import select
 
@@ -20,28 +19,12 @@ from switchboard.server.core.auth import Role
 from switchboard.server.core.errors import NotFound
 from switchboard.server.core.events import EventRecord
 from switchboard.server.messaging.senders import SenderService
-from tests.conftest import TokenFactory
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
+from tests.support.messaging import create_sender, us_number
+from tests.support.rest import FORM
 
 pytestmark = pytest.mark.envoy
-
-FORM = "application/x-www-form-urlencoded"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> str:
-    """Family B error: exactly {"error_code", "error_description"}; returns the description."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error_code", "error_description"}, body
-    assert body["error_code"] == code, body
-    description: str = body["error_description"]
-    return description
-
-
-def us_number() -> str:
-    while True:
-        candidate = f"+1415{random.randint(2000000, 9999999)}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            return candidate
 
 
 def short_code() -> str:
@@ -56,22 +39,6 @@ def admin(make_token: TokenFactory) -> dict[str, str]:
 @pytest.fixture
 def other(make_token: TokenFactory) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(f'org-{uuid.uuid4().hex[:12]}')}"}
-
-
-#: A sender class whose delivery window is 00:00-24:00 on every day, holidays included.
-ALWAYS_OPEN = "alerts-na"
-
-
-async def create_sender(http: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> str:
-    """A sender of the ALWAYS_OPEN class, so that what it sends never waits for a delivery
-    window, whatever the hour; tests of windows pass their own `class_id`."""
-    body = {"type_id": "sms-long-code", "class_id": ALWAYS_OPEN, **fields}
-    body.setdefault("address", us_number())
-    response = await http.post("/messaging/sender_ids", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    assert set(response.json()) == {"id"}
-    sender_id: str = response.json()["id"]
-    return sender_id
 
 
 async def get_sender(

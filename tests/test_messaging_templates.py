@@ -17,8 +17,9 @@ from switchboard.server.messaging.message_templates import (
     placeholders,
     render,
 )
-from tests.conftest import TokenFactory
-from tests.test_contacts import FORM, assert_error
+from tests.support.auth import TokenFactory
+from tests.support.errors import assert_error
+from tests.support.rest import FORM
 
 _events = EventRecord.__table__  # type: ignore[attr-defined]
 PATH = "/messaging/message_templates"

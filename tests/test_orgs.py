@@ -15,7 +15,8 @@ from switchboard.server.core.db import Database, create_engine
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.orgs.models import Application, Org
 from switchboard.server.orgs.repository import OrgRepository
-from tests.conftest import TEST_CLOCK, TEST_SECRET
+from tests.support.auth import TEST_SECRET
+from tests.support.clock import TEST_CLOCK
 
 WRITERS = 6
 

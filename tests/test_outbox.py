@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TokenFactory
-from tests.test_communications_support import admin, seed_type, wait_status
-from tests.test_messaging_senders import us_number
-from tests.test_sms_rest import SEND
+from tests.support.auth import TokenFactory
+from tests.support.communications import admin, seed_type, wait_status
+from tests.support.messaging import us_number
+from tests.support.sms import SEND
 
 pytestmark = pytest.mark.envoy
 OUTBOX = "/diagnostics/outbox"

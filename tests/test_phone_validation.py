@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_communications_support import envelope, errors, titles
+from tests.support.communications import envelope, errors, titles
 
 pytestmark = pytest.mark.envoy
 

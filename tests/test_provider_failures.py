@@ -22,8 +22,9 @@ from switchboard.server.providers.base import (
     ReceiptSink,
     SubmitResult,
 )
-from tests.conftest import make_settings
-from tests.helpers import Metadata, collect_events, sms
+from tests.support.auth import Metadata
+from tests.support.server import make_settings
+from tests.support.sms import collect_events, sms
 
 
 class ScriptedProvider:

@@ -16,8 +16,8 @@ from switchboard.communications.v1 import communications_service_pb2_grpc
 from switchboard.server.app.server import Application
 from switchboard.server.communications import qr
 from switchboard.server.communications.sealing import QrPayload, Sealer
-from tests.conftest import TokenFactory
-from tests.test_communications_support import (
+from tests.support.auth import TokenFactory
+from tests.support.communications import (
     SEED_ARGUMENTS,
     admin,
     envelope,

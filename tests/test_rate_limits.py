@@ -33,8 +33,10 @@ from switchboard.server.core.errors import TooManyRequests
 from switchboard.server.core.migrate import upgrade
 from switchboard.server.core.ratelimit import DatabaseBuckets, RateLimit, RateLimiter
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
-from tests.conftest import TEST_CLOCK, TEST_SECRET, free_port, make_settings
-from tests.helpers import error_details
+from tests.support.auth import TEST_SECRET
+from tests.support.clock import TEST_CLOCK
+from tests.support.errors import error_details
+from tests.support.server import free_port, make_settings
 
 
 class SteppedClock:

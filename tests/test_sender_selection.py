@@ -19,8 +19,8 @@ from switchboard.server.messaging.fanout import Plan, Recipient
 from switchboard.server.messaging.messages import messages_table
 from switchboard.server.messaging.rates import Rates
 from switchboard.server.messaging.senders import Sender
-from tests.conftest import free_port, make_settings
-from tests.test_messaging_senders import us_number
+from tests.support.messaging import us_number
+from tests.support.server import free_port, make_settings
 
 _m = messages_table.c
 SPAIN = "+34612345678"

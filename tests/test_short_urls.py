@@ -14,8 +14,8 @@ from sqlalchemy import select
 from switchboard.server.app.server import Application
 from switchboard.server.core.events import EventRecord
 from switchboard.server.core.protomap import iso
-from tests.conftest import TokenFactory
-from tests.test_communications_support import (
+from tests.support.auth import TokenFactory
+from tests.support.communications import (
     admin,
     envelope,
     errors,

@@ -14,7 +14,7 @@ from switchboard.server.providers.base import InboundSms, OutboundSms, Receipt
 from switchboard.server.providers.smpp import SmppProvider, source_address
 from switchboard.server.sms.encoding import segment_count
 from switchboard.server.sms.phone import PhoneNumber
-from tests.smsc import Smsc
+from tests.support.smsc import Smsc
 
 SYSTEM_ID, PASSWORD = "switchboard", "secret"
 

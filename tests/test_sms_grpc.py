@@ -12,8 +12,9 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
-from tests.conftest import TokenFactory
-from tests.helpers import Metadata, Stub, collect_events, error_details, first_event, sms
+from tests.support.auth import Metadata, TokenFactory
+from tests.support.errors import error_details
+from tests.support.sms import Stub, collect_events, first_event, sms
 
 
 @pytest.fixture

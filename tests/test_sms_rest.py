@@ -15,11 +15,10 @@ import pytest
 from switchboard.server.core.auth import Role
 from switchboard.server.core.logging import JsonFormatter
 from switchboard.server.edge.envoy import EnvoyProcess
-from tests.conftest import TokenFactory
+from tests.support.auth import TokenFactory
+from tests.support.sms import SEND
 
 pytestmark = pytest.mark.envoy
-
-SEND = "/communication/message/sms"
 
 
 def message(**overrides: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from switchboard.server.core.auth import bearer_token
 from switchboard.server.core.errors import Unauthenticated
 from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import is_gsm7, segment_count
-from tests.conftest import TEST_CLOCK
+from tests.support.clock import TEST_CLOCK
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ import asyncio
 import email
 import email.policy
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
@@ -25,40 +24,11 @@ from switchboard.server.communications.delivery import (
 )
 from switchboard.server.providers.base import Receipt
 from switchboard.server.providers.smtp import SmtpProvider
-from tests.conftest import free_port
+from tests.support.server import free_port
+from tests.support.smtp import Recorder, Server, serve
 
 PNG = bytes(range(256)) * 4  # binary content that any text mangling would change
 PDF = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) * 8
-
-
-@dataclass
-class Recorder:
-    """aiosmtpd handler: keeps what it accepted and refuses chosen recipients with a reply."""
-
-    refuse: dict[str, str] = field(default_factory=dict)  # address → full SMTP reply
-    messages: list[tuple[str, list[str], bytes, str]] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), envelope.content, str(session.peer))
-        )
-        return "250 Message accepted for delivery"
-
-
-class Server:
-    def __init__(self, recorder: Recorder, server: asyncio.Server, port: int) -> None:
-        self.recorder = recorder
-        self.server = server
-        self.port = port
 
 
 def _authenticate(
@@ -68,17 +38,9 @@ def _authenticate(
     return AuthResult(success=ok, handled=False)  # unhandled: aiosmtpd answers 535
 
 
-async def _serve(recorder: Recorder, **smtp_options: Any) -> Server:
-    port = free_port()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(recorder, hostname="mx.test", **smtp_options), "127.0.0.1", port
-    )
-    return Server(recorder, server, port)
-
-
 @pytest.fixture
 async def smtp() -> AsyncIterator[Server]:
-    server = await _serve(Recorder())
+    server = await serve(Recorder())
     yield server
     server.server.close()
     await server.server.wait_closed()
@@ -303,7 +265,7 @@ async def test_many_messages_share_pooled_connections(smtp: Server) -> None:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_login_and_bad_credentials() -> None:
-    server = await _serve(
+    server = await serve(
         Recorder(), authenticator=_authenticate, auth_require_tls=False, auth_required=True
     )
     try:

@@ -24,8 +24,8 @@ from switchboard.server.core.auth import Role
 from switchboard.server.core.events import EventRecord
 from switchboard.server.core.version import server_version
 from switchboard.server.templates.models import TemplateVersionRecord
-from tests.conftest import TokenFactory
-from tests.helpers import error_details
+from tests.support.auth import TokenFactory
+from tests.support.errors import error_details
 
 pytestmark = pytest.mark.envoy
 

@@ -20,9 +20,9 @@ from switchboard.server.app.platform import descriptor_set_path
 from switchboard.server.app.server import Application, build_application
 from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
 from switchboard.server.messaging.messages import messages_table
-from tests.conftest import free_port, make_settings
 from tests.fakes.whatsapp import FakeWhatsApp
-from tests.test_messaging_senders import us_number
+from tests.support.messaging import us_number
+from tests.support.server import free_port, make_settings
 
 pytestmark = pytest.mark.envoy
 _m = messages_table.c

@@ -1,36 +1,18 @@
-"""Small helpers the tests share: reading rich gRPC errors and following event streams."""
+"""The SMS API as its clients use it: messages, the gRPC event stream, the REST send path."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
-Metadata = Sequence[tuple[str, str]]
+from tests.support.auth import Metadata
+
 Stub = sms_service_pb2_grpc.SmsServiceStub
-
-
-def error_details(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
-    """(ErrorInfo.reason, ErrorInfo.metadata, [(field, reason)] of BadRequest) of a failed RPC."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "error carries no google.rpc.Status details"
-    reason, metadata, fields = "", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [(v.field, v.reason) for v in bad.field_violations]
-    return reason, metadata, fields
+#: The REST send path (family C).
+SEND = "/communication/message/sms"
 
 
 def sms(

@@ -1,5 +1,5 @@
-"""Helpers the communications tests share (no tests here): types and stable templates made
-through the templates API, family A envelopes and errors, waiting for a channel's status."""
+"""Communications as tests drive them: types and stable templates made through the templates API,
+send bodies, family A envelopes and errors, waiting for a channel's status."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from switchboard.server.app.server import Application
 from switchboard.server.communications.delivery import Outbound, SandboxChannel, SmsChannel
 from switchboard.server.core.auth import Role
 from switchboard.server.core.version import server_version
-from tests.conftest import TokenFactory
+from tests.support.auth import TokenFactory
 
 SMS_TEXT = "Hi [(${name})], enter [(${resetLink})] to reset password"
 SEED_ARGUMENTS: dict[str, Any] = {
@@ -52,6 +52,20 @@ EMAIL_HTML = (
     '<img src="[(${qrArgument})]" alt="qr"><img src="[(${embedded_image_png})]" alt="logo">'
     "</body></html>"
 )
+
+
+def send_body(type_code: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": type_code,
+        "language": "en",
+        "channels": ["sms", "email"],
+        "smsInput": {"countryCode": "34", "terminatingNumber": "666123123"},
+        "emailInput": {"to": "Juan@Example.com", "cc": ["boss@example.com"]},
+        "externalId": "sale-12512321",
+        "arguments": SEED_ARGUMENTS,
+    }
+    body.update(overrides)
+    return body
 
 
 def unique_type() -> str:
