@@ -77,7 +77,7 @@ fuzz-grpc: bootstrap
 	$(if $(FUZZ_EXAMPLES),SWITCHBOARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)) \
 	$(if $(FUZZ_SECONDS),SWITCHBOARD_FUZZ_SECONDS=$(FUZZ_SECONDS)) \
 	$(if $(FUZZ_SEED),SWITCHBOARD_FUZZ_SEED=$(FUZZ_SEED)) \
-	$(BIN)/pytest -p no:randomly -q -s tests/test_grpc_fuzz.py
+	$(BIN)/pytest -p no:randomly -q -s tests/api/test_grpc_fuzz.py
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput

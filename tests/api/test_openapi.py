@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 
 from switchboard.devtools.openapi import BARE_LISTS, SUCCESS_STATUSES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCUMENT_PATH = REPO / "gen" / "openapi.json"
 SERVER = REPO / "src" / "switchboard" / "server"
 SWAGGER_UI = REPO / "tools" / "node_modules" / "swagger-ui-dist"

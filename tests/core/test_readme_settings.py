@@ -8,7 +8,7 @@ from switchboard.server.app.config import Settings
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     missing = [
         name for name in Settings.model_fields if f"| `SWITCHBOARD_{name.upper()}` |" not in table
