@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz fuzz-rest fuzz-grpc
+.PHONY: run test test-fast check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz fuzz-rest fuzz-grpc
 
 ## uv itself, pinned with every platform's hash in tools/uv-requirements.txt.
 $(UV): tools/uv-requirements.txt
@@ -64,6 +64,11 @@ typecheck: bootstrap
 ## AT="2026-12-27T03:30:00-08:00" runs the suite (tests and the servers they start) at that instant.
 test: proto-check lint typecheck
 	$(if $(AT),SWITCHBOARD_TEST_AT="$(AT)") $(BIN)/pytest $(PYTEST_ARGS)
+
+## The unit tests alone (marked `unit`: no server, subprocess or Envoy), in seconds: the quick
+## loop while editing. `make test` runs them too, with everything else.
+test-fast: venv
+	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)
 
 ## Conformance fuzzing of the REST APIs against gen/openapi.json, through a real Envoy (minutes;
 ## run by .ci/run), then the property-based fuzzing of every RPC (also part of `make test`).

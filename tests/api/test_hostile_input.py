@@ -55,6 +55,7 @@ def family_error(response: httpx.Response, family: str, status: int) -> str:
     return str(body["ResponseStatus"]["Message"])
 
 
+@pytest.mark.unit
 def test_errors_carry_a_bounded_message_and_field_list() -> None:
     huge = "é" * 50_000
     many = [FieldViolation(f"k{i:05d}", "is not a field of this request") for i in range(3000)]

@@ -87,11 +87,13 @@ def http_bindings() -> list[tuple[str, str, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_document_is_valid_openapi_3_1(document: Json) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)
 
 
+@pytest.mark.unit
 def test_every_http_binding_is_an_operation_and_nothing_else(document: Json) -> None:
     bindings = http_bindings()
     assert len(bindings) > 150
@@ -105,6 +107,7 @@ def test_every_http_binding_is_an_operation_and_nothing_else(document: Json) -> 
         assert f"gRPC: `{rpc}`." in documented[(kind, re.sub(r"\{[^}]+\}", "{}", path))]
 
 
+@pytest.mark.unit
 def test_each_family_prints_its_own_names(document: Json) -> None:
     # Family A: camelCase, bracket filters by json_name, path variables too.
     path, _, search = by_id(document, "SearchCommunications")
@@ -133,6 +136,7 @@ def test_each_family_prints_its_own_names(document: Json) -> None:
     assert {"SMPPMsgResponse", "ResponseStatus"} <= set(reply["properties"])
 
 
+@pytest.mark.unit
 def test_family_b_lists_are_bare_arrays_with_the_next_page_header(document: Json) -> None:
     for rpc in BARE_LISTS:
         schema = json_schema(document, rpc.rsplit(".", 1)[1])
@@ -144,6 +148,7 @@ def test_family_b_lists_are_bare_arrays_with_the_next_page_header(document: Json
     assert "data" in resolve(document, json_schema(document, "SearchCommunications"))["properties"]
 
 
+@pytest.mark.unit
 def test_documented_success_codes(document: Json) -> None:
     def statuses(operation_id: str) -> list[str]:
         responses = by_id(document, operation_id)[2]["responses"]
@@ -158,6 +163,7 @@ def test_documented_success_codes(document: Json) -> None:
     assert statuses("ListContacts") == ["200"]
 
 
+@pytest.mark.unit
 def test_every_operation_documents_its_family_errors_and_429(document: Json) -> None:
     shapes = {
         "A": {"errors"},
@@ -174,6 +180,7 @@ def test_every_operation_documents_its_family_errors_and_429(document: Json) -> 
         assert resolve(document, limited["headers"]["Retry-After"])["required"] is True
 
 
+@pytest.mark.unit
 def test_error_shapes_accept_what_the_edge_prints(document: Json) -> None:
     samples: dict[str, Json] = {
         "A": {
@@ -202,6 +209,7 @@ def test_error_shapes_accept_what_the_edge_prints(document: Json) -> None:
         assert not check.is_valid({**body, "extra": 1}), family
 
 
+@pytest.mark.unit
 def test_security_public_routes_need_no_bearer(document: Json) -> None:
     assert document["security"] == [{"bearer": []}]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -222,6 +230,7 @@ def test_security_public_routes_need_no_bearer(document: Json) -> None:
     assert "403" in by_id(document, "ListContacts")[2]["responses"]
 
 
+@pytest.mark.unit
 def test_streams_bodies_and_uploads(document: Json) -> None:
     for operation_id in (
         "StreamSmsEvents",
@@ -249,6 +258,7 @@ def test_streams_bodies_and_uploads(document: Json) -> None:
     assert list(by_id(document, "SendSms")[2]["requestBody"]["content"]) == ["application/json"]
 
 
+@pytest.mark.unit
 def test_creates_link_to_the_operations_on_what_they_created(document: Json) -> None:
     links = by_id(document, "CreateContact")[2]["responses"]["200"]["links"]
     assert links["GetContact"] == {
@@ -272,6 +282,7 @@ def test_creates_link_to_the_operations_on_what_they_created(document: Json) -> 
     }
 
 
+@pytest.mark.unit
 def test_response_schemas_know_which_keys_are_always_printed(document: Json) -> None:
     contact = validator(document, {"$ref": "#/components/schemas/contacts.v1.Contact"})
     assert not contact.is_valid({"id": "ct_1"})  # always_print_primitive_fields: all present
@@ -332,12 +343,14 @@ def rpc_names() -> dict[str, str]:
     return names
 
 
+@pytest.mark.unit
 def test_success_statuses_match_the_servicers() -> None:
     names = rpc_names()
     in_code = {names[m]: values for m, values in servicer_calls("set_http_status").items()}
     assert in_code == {rpc: set(statuses) for rpc, statuses in SUCCESS_STATUSES.items()}
 
 
+@pytest.mark.unit
 def test_bare_lists_match_the_servicers() -> None:
     names = rpc_names()
     in_code = {names[m]: values for m, values in servicer_calls("bare_list").items()}

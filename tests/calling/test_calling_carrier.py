@@ -30,6 +30,8 @@ from switchboard.server.calling.media import Audio, AudioSource, Dtmf, Gender, T
 from switchboard.server.calling.sandbox import SandboxCarrier
 from tests.support.clock import TEST_CLOCK
 
+pytestmark = pytest.mark.unit
+
 K = EventKind
 RING = 0.05
 SLACK = 0.010  # timers never fire early by more than this

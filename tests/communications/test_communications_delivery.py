@@ -305,6 +305,7 @@ def _utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
     return datetime(year, month, day, hour, tzinfo=UTC)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("due", "hours", "number", "expected"),
     [
@@ -325,12 +326,14 @@ def test_window_fit(
     assert windows.fit(due, hours, zones) == expected
 
 
+@pytest.mark.unit
 def test_zones_too_far_apart_fall_back_to_the_first() -> None:
     zones = windows.zones_for_number("+79161234567")  # Moscow mobile: many zones in Russia
     result = windows.fit(_utc(2030, 1, 15, 2), (8, 9), zones)
     assert result > _utc(2030, 1, 15, 2) and result - _utc(2030, 1, 15, 2) < timedelta(days=2)
 
 
+@pytest.mark.unit
 def test_sandbox_channels_refuse_what_they_cannot_deliver() -> None:
     email = SandboxChannel.email(0.1)
     problem = email._problem(
@@ -344,6 +347,7 @@ def test_sandbox_channels_refuse_what_they_cannot_deliver() -> None:
     )
 
 
+@pytest.mark.unit
 def test_language_chain() -> None:
     languages = Languages("en", {"yoigo": "es"})
     assert languages.chain("yoigo", "pt-BR") == ["pt-BR", "pt", "es", "en"]

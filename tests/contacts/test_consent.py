@@ -108,6 +108,7 @@ def consent(app: Application) -> ConsentService:
 B, W, IN, OUT, N = "BLACKLIST", "WHITELIST", "OPTIN", "OPTOUT", "NONE"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("sender", "everyone", "opt_in", "opt_out", "none"),
     [
@@ -143,6 +144,7 @@ def test_decide(
     assert outcomes == [opt_in, opt_out, none]
 
 
+@pytest.mark.unit
 def test_decision_names_the_deciding_status() -> None:
     decision = decide(OUT, B, ConsentRequirement.OPT_OUT)
     assert decision == ConsentDecision(False, ConsentStatus.BLACKLIST, decision.reason)

@@ -12,6 +12,8 @@ import pytest
 from switchboard.server.attachments.csvstream import CsvFormatError, CsvRecords, Record
 from switchboard.server.attachments.store import split
 
+pytestmark = pytest.mark.unit
+
 _PIECES = ["a", "b", ",", '"', "\n", "\r\n", "\r", "é", "€", "x y", '""', " ", "\ufeff"]
 
 

@@ -20,6 +20,7 @@ from tests.support.auth import TEST_SECRET
 MONTH = timedelta(days=30)
 
 
+@pytest.mark.unit
 def test_an_offset_clock_reads_its_instant_and_runs_on() -> None:
     instant = datetime(2026, 12, 27, 11, 30, tzinfo=UTC)
     clock = OffsetClock.reading(instant)
@@ -31,6 +32,7 @@ def test_an_offset_clock_reads_its_instant_and_runs_on() -> None:
     assert isinstance(moved, OffsetClock) and moved.offset == -MONTH
 
 
+@pytest.mark.unit
 def test_tokens_live_by_the_platforms_clock_not_the_machines() -> None:
     ahead = TokenService(TEST_SECRET, OffsetClock(MONTH))
     machine = TokenService(TEST_SECRET, SystemClock())
@@ -49,6 +51,7 @@ def test_tokens_live_by_the_platforms_clock_not_the_machines() -> None:
         behind.verify(today)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("claims", "message"),
     [

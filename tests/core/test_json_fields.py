@@ -3,9 +3,12 @@ the request message of the method they were sent to."""
 
 from __future__ import annotations
 
+import pytest
 from switchboard.sms.v1 import sms_service_pb2
 
 from switchboard.server.core.json_fields import BodyShape
+
+pytestmark = pytest.mark.unit
 
 SERVICE = sms_service_pb2.DESCRIPTOR.services_by_name["SmsService"]
 

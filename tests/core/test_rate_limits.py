@@ -81,6 +81,7 @@ async def _try(limiter: RateLimiter, token: str, org: str) -> TooManyRequests | 
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 async def test_a_token_under_its_limit_is_never_refused() -> None:
     clock = SteppedClock(TEST_CLOCK.now())
     limiter = _limiter(clock, RateLimit.per_second(10), RateLimit.per_second(20))
@@ -90,6 +91,7 @@ async def test_a_token_under_its_limit_is_never_refused() -> None:
     assert limiter.refused == 0
 
 
+@pytest.mark.unit
 async def test_beyond_the_burst_requests_wait_for_the_rate() -> None:
     clock = SteppedClock(TEST_CLOCK.now())
     limiter = _limiter(clock, RateLimit.per_second(2, burst=5))
@@ -107,6 +109,7 @@ async def test_beyond_the_burst_requests_wait_for_the_rate() -> None:
     assert [await _try(limiter, "t", "o") is None for _ in range(6)] == [True] * 5 + [False]
 
 
+@pytest.mark.unit
 async def test_the_org_limit_covers_all_its_tokens_and_a_refusal_takes_nothing() -> None:
     clock = SteppedClock(TEST_CLOCK.now())
     limiter = _limiter(clock, RateLimit.per_second(0.01, 3), RateLimit.per_second(0.01, 5))
@@ -120,6 +123,7 @@ async def test_the_org_limit_covers_all_its_tokens_and_a_refusal_takes_nothing()
     assert refused.retry_after == pytest.approx(100)
 
 
+@pytest.mark.unit
 async def test_one_tokens_excess_does_not_limit_another_orgs_token() -> None:
     clock = SteppedClock(TEST_CLOCK.now())
     limiter = _limiter(clock, RateLimit.per_second(5), RateLimit.per_second(8))
@@ -129,6 +133,7 @@ async def test_one_tokens_excess_does_not_limit_another_orgs_token() -> None:
     assert [await _try(limiter, "polite", "org-polite") for _ in range(5)] == [None] * 5
 
 
+@pytest.mark.unit
 async def test_zero_means_no_limit() -> None:
     limiter = _limiter(SteppedClock(TEST_CLOCK.now()), RateLimit.per_second(0))
     assert not limiter.enabled
@@ -136,6 +141,7 @@ async def test_zero_means_no_limit() -> None:
         await limiter.admit("t", "o")
 
 
+@pytest.mark.unit
 async def test_idle_buckets_are_forgotten_once_full() -> None:
     clock = SteppedClock(TEST_CLOCK.now())
     limiter = _limiter(clock, RateLimit.per_second(1, burst=2))
@@ -249,6 +255,7 @@ async def test_full_buckets_are_swept_from_the_database(databases: list[Database
     assert await store.sweep(t0 + 1.5) == 1
 
 
+@pytest.mark.unit
 async def test_without_its_database_a_process_limits_on_its_own(tmp_path: Path) -> None:
     """A database that fails (here: one without the table) must not refuse everything."""
     db = Database(create_engine(f"sqlite+aiosqlite:///{tmp_path}/empty.db"))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from switchboard.server.app.config import Settings
+
+pytestmark = pytest.mark.unit
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:

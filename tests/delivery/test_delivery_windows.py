@@ -10,6 +10,8 @@ import pytest
 
 from switchboard.server.delivery.windows import DeliveryWindow, next_opening
 
+pytestmark = pytest.mark.unit
+
 MADRID = ZoneInfo("Europe/Madrid")
 NEW_YORK = ZoneInfo("America/New_York")
 

@@ -45,6 +45,7 @@ async def get(http: httpx.AsyncClient, bearer: dict[str, str], keyword_id: str) 
     return body
 
 
+@pytest.mark.unit
 def test_ere_translation() -> None:
     assert re.fullmatch(ere_to_python("[[:alpha:]]+[[:digit:]]"), "abc1")
     assert not re.fullmatch(ere_to_python("[[:alpha:]]+[[:digit:]]"), "abc")
@@ -57,6 +58,7 @@ def test_ere_translation() -> None:
             ere_to_python(bad)
 
 
+@pytest.mark.unit
 def test_actions() -> None:
     assert parse_actions("optout, store  STORE") == [Action.OPTOUT, Action.STORE]
     with pytest.raises(ValueError, match="DANCE"):

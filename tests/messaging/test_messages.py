@@ -207,6 +207,7 @@ async def test_message_attachments(http: httpx.AsyncClient, bearer: dict[str, st
     assert (await read(http, bearer, request_id))["attachments"] == [attachment_id]
 
 
+@pytest.mark.unit
 def test_counter_deltas_follow_each_messages_change() -> None:
     """Counters move by what changed; a message seen twice in one change counts once."""
     now = TEST_CLOCK.now()

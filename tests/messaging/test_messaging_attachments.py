@@ -25,6 +25,7 @@ from tests.support.auth import TokenFactory
 from tests.support.errors import assert_error
 
 
+@pytest.mark.unit
 def test_parse_upload() -> None:
     part = (
         b'Content-Disposition: form-data; name="f"; filename="a.bin"\r\n'

@@ -40,6 +40,7 @@ async def get(http: httpx.AsyncClient, bearer: dict[str, str], template_id: str)
     return body
 
 
+@pytest.mark.unit
 def test_render_and_placeholders() -> None:
     pattern = "Hi {{name}}, code {{ code }} ({{name}}) {{ not a placeholder }} {{}}"
     assert placeholders(pattern) == ["name", "code"]
@@ -53,6 +54,7 @@ def test_render_and_placeholders() -> None:
     assert isinstance(caught.value, InvalidArgument)
 
 
+@pytest.mark.unit
 def test_body_allowed() -> None:
     assert body_allowed([], "anything")
     validators = [r"Your code is \d{6}", r"Order [A-Z]+ shipped"]

@@ -99,6 +99,7 @@ def _sender(sender_id: str, country: str, type_id: str) -> Sender:
     )
 
 
+@pytest.mark.unit
 def test_price_prefers_the_cheapest_route() -> None:
     rates = Rates({"sms": {"ES": 0.06, "OTHER": 0.06}, "sms-cheap": {"ES": 0.01, "OTHER": 0.09}})
     pricey = _sender("1", "ES", "sms-long-code")

@@ -312,6 +312,7 @@ async def test_reconnects_after_the_smsc_restarts() -> None:
         server.kill()
 
 
+@pytest.mark.unit
 def test_gsm_codec_round_trips_and_respects_pairs() -> None:
     basic = "@£$¥ Hello\n{[~]}|^€\\ ÄÖÑÜ§¿äöñüà"
     assert gsm.decode_gsm7(gsm.encode_gsm7(basic)) == basic

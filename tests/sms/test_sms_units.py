@@ -13,6 +13,8 @@ from switchboard.server.sms import phone
 from switchboard.server.sms.encoding import is_gsm7, segment_count
 from tests.support.clock import TEST_CLOCK
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "region", "expected"),

@@ -22,6 +22,8 @@ from switchboard.server.templates.engine import (
     truthy,
 )
 
+pytestmark = pytest.mark.unit
+
 # From seeds/001: the sample SMS template's data.content and its arguments.
 SEED_CONTENT = "SGkgWygke25hbWV9KV0sIGVudGVyIFsoJHtyZXNldExpbmt9KV0gdG8gcmVzZXQgcGFzc3dvcmQ="
 SEED_ARGUMENTS: dict[str, Any] = {
