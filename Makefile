@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz fuzz-rest fuzz-grpc
+.PHONY: run test test-fast check lint typecheck proto proto-check bench clean bootstrap venv lock audit fuzz fuzz-rest fuzz-grpc
 
 ## uv itself, pinned with every platform's hash in tools/uv-requirements.txt.
 $(UV): tools/uv-requirements.txt
@@ -68,6 +68,11 @@ typecheck: bootstrap
 test: proto-check lint typecheck
 	$(if $(AT),SWITCHBOARD_TEST_AT="$(AT)") $(BIN)/pytest $(PYTEST_ARGS)
 
+## The unit tests alone (marked `unit`: no server, subprocess or Envoy), in seconds: the quick
+## loop while editing. `make test` runs them too, with everything else.
+test-fast: venv
+	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)
+
 ## Conformance fuzzing of the REST APIs against gen/openapi.json, through a real Envoy (minutes;
 ## run by .ci/run), then the property-based fuzzing of every RPC (also part of `make test`).
 fuzz: fuzz-rest fuzz-grpc
@@ -80,7 +85,7 @@ fuzz-grpc: bootstrap
 	$(if $(FUZZ_EXAMPLES),SWITCHBOARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)) \
 	$(if $(FUZZ_SECONDS),SWITCHBOARD_FUZZ_SECONDS=$(FUZZ_SECONDS)) \
 	$(if $(FUZZ_SEED),SWITCHBOARD_FUZZ_SEED=$(FUZZ_SEED)) \
-	$(BIN)/pytest -p no:randomly -q -s tests/test_grpc_fuzz.py
+	$(BIN)/pytest -p no:randomly -q -s tests/api/test_grpc_fuzz.py
 
 bench: bootstrap
 	$(BIN)/python -m bench.sms_throughput

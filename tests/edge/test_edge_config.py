@@ -32,6 +32,7 @@ def settings(**overrides: object) -> EnvoySettings:
     return EnvoySettings(**values)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_paths() -> None:
     assert (envoy_dir() / "envoy.yaml.in").is_file()
     assert (envoy_dir() / "edge.lua").is_file()
@@ -52,6 +53,7 @@ def test_rendered_config_validates(tmp_path: Path, upstreams: list[tuple[str, in
     validate_config(path)
 
 
+@pytest.mark.unit
 def test_rendered_config_names_every_service_and_setting() -> None:
     text = render_config(settings())
     for service in TRANSCODED_SERVICES:
@@ -78,11 +80,13 @@ def test_validate_config_reports_envoys_complaint(tmp_path: Path) -> None:
         validate_config(path)
 
 
+@pytest.mark.unit
 def test_render_needs_an_upstream() -> None:
     with pytest.raises(ValueError, match="upstream"):
         render_config(settings(upstreams=[]))
 
 
+@pytest.mark.unit
 def test_envoy_dir_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHBOARD_ENVOY_DIR", str(tmp_path))
     assert envoy_dir() == tmp_path

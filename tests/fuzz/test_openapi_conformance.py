@@ -20,7 +20,7 @@ import pytest
 
 from switchboard.server.core.auth import Role
 from switchboard.server.edge.envoy import EnvoyProcess
-from tests.conftest import TokenFactory
+from tests.support.auth import TokenFactory
 
 pytestmark = [pytest.mark.envoy, pytest.mark.fuzz]
 

@@ -19,7 +19,7 @@ What it is generated from, and why each input:
 - three small tables below for what the servicers decide at run time and no descriptor says:
   documented success codes other than 200 (``x-switchboard-http-status``), family B lists that
   the edge unwraps into a bare array (``x-switchboard-bare-list``), and the media types of
-  ``google.api.HttpBody`` bodies. ``tests/test_openapi.py`` checks the first two against the
+  ``google.api.HttpBody`` bodies. ``tests/api/test_openapi.py`` checks the first two against the
   servicers' source, and the conformance fuzzing (``tests/fuzz``) checks all of them against
   the running edge.
 

@@ -253,7 +253,7 @@ def to_rpc_status(error: DomainError) -> grpc.Status:
     status = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
     if isinstance(error, TooManyRequests) and retry_after > 0:
         # Sent before any initial metadata, so the RPC fails trailers-only and Envoy's transcoder
-        # copies this into the REST response's headers (tests/test_rate_limits.py pins that).
+        # copies this into the REST response's headers (tests/core/test_rate_limits.py pins that).
         trailing = (*status.trailing_metadata, ("retry-after", str(error.retry_after_seconds)))
         return _Status(status.code, status.details, trailing)
     return status
