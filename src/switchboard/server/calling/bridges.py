@@ -31,7 +31,7 @@ from switchboard.server.calling.models import (
 from switchboard.server.calling.service import CallService, calls_table, parse_media
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import NotFound, StaleData, require_version
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
@@ -290,8 +290,7 @@ class BridgeService:
     ) -> None:
         """Reserve `ids` for the bridge: each must be the org's, ACTIVE, and in no bridge."""
         query = select(calls_table).where(_c.org_id == org_id, _c.id.in_(list(ids)))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         found = {row["id"]: row for row in session.execute(query).mappings()}
         for call_id in ids:
             row = found.get(call_id)

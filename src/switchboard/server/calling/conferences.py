@@ -33,7 +33,7 @@ from switchboard.server.calling.models import (
 from switchboard.server.calling.service import CallService, _invalid, calls_table, parse_media
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import NotFound, StaleData
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
@@ -458,8 +458,7 @@ class ConferenceService:
 
     def _conference(self, session: Session, conference_id: str) -> Row:
         query = select(conferences_table).where(_f.id == conference_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return session.execute(query).mappings().one()
 
     def _move_count(self, session: Session, conference: Row, delta: int, at: datetime) -> None:

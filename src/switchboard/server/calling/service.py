@@ -50,7 +50,7 @@ from switchboard.server.calling.models import (
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -472,8 +472,7 @@ class CallService:
 
     def _locked(self, session: Session, call_id: str) -> Row | None:
         query = select(calls_table).where(_c.id == call_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return session.execute(query).mappings().one_or_none()
 
     def _change(self, session: Session, call: Row, changes: Mapping[str, Any], at: datetime) -> Row:

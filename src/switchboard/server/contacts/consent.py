@@ -39,7 +39,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     NotFound,
     UniqueKeyViolated,
@@ -222,13 +222,6 @@ _INSERT_NEW = {
     .returning(_s.id)
     for dialect in (postgresql, sqlite)
 }
-
-
-def _locked(query: Any, session: Session) -> Any:
-    """`query` FOR UPDATE on PostgreSQL (SQLite's single writer needs no row locks)."""
-    if session.connection().dialect.name == "postgresql":
-        return query.with_for_update()
-    return query
 
 
 class ConsentService:
@@ -534,7 +527,7 @@ class ConsentService:
                 _s.consent_status == ConsentStatus.BLACKLIST.value,
                 or_(*(and_(_s.address_type == t, _s.address == a) for t, a in keys)),
             )
-            rows = list(session.connection().execute(_locked(query, session)).mappings())
+            rows = list(session.connection().execute(for_update(session, query)).mappings())
             if not rows:
                 raise NotFound(f"{address} is not on the blacklist")
             for row in sorted(rows, key=lambda r: str(r["id"])):
@@ -761,12 +754,12 @@ class ConsentService:
             _s.sender_id == sender_id,
         )
         if lock:
-            query = _locked(query, session)
+            query = for_update(session, query)
         return session.connection().execute(query).mappings().one_or_none()
 
     def _get_for_update(self, session: Session, org_id: str, status_id: str) -> Row:
         query = select(_statuses).where(_s.org_id == org_id, _s.id == status_id)
-        row = session.connection().execute(_locked(query, session)).mappings().one_or_none()
+        row = session.connection().execute(for_update(session, query)).mappings().one_or_none()
         if row is None:
             raise NotFound(f"consent status {status_id!r} does not exist")
         return row

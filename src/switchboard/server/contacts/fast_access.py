@@ -27,7 +27,7 @@ from switchboard.server.contacts.models import FAST_ACCESS_SLOTS, FastAccessRule
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import NotFound, UniqueKeyViolated, require_version
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
@@ -294,8 +294,7 @@ class FastAccessService:
 
     def _locked(self, session: Session, org_id: str, rule_id: str) -> Mapping[Any, Any]:
         query = select(rules_table).where(_r.org_id == org_id, _r.id == rule_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         row = session.execute(query).mappings().one_or_none()
         if row is None:
             raise NotFound(f"fast access rule {rule_id!r} not found")

@@ -23,7 +23,7 @@ from switchboard.server.contacts.repository import Row, contacts, groups, member
 from switchboard.server.contacts.service import ContactService, validate
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -373,8 +373,7 @@ class GroupService:
 
     def _locked(self, session: Session, org_id: str, group_id: str) -> Row:
         query = select(groups).where(_g.org_id == org_id, _g.id == group_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         row = session.execute(query).mappings().one_or_none()
         if row is None:
             raise NotFound(f"contact group {group_id!r} not found")

@@ -31,6 +31,7 @@ from switchboard.server.contacts.models import (
     GroupType,
     TokenOwner,
 )
+from switchboard.server.core.db import for_update
 
 Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
 contacts: Table = ContactRecord.__table__  # type: ignore[attr-defined]
@@ -42,16 +43,12 @@ _g = groups.c
 _m = members.c
 
 
-def _for_update(session: Session, query: Select[Any]) -> Select[Any]:
-    return query.with_for_update() if session.get_bind().dialect.name == "postgresql" else query
-
-
 class ContactRepository:
     # -- writes (sync) -------------------------------------------------------------------------
 
     def locked(self, session: Session, org_id: str, contact_id: str) -> Row | None:
         query = select(contacts).where(_c.org_id == org_id, _c.id == contact_id)
-        return session.execute(_for_update(session, query)).mappings().one_or_none()
+        return session.execute(for_update(session, query)).mappings().one_or_none()
 
     def by_external_ids(
         self, session: Session, org_id: str, external_ids: Sequence[str]
@@ -59,14 +56,14 @@ class ContactRepository:
         if not external_ids:
             return {}
         query = select(contacts).where(_c.org_id == org_id, _c.external_id.in_(list(external_ids)))
-        rows = session.execute(_for_update(session, query)).mappings()
+        rows = session.execute(for_update(session, query)).mappings()
         return {row["external_id"]: row for row in rows}
 
     def by_ids(self, session: Session, org_id: str, ids: Sequence[str]) -> dict[str, Row]:
         if not ids:
             return {}
         query = select(contacts).where(_c.org_id == org_id, _c.id.in_(list(ids)))
-        rows = session.execute(_for_update(session, query)).mappings()
+        rows = session.execute(for_update(session, query)).mappings()
         return {row["id"]: row for row in rows}
 
     def external_id_owner(self, session: Session, org_id: str, external_id: str) -> str | None:

@@ -34,7 +34,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     InvalidArgument,
     NotFound,
@@ -260,8 +260,7 @@ class AccessTokenService:
         if contact_id is not None:
             _require_contact_sync(session, org_id, contact_id)
         query = select(_tokens).where(_t.id == token_id, *self._scope(org_id, contact_id))
-        if session.connection().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         found = self._matching(session.connection().execute(query).mappings().one_or_none(), secret)
         if found is None:
             raise NotFound("access token does not exist")
@@ -501,8 +500,7 @@ class ApplicationTokenService:
         query = select(_app_tokens).where(
             _a.org_id == org_id, _a.contact_id == contact_id, _a.id == token_id
         )
-        if session.connection().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         row = session.connection().execute(query).mappings().one_or_none()
         if row is None:
             raise NotFound(f"application token {token_id!r} does not exist")

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import NotFound, UniqueKeyViolated
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.validation import Checks
@@ -50,8 +50,7 @@ class OrgTable:
 
     def locked(self, session: Session, org_id: str, item_id: str) -> Row:
         query = select(self.table).where(self.scope(org_id), self.table.c.id == item_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         row = session.execute(query).mappings().one_or_none()
         if row is None:
             raise NotFound(f"{self.noun} {item_id!r} not found")

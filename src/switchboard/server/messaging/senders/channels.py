@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     FieldViolation,
     NotFound,
@@ -31,7 +31,7 @@ from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.senders.common import Row, for_update, list_filters, split_items
+from switchboard.server.messaging.senders.common import Row, list_filters, split_items
 from switchboard.server.messaging.senders.models import (
     ChannelOwnership,
     ChannelPriority,

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -51,7 +51,6 @@ from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.senders import reference
 from switchboard.server.messaging.senders.common import (
     Row,
-    for_update,
     list_filters,
     pack,
     split_items,
