@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.calling import media as media_rules
@@ -50,7 +50,7 @@ from switchboard.server.calling.models import (
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -71,8 +71,8 @@ from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
 
-calls_table: Table = CallRecord.__table__  # type: ignore[attr-defined]
-plays_table: Table = PlayRecord.__table__  # type: ignore[attr-defined]
+calls_table = table_of(CallRecord)
+plays_table = table_of(PlayRecord)
 _c = calls_table.c
 _p = plays_table.c
 

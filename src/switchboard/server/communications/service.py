@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import phonenumbers
-from sqlalchemy import ColumnElement, Table, insert, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,7 +62,7 @@ from switchboard.server.communications.short_urls import (
 from switchboard.server.contacts.consent import ConsentDecision
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import DomainError, FieldViolation, InvalidArgument, NotFound
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
@@ -104,8 +104,8 @@ _PROGRESS = {
     DeliveryStatus.DELIVERED.value: 3,
 }
 
-_communications: Table = CommunicationRecord.__table__  # type: ignore[attr-defined]
-_deliveries: Table = DeliveryRecord.__table__  # type: ignore[attr-defined]
+_communications = table_of(CommunicationRecord)
+_deliveries = table_of(DeliveryRecord)
 _m = _communications.c
 _d = _deliveries.c
 

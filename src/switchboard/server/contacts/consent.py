@@ -39,7 +39,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     NotFound,
     UniqueKeyViolated,
@@ -59,8 +59,8 @@ SENDER_ID_MAX = 64
 KEYWORD_MAX = 64
 _BATCH = 500  # addresses per query of may_send_many
 
-_statuses: Table = AddressStatusRecord.__table__  # type: ignore[attr-defined]
-_history: Table = AddressHistoryRecord.__table__  # type: ignore[attr-defined]
+_statuses = table_of(AddressStatusRecord)
+_history = table_of(AddressHistoryRecord)
 _s = _statuses.c
 _h = _history.c
 

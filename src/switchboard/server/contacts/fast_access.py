@@ -18,7 +18,7 @@ from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -27,14 +27,14 @@ from switchboard.server.contacts.models import FAST_ACCESS_SLOTS, FastAccessRule
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import NotFound, UniqueKeyViolated, require_version
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 
-rules_table: Table = FastAccessRuleRecord.__table__  # type: ignore[attr-defined]
+rules_table = table_of(FastAccessRuleRecord)
 _r = rules_table.c
 
 SLOTS = tuple(f"fast_access_{n}" for n in range(1, FAST_ACCESS_SLOTS + 1))

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Select, Table, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.attachments.models import AttachmentState
@@ -36,7 +36,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import FieldViolation, InvalidArgument, NotFound
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
@@ -44,8 +44,8 @@ from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 
 Row = Mapping[Any, Any]
-jobs: Table = ContactJobRecord.__table__  # type: ignore[attr-defined]
-groups: Table = ContactGroupRecord.__table__  # type: ignore[attr-defined]
+jobs = table_of(ContactJobRecord)
+groups = table_of(ContactGroupRecord)
 _j = jobs.c
 _g = groups.c
 

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
     bindparam,
     delete,
     func,
@@ -31,13 +30,13 @@ from switchboard.server.contacts.models import (
     GroupType,
     TokenOwner,
 )
-from switchboard.server.core.db import for_update
+from switchboard.server.core.db import for_update, table_of
 
 Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-contacts: Table = ContactRecord.__table__  # type: ignore[attr-defined]
-groups: Table = ContactGroupRecord.__table__  # type: ignore[attr-defined]
-members: Table = GroupMemberRecord.__table__  # type: ignore[attr-defined]
-tokens: Table = AccessTokenRecord.__table__  # type: ignore[attr-defined]
+contacts = table_of(ContactRecord)
+groups = table_of(ContactGroupRecord)
+members = table_of(GroupMemberRecord)
+tokens = table_of(AccessTokenRecord)
 _c = contacts.c
 _g = groups.c
 _m = members.c

@@ -34,7 +34,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     NotFound,
@@ -51,9 +51,9 @@ Snapshot = dict[str, Any]
 TOKEN_ID_PREFIX = "atk_"
 ID_MAX = 64
 
-_tokens: Table = AccessTokenRecord.__table__  # type: ignore[attr-defined]
-_app_tokens: Table = ContactApplicationTokenRecord.__table__  # type: ignore[attr-defined]
-_contacts: Table = ContactRecord.__table__  # type: ignore[attr-defined]
+_tokens = table_of(AccessTokenRecord)
+_app_tokens = table_of(ContactApplicationTokenRecord)
+_contacts = table_of(ContactRecord)
 _t = _tokens.c
 _a = _app_tokens.c
 _k = _contacts.c

@@ -12,15 +12,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, Update, bindparam, insert, or_, select, update
+from sqlalchemy import Select, Update, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from switchboard.server.core.db import table_of
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 
 Row = Mapping[Any, Any]  # a row of sms_messages by column name (RowMapping or dict)
-_table: Table = SmsRecord.__table__  # type: ignore[attr-defined]
+_table = table_of(SmsRecord)
 _c = _table.c
 
 

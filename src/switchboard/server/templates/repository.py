@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from switchboard.server.core.db import for_update
+from switchboard.server.core.db import for_update, table_of
 from switchboard.server.templates.models import (
     ChangeType,
     CommunicationTypeRecord,
@@ -23,10 +23,10 @@ from switchboard.server.templates.models import (
 )
 
 Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-types_table: Table = CommunicationTypeRecord.__table__  # type: ignore[attr-defined]
-versions: Table = TemplateVersionRecord.__table__  # type: ignore[attr-defined]
-examples_table: Table = ExampleRecord.__table__  # type: ignore[attr-defined]
-imports_table: Table = PackageImportRecord.__table__  # type: ignore[attr-defined]
+types_table = table_of(CommunicationTypeRecord)
+versions = table_of(TemplateVersionRecord)
+examples_table = table_of(ExampleRecord)
+imports_table = table_of(PackageImportRecord)
 _t = types_table.c
 _v = versions.c
 _e = examples_table.c

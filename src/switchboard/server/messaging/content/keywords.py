@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, Table, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Index, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
@@ -36,7 +36,7 @@ from switchboard.server.contacts.consent import ConsentService
 from switchboard.server.contacts.models import AddressType, ConsentStatus
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     PermissionDenied,
@@ -55,7 +55,7 @@ from switchboard.server.messaging.content.message_templates import (
 )
 from switchboard.server.messaging.senders.models import SenderIdRecord
 
-_senders = SenderIdRecord.__table__.c  # type: ignore[attr-defined]
+_senders = table_of(SenderIdRecord).c
 RESERVED_FILE = Path(__file__).with_name("reserved_keywords.json")
 GLOBAL_ORG = ""  # org_id of RESERVED keywords
 PLATFORM_APPLICATION = "platform"
@@ -101,7 +101,7 @@ class KeywordRecord(SQLModel, table=True):
     version: int = 1
 
 
-keywords_table: Table = KeywordRecord.__table__  # type: ignore[attr-defined]
+keywords_table = table_of(KeywordRecord)
 _k = keywords_table.c
 
 LIMITS = {

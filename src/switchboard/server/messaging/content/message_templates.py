@@ -19,12 +19,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Table, delete, insert, select, update
+from sqlalchemy import Index, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     PermissionDenied,
@@ -58,7 +58,7 @@ class MessageTemplateRecord(SQLModel, table=True):
     version: int = 1
 
 
-templates_table: Table = MessageTemplateRecord.__table__  # type: ignore[attr-defined]
+templates_table = table_of(MessageTemplateRecord)
 _t = templates_table.c
 
 LIMITS = {"name": 128, "pattern": 4096}

@@ -17,13 +17,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Table, case, func, select, update
+from sqlalchemy import Index, case, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -138,7 +138,7 @@ class MessageRecord(SQLModel, table=True):
     version: int = 1
 
 
-messages_table: Table = MessageRecord.__table__  # type: ignore[attr-defined]
+messages_table = table_of(MessageRecord)
 _m = messages_table.c
 
 FILTERS = (

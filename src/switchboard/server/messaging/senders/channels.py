@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     NotFound,
@@ -40,7 +40,7 @@ from switchboard.server.messaging.senders.models import (
 from switchboard.server.messaging.senders.service import SenderService, channel_senders, senders
 
 T = TypeVar("T")
-channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
+channels = table_of(ChannelRecord)
 _c = channels.c
 _cs = channel_senders.c
 FILTERS = (

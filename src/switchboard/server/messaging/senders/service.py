@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -69,9 +69,9 @@ from switchboard.server.messaging.senders.models import (
 )
 
 T = TypeVar("T")
-senders: Table = SenderIdRecord.__table__  # type: ignore[attr-defined]
-channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
-channel_senders: Table = ChannelSenderRecord.__table__  # type: ignore[attr-defined]
+senders = table_of(SenderIdRecord)
+channels = table_of(ChannelRecord)
+channel_senders = table_of(ChannelSenderRecord)
 _s = senders.c
 
 FILTERS = (
@@ -816,7 +816,7 @@ def shared_sender_validator_lock(session: Session, org_id: str, template_id: str
     """Whether `template_id` is a validator of one of the org's copies of a SHARED sender: those
     validators are the operator's rules for the shared address, so customers may not change them
     (MessageTemplateService.shared_sender_lock)."""
-    senders = SenderIdRecord.__table__  # type: ignore[attr-defined]
+    senders = table_of(SenderIdRecord)
     originals = senders.alias("originals")
     query = (
         select(senders.c.id)
