@@ -26,7 +26,8 @@ from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import delivery_event
 from switchboard.server.core.db import table_of
 from switchboard.server.core.events import EventLog, NewEvent
-from switchboard.server.delivery.engine import Failure, Prepared, Row
+from switchboard.server.core.types import Row
+from switchboard.server.delivery.engine import Failure, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 

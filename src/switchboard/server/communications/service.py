@@ -67,6 +67,7 @@ from switchboard.server.core.errors import DomainError, FieldViolation, InvalidA
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
@@ -78,8 +79,6 @@ from switchboard.server.templates.engine import TemplateError
 
 log = logging.getLogger("switchboard.communications")
 
-Row = Mapping[Any, Any]
-Snapshot = dict[str, Any]
 EXTERNAL_ID_MAX = 128
 CLIENT_ID_MAX = 256
 EMAIL_COPIES_MAX = 50

@@ -28,9 +28,9 @@ from switchboard.server.core.errors import NotFound, UniqueKeyViolated
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 
-Row = Mapping[Any, Any]
 LONG_URL_MAX = 2048
 DEFAULT_LENGTH = 7
 MIN_LENGTH, MAX_LENGTH = 4, 32

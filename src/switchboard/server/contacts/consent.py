@@ -48,11 +48,9 @@ from switchboard.server.core.errors import (
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.telephony import phone
-
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-Snapshot = dict[str, Any]
 
 ADDRESS_MAX = 320
 SENDER_ID_MAX = 64

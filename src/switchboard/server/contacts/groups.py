@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.models import GroupStatus, GroupType
-from switchboard.server.contacts.repository import Row, contacts, groups, members
+from switchboard.server.contacts.repository import contacts, groups, members
 from switchboard.server.contacts.service import ContactService, validate
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
@@ -35,9 +35,9 @@ from switchboard.server.core.errors import (
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, T
 from switchboard.server.core.validation import Checks
 
-T = TypeVar("T")
 _g = groups.c
 _m = members.c
 FILTERS = (

@@ -41,9 +41,9 @@ from switchboard.server.core.errors import FieldViolation, InvalidArgument, NotF
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 
-Row = Mapping[Any, Any]
 jobs = table_of(ContactJobRecord)
 groups = table_of(ContactGroupRecord)
 _j = jobs.c

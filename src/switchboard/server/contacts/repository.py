@@ -5,7 +5,7 @@ Writes are synchronous (they run inside Database.run_write's transaction); reads
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -31,8 +31,8 @@ from switchboard.server.contacts.models import (
     TokenOwner,
 )
 from switchboard.server.core.db import for_update, table_of
+from switchboard.server.core.types import Row
 
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
 contacts = table_of(ContactRecord)
 groups = table_of(ContactGroupRecord)
 members = table_of(GroupMemberRecord)

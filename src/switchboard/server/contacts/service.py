@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.fast_access import SLOTS, FastAccessService, Rule, derive
 from switchboard.server.contacts.models import VoicePreference
-from switchboard.server.contacts.repository import ContactRepository, Row, contacts
+from switchboard.server.contacts.repository import ContactRepository, contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
@@ -33,10 +33,9 @@ from switchboard.server.core.errors import (
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, T
 from switchboard.server.core.validation import Checks
 from switchboard.server.telephony import phone
-
-T = TypeVar("T")
 
 TEXT_LIMITS = {
     "first_name": 256,

@@ -43,10 +43,8 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
-
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-Snapshot = dict[str, Any]
 
 TOKEN_ID_PREFIX = "atk_"
 ID_MAX = 64

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.exc import IntegrityError
@@ -15,11 +14,9 @@ from switchboard.server.core import listing
 from switchboard.server.core.db import Database, for_update
 from switchboard.server.core.errors import NotFound, UniqueKeyViolated
 from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.types import Row, Snapshot, T
 from switchboard.server.core.validation import Checks
 
-T = TypeVar("T")
-Row = Mapping[Any, Any]
-Snapshot = dict[str, Any]
 TIME_COLUMNS = {"created_date": "created_at", "last_updated_date": "updated_at"}
 
 

@@ -12,9 +12,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.db import Database, for_update, table_of
+from switchboard.server.core.types import Row
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord, QueueState
 
-Row = Mapping[str, Any]
 queue_table = table_of(DeliveryQueueRecord)
 daily_table = table_of(DailyCountRecord)
 _q = queue_table.c

@@ -17,10 +17,11 @@ from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.templates import catalog, inspection
 from switchboard.server.templates.models import Channel
-from switchboard.server.templates.repository import Row, TemplateRepository
+from switchboard.server.templates.repository import TemplateRepository
 from switchboard.server.templates.service import (
     REQUEST_REF_MAX,
     SUBJECT_MAX,
@@ -28,7 +29,6 @@ from switchboard.server.templates.service import (
     normalize_language,
 )
 
-Snapshot = dict[str, Any]
 DESCRIPTION_MAX = 1000
 EXPECTED_CONTENT_MAX = 512 * 1024
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.db import for_update, table_of
+from switchboard.server.core.types import Row
 from switchboard.server.templates.models import (
     ChangeType,
     CommunicationTypeRecord,
@@ -22,7 +23,6 @@ from switchboard.server.templates.models import (
     TemplateVersionRecord,
 )
 
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
 types_table = table_of(CommunicationTypeRecord)
 versions = table_of(TemplateVersionRecord)
 examples_table = table_of(ExampleRecord)

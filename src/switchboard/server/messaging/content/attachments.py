@@ -41,8 +41,9 @@ from switchboard.server.core.errors import (
     require_version,
 )
 from switchboard.server.core.events import EventLog
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
 log = logging.getLogger(__name__)

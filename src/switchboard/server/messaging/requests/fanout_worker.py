@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from switchboard.server.communications.short_urls import NewShortUrl
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database, for_update
-from switchboard.server.core.org_table import Row
+from switchboard.server.core.types import Row
 from switchboard.server.delivery import queue
 from switchboard.server.messaging.requests.fanout import Fanout, FanoutLost, FanoutRejected, Plan
 from switchboard.server.messaging.requests.message_requests import (

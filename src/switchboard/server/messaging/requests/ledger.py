@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.db import for_update
-from switchboard.server.delivery.engine import Failure, FailureKind, Prepared, Row
+from switchboard.server.core.types import Row
+from switchboard.server.delivery.engine import Failure, FailureKind, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.messaging.requests.messages import (
     FailureCode,

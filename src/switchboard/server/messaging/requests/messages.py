@@ -33,8 +33,9 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
 

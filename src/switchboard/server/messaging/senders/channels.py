@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,8 +30,9 @@ from switchboard.server.core.errors import (
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, T
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.senders.common import Row, list_filters, split_items
+from switchboard.server.messaging.senders.common import list_filters, split_items
 from switchboard.server.messaging.senders.models import (
     ChannelOwnership,
     ChannelPriority,
@@ -39,7 +40,6 @@ from switchboard.server.messaging.senders.models import (
 )
 from switchboard.server.messaging.senders.service import SenderService, channel_senders, senders
 
-T = TypeVar("T")
 channels = table_of(ChannelRecord)
 _c = channels.c
 _cs = channel_senders.c

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from sqlalchemy import ColumnElement, Table
 
 from switchboard.server.core import listing
 from switchboard.server.core.validation import Checks
-
-Row = Mapping[Any, Any]
 
 
 def split_items(values: Iterable[str], *, upper: bool = False) -> list[str]:

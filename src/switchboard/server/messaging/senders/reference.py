@@ -31,9 +31,10 @@ from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import NotFound, require_version
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery.policies import ClassPolicy
-from switchboard.server.messaging.senders.common import Row, list_filters, pack, split_items, unpack
+from switchboard.server.messaging.senders.common import list_filters, pack, split_items, unpack
 from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import phonenumbers
 from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
@@ -47,15 +47,10 @@ from switchboard.server.core.errors import (
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, T
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.senders import reference
-from switchboard.server.messaging.senders.common import (
-    Row,
-    list_filters,
-    pack,
-    split_items,
-    unpack,
-)
+from switchboard.server.messaging.senders.common import list_filters, pack, split_items, unpack
 from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,
@@ -68,7 +63,6 @@ from switchboard.server.messaging.senders.models import (
     YesNo,
 )
 
-T = TypeVar("T")
 senders = table_of(SenderIdRecord)
 channels = table_of(ChannelRecord)
 channel_senders = table_of(ChannelSenderRecord)
