@@ -53,13 +53,16 @@ class OrgTable:
             raise NotFound(f"{self.noun} {item_id!r} not found")
         return row
 
-    async def get(self, org_id: str, item_id: str) -> Snapshot:
+    async def row(self, org_id: str, item_id: str) -> Row:
         async with self.db.read() as session:
             query = select(self.table).where(self.scope(org_id), self.table.c.id == item_id)
             row = (await session.execute(query)).mappings().one_or_none()
         if row is None:
             raise NotFound(f"{self.noun} {item_id!r} not found")
-        return self.snapshot(row)
+        return row
+
+    async def get(self, org_id: str, item_id: str) -> Snapshot:
+        return self.snapshot(await self.row(org_id, item_id))
 
     async def list_page(
         self,
