@@ -45,8 +45,9 @@ from switchboard.server.core.errors import (
     UniqueKeyViolated,
     require_version,
 )
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
@@ -232,9 +233,17 @@ class ConsentService:
         default_region: str | None = None,
     ) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
         self._region = default_region
+        # Statuses say "does not exist" where OrgTable says "not found": only events go through it.
+        self.statuses = OrgTable(
+            db=db,
+            events=events,
+            table=_statuses,
+            noun="consent status",
+            event_prefix="contact_address_status",
+            snapshot=status_snapshot,
+        )
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -418,7 +427,7 @@ class ConsentService:
                     metadata={"id": existing["id"]} if existing else {},
                 )
             self._record(session, row, ConsentSource.COMPANY, now, application_id=application_id)
-            self._event(session, "created", row, now)
+            self.statuses.event(session, "created", row, now)
             return str(row["id"])
 
         try:
@@ -488,7 +497,7 @@ class ConsentService:
                 status=ConsentStatus.NONE.value,
                 application_id=application_id,
             )
-            self._event(session, "deleted", row, now)
+            self.statuses.event(session, "deleted", row, now)
 
         await self._db.run_write(work)
 
@@ -707,7 +716,7 @@ class ConsentService:
                 self._record(
                     session, fresh, source, at, keyword=keyword, message=message, created_at=now
                 )
-                self._event(session, "created", fresh, now)
+                self.statuses.event(session, "created", fresh, now)
                 return status_snapshot(fresh), True
             # Another transaction created it since we looked (and has committed): carry on.
             row = self._find(session, org_id, address_type.value, normalised, sender_id, lock=True)
@@ -789,7 +798,7 @@ class ConsentService:
             application_id=application_id,
             created_at=now,
         )
-        self._event(session, "updated", after, now)
+        self.statuses.event(session, "updated", after, now)
         return status_snapshot(after)
 
     def _record(
@@ -824,18 +833,4 @@ class ConsentService:
                 "application_id": application_id,
                 "created_at": created_at or timestamp,
             },
-        )
-
-    def _event(self, session: Session, change: str, row: Row, at: datetime) -> None:
-        self._events.append(
-            session,
-            [
-                NewEvent(
-                    org_id=row["org_id"],
-                    type=f"contact_address_status.{change}",
-                    resource_id=row["id"],
-                    payload=status_snapshot(row),
-                    occurred_at=at,
-                )
-            ],
         )

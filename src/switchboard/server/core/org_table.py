@@ -32,7 +32,7 @@ class OrgTable:
         noun: str,
         event_prefix: str,
         snapshot: Callable[[Row], Snapshot],
-        unique_message: str,
+        unique_message: str | None = None,
     ) -> None:
         self.db = db
         self.events = events
@@ -93,14 +93,19 @@ class OrgTable:
         return [self.snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
 
     async def write(self, work: Callable[[Session], T]) -> T:
+        """`work` in one transaction; a unique key taken meanwhile is `unique_message` (409),
+        or the IntegrityError itself where the table has no such message."""
         try:
             return await self.db.run_write(work)
         except IntegrityError as exc:  # a concurrent writer took the unique key
+            if self.unique_message is None:
+                raise
             raise UniqueKeyViolated(self.unique_message) from exc
 
-    def event(self, session: Session, what: str, row: Row, now: datetime) -> None:
+    def new_event(self, what: str, row: Row, now: datetime) -> NewEvent:
+        """The event `<event_prefix>.<what>` of `row`, for a caller that appends in bulk."""
         snapshot = self.snapshot(row)
-        self.events.append(
-            session,
-            [NewEvent(row["org_id"], f"{self.event_prefix}.{what}", row["id"], snapshot, now)],
-        )
+        return NewEvent(row["org_id"], f"{self.event_prefix}.{what}", row["id"], snapshot, now)
+
+    def event(self, session: Session, what: str, row: Row, now: datetime) -> None:
+        self.events.append(session, [self.new_event(what, row, now)])
