@@ -33,6 +33,7 @@ class OrgTable:
         event_prefix: str,
         snapshot: Callable[[Row], Snapshot],
         unique_message: str | None = None,
+        unique_field: str | None = None,
     ) -> None:
         self.db = db
         self.events = events
@@ -41,6 +42,7 @@ class OrgTable:
         self.event_prefix = event_prefix
         self.snapshot = snapshot
         self.unique_message = unique_message
+        self.unique_metadata = {"field": unique_field} if unique_field else {}
 
     def scope(self, org_id: str) -> ColumnElement[bool]:
         return self.table.c.org_id == org_id
@@ -93,14 +95,14 @@ class OrgTable:
         return [self.snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
 
     async def write(self, work: Callable[[Session], T]) -> T:
-        """`work` in one transaction; a unique key taken meanwhile is `unique_message` (409),
-        or the IntegrityError itself where the table has no such message."""
+        """`work` in one transaction; a unique key taken meanwhile is `unique_message` (409,
+        naming `unique_field`), or the IntegrityError itself where the table has no message."""
         try:
             return await self.db.run_write(work)
         except IntegrityError as exc:  # a concurrent writer took the unique key
             if self.unique_message is None:
                 raise
-            raise UniqueKeyViolated(self.unique_message) from exc
+            raise UniqueKeyViolated(self.unique_message, metadata=self.unique_metadata) from exc
 
     def new_event(self, what: str, row: Row, now: datetime) -> NewEvent:
         """The event `<event_prefix>.<what>` of `row`, for a caller that appends in bulk."""
