@@ -21,7 +21,8 @@ TIME_COLUMNS = {"created_date": "created_at", "last_updated_date": "updated_at"}
 
 
 class OrgTable:
-    """CRUD plumbing of one org-scoped table; `visible` widens reads (e.g. global rows)."""
+    """CRUD plumbing of one org-scoped table; overriding `scope` widens reads (e.g. global rows).
+    Events carry `event_payload(row)`, by default the snapshot the API shows."""
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class OrgTable:
         snapshot: Callable[[Row], Snapshot],
         unique_message: str | None = None,
         unique_field: str | None = None,
+        event_payload: Callable[[Row], Snapshot] | None = None,
     ) -> None:
         self.db = db
         self.events = events
@@ -43,6 +45,7 @@ class OrgTable:
         self.snapshot = snapshot
         self.unique_message = unique_message
         self.unique_metadata = {"field": unique_field} if unique_field else {}
+        self.event_payload = event_payload or snapshot
 
     def scope(self, org_id: str) -> ColumnElement[bool]:
         return self.table.c.org_id == org_id
@@ -106,8 +109,8 @@ class OrgTable:
 
     def new_event(self, what: str, row: Row, now: datetime) -> NewEvent:
         """The event `<event_prefix>.<what>` of `row`, for a caller that appends in bulk."""
-        snapshot = self.snapshot(row)
-        return NewEvent(row["org_id"], f"{self.event_prefix}.{what}", row["id"], snapshot, now)
+        payload = self.event_payload(row)
+        return NewEvent(row["org_id"], f"{self.event_prefix}.{what}", row["id"], payload, now)
 
     def event(self, session: Session, what: str, row: Row, now: datetime) -> None:
         self.events.append(session, [self.new_event(what, row, now)])
