@@ -16,21 +16,21 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.attachments.files import ContentDirectory, FileGone, StoredFile, missing
 from switchboard.server.attachments.models import Attachment, AttachmentChunk, AttachmentState
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import NotFound, ServiceUnavailable
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.types import Row
 
 CHUNK_BYTES = 256 * 1024  # stored chunk size: big enough to be cheap, small enough to stream
 _MAX_MOVES = 5  # re-uploads a download follows before it gives up (each one a new commit)
 
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-_attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
-_chunks: Table = AttachmentChunk.__table__  # type: ignore[attr-defined]
+_attachments = table_of(Attachment)
+_chunks = table_of(AttachmentChunk)
 _a = _attachments.c
 _k = _chunks.c
 

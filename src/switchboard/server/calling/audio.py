@@ -4,15 +4,15 @@ sandbox gives them a fixed length: media.AUDIO_FALLBACK_SECONDS)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from switchboard.server.attachments.models import Attachment, AttachmentState
 from switchboard.server.attachments.store import AttachmentStore
 from switchboard.server.calling.media import Audio, AudioSource
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
 
-_attachments: Table = Attachment.__table__  # type: ignore[attr-defined]
+_attachments = table_of(Attachment)
 
 
 class AttachmentAudio:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.calling.carrier import Carrier, CarrierError
@@ -31,15 +31,16 @@ from switchboard.server.calling.models import (
 from switchboard.server.calling.service import CallService, calls_table, parse_media
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import NotFound, StaleData, require_version
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
-bridges_table: Table = BridgeRecord.__table__  # type: ignore[attr-defined]
+bridges_table = table_of(BridgeRecord)
 _b = bridges_table.c
 _c = calls_table.c
 
@@ -290,8 +291,7 @@ class BridgeService:
     ) -> None:
         """Reserve `ids` for the bridge: each must be the org's, ACTIVE, and in no bridge."""
         query = select(calls_table).where(_c.org_id == org_id, _c.id.in_(list(ids)))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         found = {row["id"]: row for row in session.execute(query).mappings()}
         for call_id in ids:
             row = found.get(call_id)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.calling import media as media_rules
@@ -33,16 +33,17 @@ from switchboard.server.calling.models import (
 from switchboard.server.calling.service import CallService, _invalid, calls_table, parse_media
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import NotFound, StaleData
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
-conferences_table: Table = ConferenceRecord.__table__  # type: ignore[attr-defined]
-members_table: Table = MemberRecord.__table__  # type: ignore[attr-defined]
+conferences_table = table_of(ConferenceRecord)
+members_table = table_of(MemberRecord)
 _f = conferences_table.c
 _mb = members_table.c
 _c = calls_table.c
@@ -458,8 +459,7 @@ class ConferenceService:
 
     def _conference(self, session: Session, conference_id: str) -> Row:
         query = select(conferences_table).where(_f.id == conference_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return session.execute(query).mappings().one()
 
     def _move_count(self, session: Session, conference: Row, delta: int, at: datetime) -> None:

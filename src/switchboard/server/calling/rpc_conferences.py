@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-import grpc
 from google.protobuf import empty_pb2
 from switchboard.calling.v1 import calling_service_pb2 as pb
 from switchboard.calling.v1 import conference_pb2
@@ -20,9 +17,8 @@ from switchboard.server.core.protomap import (
     to_message,
     written_fields,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
-
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class ConferenceRpcs:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.calling import media as media_rules
@@ -50,7 +50,7 @@ from switchboard.server.calling.models import (
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -60,8 +60,9 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.recipients import country_and_zones
@@ -71,8 +72,8 @@ from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
 
-calls_table: Table = CallRecord.__table__  # type: ignore[attr-defined]
-plays_table: Table = PlayRecord.__table__  # type: ignore[attr-defined]
+calls_table = table_of(CallRecord)
+plays_table = table_of(PlayRecord)
 _c = calls_table.c
 _p = plays_table.c
 
@@ -472,8 +473,7 @@ class CallService:
 
     def _locked(self, session: Session, call_id: str) -> Row | None:
         query = select(calls_table).where(_c.id == call_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return session.execute(query).mappings().one_or_none()
 
     def _change(self, session: Session, call: Row, changes: Mapping[str, Any], at: datetime) -> Row:

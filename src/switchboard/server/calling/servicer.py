@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeAlias
 
-import grpc
 from google.protobuf import empty_pb2
 from switchboard.calling.v1 import (
     bridge_pb2,
@@ -32,9 +30,9 @@ from switchboard.server.core.protomap import (
     to_message,
     written_fields,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 
-Context: TypeAlias = grpc.aio.ServicerContext
 MAX_STREAM_IDS = 1000
 _EVENT_PREFIXES = ("call.", "play.", "bridge.", "conference.", "member.")
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.communications import qr
@@ -24,14 +24,16 @@ from switchboard.server.communications.email import EmailParts, InlinePart, buil
 from switchboard.server.communications.models import ChannelName, DeliveryRecord, DeliveryStatus
 from switchboard.server.communications.sealing import Sealer
 from switchboard.server.communications.service import delivery_event
+from switchboard.server.core.db import table_of
 from switchboard.server.core.events import EventLog, NewEvent
-from switchboard.server.delivery.engine import Failure, Prepared, Row
+from switchboard.server.core.types import Row
+from switchboard.server.delivery.engine import Failure, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 
 log = logging.getLogger("switchboard.communications.delivery")
 
-_table: Table = DeliveryRecord.__table__  # type: ignore[attr-defined]
+_table = table_of(DeliveryRecord)
 _c = _table.c
 _WAITING = (DeliveryStatus.ACCEPTED.value, DeliveryStatus.SCHEDULED.value)
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import phonenumbers
-from sqlalchemy import ColumnElement, Table, insert, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,11 +62,12 @@ from switchboard.server.communications.short_urls import (
 from switchboard.server.contacts.consent import ConsentDecision
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import DomainError, FieldViolation, InvalidArgument, NotFound
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
@@ -78,8 +79,6 @@ from switchboard.server.templates.engine import TemplateError
 
 log = logging.getLogger("switchboard.communications")
 
-Row = Mapping[Any, Any]
-Snapshot = dict[str, Any]
 EXTERNAL_ID_MAX = 128
 CLIENT_ID_MAX = 256
 EMAIL_COPIES_MAX = 50
@@ -104,8 +103,8 @@ _PROGRESS = {
     DeliveryStatus.DELIVERED.value: 3,
 }
 
-_communications: Table = CommunicationRecord.__table__  # type: ignore[attr-defined]
-_deliveries: Table = DeliveryRecord.__table__  # type: ignore[attr-defined]
+_communications = table_of(CommunicationRecord)
+_deliveries = table_of(DeliveryRecord)
 _m = _communications.c
 _d = _deliveries.c
 

@@ -16,21 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, insert, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.communications.models import ShortUrlRecord
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import NotFound, UniqueKeyViolated
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 
-Row = Mapping[Any, Any]
 LONG_URL_MAX = 2048
 DEFAULT_LENGTH = 7
 MIN_LENGTH, MAX_LENGTH = 4, 32
@@ -41,7 +41,7 @@ _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 _ATTEMPTS = 5
 
-_table: Table = ShortUrlRecord.__table__  # type: ignore[attr-defined]
+_table = table_of(ShortUrlRecord)
 _c = _table.c
 _TIME_FILTERS = {
     "updated_time_eq": "eq",

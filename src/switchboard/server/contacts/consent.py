@@ -39,28 +39,27 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     NotFound,
     UniqueKeyViolated,
     require_version,
 )
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.telephony import phone
-
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-Snapshot = dict[str, Any]
 
 ADDRESS_MAX = 320
 SENDER_ID_MAX = 64
 KEYWORD_MAX = 64
 _BATCH = 500  # addresses per query of may_send_many
 
-_statuses: Table = AddressStatusRecord.__table__  # type: ignore[attr-defined]
-_history: Table = AddressHistoryRecord.__table__  # type: ignore[attr-defined]
+_statuses = table_of(AddressStatusRecord)
+_history = table_of(AddressHistoryRecord)
 _s = _statuses.c
 _h = _history.c
 
@@ -224,13 +223,6 @@ _INSERT_NEW = {
 }
 
 
-def _locked(query: Any, session: Session) -> Any:
-    """`query` FOR UPDATE on PostgreSQL (SQLite's single writer needs no row locks)."""
-    if session.connection().dialect.name == "postgresql":
-        return query.with_for_update()
-    return query
-
-
 class ConsentService:
     def __init__(
         self,
@@ -241,9 +233,17 @@ class ConsentService:
         default_region: str | None = None,
     ) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
         self._region = default_region
+        # Statuses say "does not exist" where OrgTable says "not found": only events go through it.
+        self.statuses = OrgTable(
+            db=db,
+            events=events,
+            table=_statuses,
+            noun="consent status",
+            event_prefix="contact_address_status",
+            snapshot=status_snapshot,
+        )
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -427,7 +427,7 @@ class ConsentService:
                     metadata={"id": existing["id"]} if existing else {},
                 )
             self._record(session, row, ConsentSource.COMPANY, now, application_id=application_id)
-            self._event(session, "created", row, now)
+            self.statuses.event(session, "created", row, now)
             return str(row["id"])
 
         try:
@@ -497,7 +497,7 @@ class ConsentService:
                 status=ConsentStatus.NONE.value,
                 application_id=application_id,
             )
-            self._event(session, "deleted", row, now)
+            self.statuses.event(session, "deleted", row, now)
 
         await self._db.run_write(work)
 
@@ -534,7 +534,7 @@ class ConsentService:
                 _s.consent_status == ConsentStatus.BLACKLIST.value,
                 or_(*(and_(_s.address_type == t, _s.address == a) for t, a in keys)),
             )
-            rows = list(session.connection().execute(_locked(query, session)).mappings())
+            rows = list(session.connection().execute(for_update(session, query)).mappings())
             if not rows:
                 raise NotFound(f"{address} is not on the blacklist")
             for row in sorted(rows, key=lambda r: str(r["id"])):
@@ -716,7 +716,7 @@ class ConsentService:
                 self._record(
                     session, fresh, source, at, keyword=keyword, message=message, created_at=now
                 )
-                self._event(session, "created", fresh, now)
+                self.statuses.event(session, "created", fresh, now)
                 return status_snapshot(fresh), True
             # Another transaction created it since we looked (and has committed): carry on.
             row = self._find(session, org_id, address_type.value, normalised, sender_id, lock=True)
@@ -761,12 +761,12 @@ class ConsentService:
             _s.sender_id == sender_id,
         )
         if lock:
-            query = _locked(query, session)
+            query = for_update(session, query)
         return session.connection().execute(query).mappings().one_or_none()
 
     def _get_for_update(self, session: Session, org_id: str, status_id: str) -> Row:
         query = select(_statuses).where(_s.org_id == org_id, _s.id == status_id)
-        row = session.connection().execute(_locked(query, session)).mappings().one_or_none()
+        row = session.connection().execute(for_update(session, query)).mappings().one_or_none()
         if row is None:
             raise NotFound(f"consent status {status_id!r} does not exist")
         return row
@@ -798,7 +798,7 @@ class ConsentService:
             application_id=application_id,
             created_at=now,
         )
-        self._event(session, "updated", after, now)
+        self.statuses.event(session, "updated", after, now)
         return status_snapshot(after)
 
     def _record(
@@ -833,18 +833,4 @@ class ConsentService:
                 "application_id": application_id,
                 "created_at": created_at or timestamp,
             },
-        )
-
-    def _event(self, session: Session, change: str, row: Row, at: datetime) -> None:
-        self._events.append(
-            session,
-            [
-                NewEvent(
-                    org_id=row["org_id"],
-                    type=f"contact_address_status.{change}",
-                    resource_id=row["id"],
-                    payload=status_snapshot(row),
-                    occurred_at=at,
-                )
-            ],
         )

@@ -18,8 +18,7 @@ from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
-from sqlalchemy import Table, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -27,14 +26,15 @@ from switchboard.server.contacts.models import FAST_ACCESS_SLOTS, FastAccessRule
 from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
-from switchboard.server.core.errors import NotFound, UniqueKeyViolated, require_version
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.db import Database, table_of
+from switchboard.server.core.errors import UniqueKeyViolated, require_version
+from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.validation import Checks
 
-rules_table: Table = FastAccessRuleRecord.__table__  # type: ignore[attr-defined]
+rules_table = table_of(FastAccessRuleRecord)
 _r = rules_table.c
 
 SLOTS = tuple(f"fast_access_{n}" for n in range(1, FAST_ACCESS_SLOTS + 1))
@@ -47,8 +47,6 @@ FILTERS = (
     "created_date",
     "last_updated_date",
 )
-_TIMES = frozenset({"created_date", "last_updated_date"})
-_COLUMNS = {"created_date": "created_at", "last_updated_date": "updated_at"}
 
 
 @dataclass(frozen=True)
@@ -123,8 +121,16 @@ def snapshot(row: Mapping[Any, Any]) -> dict[str, Any]:
 class FastAccessService:
     def __init__(self, db: Database, events: EventLog, clock: Clock) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=rules_table,
+            noun="fast access rule",
+            event_prefix="fast_access_rule",
+            snapshot=snapshot,
+            unique_message="target_attribute or target_attribute_name is taken",
+        )
 
     # -- used inside contact writes ------------------------------------------------------------
 
@@ -188,9 +194,9 @@ class FastAccessService:
         def work(session: Session) -> None:
             self._check_unique(session, org_id, row, exclude=None)
             session.execute(rules_table.insert().values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
 
-        await self._run(work)
+        await self.rows.write(work)
         return rule_id
 
     async def update(
@@ -204,7 +210,7 @@ class FastAccessService:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            current = self._locked(session, org_id, rule_id)
+            current = self.rows.locked(session, org_id, rule_id)
             require_version(current["version"], expected_version, "fast access rule")
             row = dict(current) | changes
             if not row["target_attribute_name"]:
@@ -212,9 +218,9 @@ class FastAccessService:
             self._check_unique(session, org_id, row, exclude=rule_id)
             row |= {"updated_at": now, "version": current["version"] + 1, "reapply_pending": True}
             session.execute(update(rules_table).where(_r.id == rule_id).values(row))
-            self._event(session, "updated", row, now)
+            self.rows.event(session, "updated", row, now)
 
-        await self._run(work)
+        await self.rows.write(work)
         return rule_id
 
     async def delete(self, org_id: str, rule_id: str) -> None:
@@ -223,7 +229,7 @@ class FastAccessService:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            current = self._locked(session, org_id, rule_id)
+            current = self.rows.locked(session, org_id, rule_id)
             session.execute(delete(rules_table).where(_r.id == rule_id))
             # Flag the remaining rules with a fresh updated_at: a pass already running read the
             # old one, so it cannot clear this request when it finishes.
@@ -235,29 +241,17 @@ class FastAccessService:
             if not remaining.rowcount:
                 cleared = dict.fromkeys(("fast_access", *SLOTS))
                 session.execute(update(contacts).where(contacts.c.org_id == org_id).values(cleared))
-            self._event(session, "deleted", dict(current), now)
+            self.rows.event(session, "deleted", dict(current), now)
 
         await self._db.run_write(work)
 
     async def get(self, org_id: str, rule_id: str) -> dict[str, Any]:
-        async with self._db.read() as session:
-            query = select(rules_table).where(_r.org_id == org_id, _r.id == rule_id)
-            row = (await session.execute(query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"fast access rule {rule_id!r} not found")
-        return snapshot(row)
+        return await self.rows.get(org_id, rule_id)
 
     async def list_page(
         self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
     ) -> tuple[list[dict[str, Any]], str]:
-        clauses = listing.filters(checks, rules_table, given, columns=_COLUMNS, times=_TIMES)
-        checks.raise_if_failed()
-        query = listing.paged(
-            select(rules_table).where(_r.org_id == org_id, *clauses), rules_table, page
-        )
-        async with self._db.read() as session:
-            rows = list((await session.execute(query)).mappings())
-        return [snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
+        return await self.rows.list_page(org_id, given, page, checks)
 
     # -- the re-derivation pass ----------------------------------------------------------------
 
@@ -286,21 +280,6 @@ class FastAccessService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _run(self, work: Any) -> None:
-        try:
-            await self._db.run_write(work)
-        except IntegrityError as exc:  # a concurrent writer took the slot or the name
-            raise UniqueKeyViolated("target_attribute or target_attribute_name is taken") from exc
-
-    def _locked(self, session: Session, org_id: str, rule_id: str) -> Mapping[Any, Any]:
-        query = select(rules_table).where(_r.org_id == org_id, _r.id == rule_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = session.execute(query).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"fast access rule {rule_id!r} not found")
-        return row
-
     def _check_unique(
         self, session: Session, org_id: str, row: Mapping[Any, Any], exclude: str | None
     ) -> None:
@@ -313,12 +292,6 @@ class FastAccessService:
                     f"{key} {row[key]!r} is already used by another rule",
                     metadata={"field": key},
                 )
-
-    def _event(self, session: Session, what: str, row: Mapping[Any, Any], now: datetime) -> None:
-        self._events.append(
-            session,
-            [NewEvent(row["org_id"], f"fast_access_rule.{what}", row["id"], snapshot(row), now)],
-        )
 
 
 async def read_rules(session: AsyncSession, org_id: str) -> list[Rule]:

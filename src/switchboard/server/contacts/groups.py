@@ -9,17 +9,16 @@ below keeps a recount that raced a change from claiming `Ready`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.models import GroupStatus, GroupType
-from switchboard.server.contacts.repository import Row, contacts, groups, members
+from switchboard.server.contacts.repository import contacts, groups, members
 from switchboard.server.contacts.service import ContactService, validate
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
@@ -32,12 +31,13 @@ from switchboard.server.core.errors import (
     UniqueKeyViolated,
     require_version,
 )
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 
-T = TypeVar("T")
 _g = groups.c
 _m = members.c
 FILTERS = (
@@ -50,8 +50,6 @@ FILTERS = (
     "created_date",
     "last_updated_date",
 )
-_TIMES = frozenset({"created_date", "last_updated_date"})
-_COLUMNS = {"created_date": "created_at", "last_updated_date": "updated_at"}
 
 
 def snapshot(row: Row) -> dict[str, Any]:
@@ -83,8 +81,16 @@ class GroupService:
         self, db: Database, events: EventLog, clock: Clock, contacts_service: ContactService
     ) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=groups,
+            noun="contact group",
+            event_prefix="contact_group",
+            snapshot=snapshot,
+            unique_message="external_id is already used by another group",
+        )
         self._contacts = contacts_service
 
     # -- the group resource --------------------------------------------------------------------
@@ -158,10 +164,10 @@ class GroupService:
         def work(session: Session) -> str:
             self._require_free_external_id(session, org_id, row["external_id"], None)
             session.execute(groups.insert().values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def update(
         self,
@@ -175,7 +181,7 @@ class GroupService:
         now = self._clock.now()
 
         def work(session: Session) -> str:
-            current = self._locked(session, org_id, group_id)
+            current = self.rows.locked(session, org_id, group_id)
             require_version(current["version"], expected_version, "contact group")
             changes = self._validate(values, current, replace=replace)
             if changes.get("external_id") != current["external_id"]:
@@ -193,34 +199,29 @@ class GroupService:
                 .where(_g.id == group_id)
                 .values({k: v for k, v in row.items() if k not in ("id", "org_id")})
             )
-            self._event(session, "updated", row, now)
+            self.rows.event(session, "updated", row, now)
             return group_id
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def delete(self, org_id: str, group_id: str) -> None:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            current = self._locked(session, org_id, group_id)
+            current = self.rows.locked(session, org_id, group_id)
             session.execute(delete(members).where(_m.group_id == group_id))
             session.execute(delete(groups).where(_g.id == group_id))
-            self._event(session, "deleted", current, now)
+            self.rows.event(session, "deleted", current, now)
 
         await self._db.run_write(work)
 
     async def get(self, org_id: str, group_id: str) -> dict[str, Any]:
-        return snapshot(await self._read_group(org_id, group_id))
+        return await self.rows.get(org_id, group_id)
 
     async def list_page(
         self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
     ) -> tuple[list[dict[str, Any]], str]:
-        clauses = listing.filters(checks, groups, given, columns=_COLUMNS, times=_TIMES)
-        checks.raise_if_failed()
-        query = listing.paged(select(groups).where(_g.org_id == org_id, *clauses), groups, page)
-        async with self._db.read() as session:
-            rows = list((await session.execute(query)).mappings())
-        return [snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
+        return await self.rows.list_page(org_id, given, page, checks)
 
     # -- members -------------------------------------------------------------------------------
 
@@ -232,13 +233,13 @@ class GroupService:
         page: listing.Page,
         checks: Checks,
     ) -> tuple[list[dict[str, Any]], str]:
-        group = await self._read_group(org_id, group_id)
+        group = await self.rows.row(org_id, group_id)
         return await self._contacts.list_page(
             org_id, given, "", page, checks, extra=[membership(group)]
         )
 
     async def get_member(self, org_id: str, group_id: str, contact_id: str) -> dict[str, Any]:
-        group = await self._read_group(org_id, group_id)
+        group = await self.rows.row(org_id, group_id)
         checks = Checks()
         found, _ = await self._contacts.list_page(
             org_id,
@@ -270,7 +271,7 @@ class GroupService:
         now = self._clock.now()
 
         def work(session: Session) -> str:
-            group = self._locked(session, org_id, group_id)
+            group = self.rows.locked(session, org_id, group_id)
             if group["type"] != GroupType.STATIC.value:
                 raise InvalidArgument(
                     "DYNAMIC groups compute their members from criteria; change the criteria "
@@ -298,13 +299,13 @@ class GroupService:
                 self._touch(session, group, now)
             return member
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def remove_member(self, org_id: str, group_id: str, contact_id: str) -> None:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            group = self._locked(session, org_id, group_id)
+            group = self.rows.locked(session, org_id, group_id)
             if group["type"] != GroupType.STATIC.value:
                 raise InvalidArgument(
                     "members of DYNAMIC groups follow from the criteria; they cannot be removed",
@@ -356,34 +357,17 @@ class GroupService:
             if not result.rowcount:
                 return False  # changed meanwhile: still Processing, counted again later
             fresh = dict(group) | {"member_count": total, "status": GroupStatus.READY.value}
-            self._event(session, "counted", fresh, now)
+            self.rows.event(session, "counted", fresh, now)
             return True
 
         return await self._db.run_write(work)
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _read_group(self, org_id: str, group_id: str) -> Row:
-        async with self._db.read() as session:
-            query = select(groups).where(_g.org_id == org_id, _g.id == group_id)
-            row = (await session.execute(query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"contact group {group_id!r} not found")
-        return row
-
-    def _locked(self, session: Session, org_id: str, group_id: str) -> Row:
-        query = select(groups).where(_g.org_id == org_id, _g.id == group_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = session.execute(query).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"contact group {group_id!r} not found")
-        return row
-
     def _touch(self, session: Session, group: Row, now: datetime) -> None:
         """A STATIC group's members changed: its count moved (see ContactRepository.link)."""
         fresh = session.execute(select(groups).where(_g.id == group["id"])).mappings().one()
-        self._event(session, "members_changed", fresh, now)
+        self.rows.event(session, "members_changed", fresh, now)
 
     def _require_free_external_id(
         self, session: Session, org_id: str, external_id: str | None, group_id: str | None
@@ -397,18 +381,6 @@ class GroupService:
                 f"external_id {external_id!r} is already used by group {owner}",
                 metadata={"field": "external_id"},
             )
-
-    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
-        self._events.append(
-            session,
-            [NewEvent(row["org_id"], f"contact_group.{what}", row["id"], snapshot(row), now)],
-        )
-
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        try:
-            return await self._db.run_write(work)
-        except IntegrityError as exc:
-            raise UniqueKeyViolated("external_id is already used by another group") from exc
 
 
 __all__ = ["FILTERS", "GroupService", "membership", "snapshot"]

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -41,7 +41,6 @@ from switchboard.server.contacts.jobs import (
     GroupMembers,
     JobLost,
     JobRepository,
-    Row,
     due_query,
     job_event,
 )
@@ -50,10 +49,10 @@ from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, EventLog
+from switchboard.server.core.types import Row, T
 
 log = logging.getLogger("switchboard.contacts.jobs")
 
-T = TypeVar("T")
 _RETRIES = 3  # a batch that hit a transient database error (a lost race, a deadlock) is retried
 FAILURES_HEADER = "line,reason\r\n"
 _BUS_INTERVAL = 0.1  # seconds: the least time between looks prompted by other replicas' commits

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Select, Table, and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.attachments.models import AttachmentState
@@ -36,16 +36,16 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import FieldViolation, InvalidArgument, NotFound
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 
-Row = Mapping[Any, Any]
-jobs: Table = ContactJobRecord.__table__  # type: ignore[attr-defined]
-groups: Table = ContactGroupRecord.__table__  # type: ignore[attr-defined]
+jobs = table_of(ContactJobRecord)
+groups = table_of(ContactGroupRecord)
 _j = jobs.c
 _g = groups.c
 
@@ -189,8 +189,7 @@ class JobRepository:
 
     def find(self, session: Session, org_id: str, kind: JobKind, job_id: str) -> Row | None:
         query = select(jobs).where(_j.org_id == org_id, _j.kind == kind.value, _j.id == job_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return session.connection().execute(query).mappings().one_or_none()
 
     def advance(self, session: Session, job: Row, now: datetime, **values: Any) -> Row:
@@ -237,9 +236,8 @@ class JobRepository:
             .order_by(_j.id)
             .limit(1)
         )
+        due = for_update(session, due, skip_locked=True)
         connection = session.connection()
-        if connection.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
         statement = (
             update(jobs)
             .where(_j.id == due.scalar_subquery())

@@ -5,13 +5,12 @@ Writes are synchronous (they run inside Database.run_write's transaction); reads
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
     bindparam,
     delete,
     func,
@@ -31,19 +30,16 @@ from switchboard.server.contacts.models import (
     GroupType,
     TokenOwner,
 )
+from switchboard.server.core.db import for_update, table_of
+from switchboard.server.core.types import Row
 
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-contacts: Table = ContactRecord.__table__  # type: ignore[attr-defined]
-groups: Table = ContactGroupRecord.__table__  # type: ignore[attr-defined]
-members: Table = GroupMemberRecord.__table__  # type: ignore[attr-defined]
-tokens: Table = AccessTokenRecord.__table__  # type: ignore[attr-defined]
+contacts = table_of(ContactRecord)
+groups = table_of(ContactGroupRecord)
+members = table_of(GroupMemberRecord)
+tokens = table_of(AccessTokenRecord)
 _c = contacts.c
 _g = groups.c
 _m = members.c
-
-
-def _for_update(session: Session, query: Select[Any]) -> Select[Any]:
-    return query.with_for_update() if session.get_bind().dialect.name == "postgresql" else query
 
 
 class ContactRepository:
@@ -51,7 +47,7 @@ class ContactRepository:
 
     def locked(self, session: Session, org_id: str, contact_id: str) -> Row | None:
         query = select(contacts).where(_c.org_id == org_id, _c.id == contact_id)
-        return session.execute(_for_update(session, query)).mappings().one_or_none()
+        return session.execute(for_update(session, query)).mappings().one_or_none()
 
     def by_external_ids(
         self, session: Session, org_id: str, external_ids: Sequence[str]
@@ -59,14 +55,14 @@ class ContactRepository:
         if not external_ids:
             return {}
         query = select(contacts).where(_c.org_id == org_id, _c.external_id.in_(list(external_ids)))
-        rows = session.execute(_for_update(session, query)).mappings()
+        rows = session.execute(for_update(session, query)).mappings()
         return {row["external_id"]: row for row in rows}
 
     def by_ids(self, session: Session, org_id: str, ids: Sequence[str]) -> dict[str, Row]:
         if not ids:
             return {}
         query = select(contacts).where(_c.org_id == org_id, _c.id.in_(list(ids)))
-        rows = session.execute(_for_update(session, query)).mappings()
+        rows = session.execute(for_update(session, query)).mappings()
         return {row["id"]: row for row in rows}
 
     def external_id_owner(self, session: Session, org_id: str, external_id: str) -> str | None:

@@ -4,9 +4,8 @@ domain's event stream. Proto ⇄ plain data only; the rules live in the services
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
 from switchboard.contacts.v1 import (
@@ -32,9 +31,9 @@ from switchboard.server.core.protomap import (
     present,
     to_message,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 
-Context: TypeAlias = grpc.aio.ServicerContext
 EVENT_PREFIXES = (
     "contact.",
     "contact_group.",

@@ -4,9 +4,7 @@ only; the rules live in contacts/jobs.py, the work in workers/contact_jobs.py.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeAlias
 
-import grpc
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
@@ -17,9 +15,8 @@ from switchboard.server.contacts import jobs
 from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import bare_list, given_filters, page_of, to_message
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
-
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class ContactJobRpcs:

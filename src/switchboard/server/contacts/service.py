@@ -8,19 +8,18 @@ groups of the org marked for a recount, static memberships and counts kept, and 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from sqlalchemy import Table, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.fast_access import SLOTS, FastAccessService, Rule, derive
 from switchboard.server.contacts.models import VoicePreference
-from switchboard.server.contacts.repository import ContactRepository, Row, contacts
+from switchboard.server.contacts.repository import ContactRepository, contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
@@ -32,11 +31,11 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 from switchboard.server.telephony import phone
-
-T = TypeVar("T")
 
 TEXT_LIMITS = {
     "first_name": 256,
@@ -260,6 +259,15 @@ class ContactService:
         self._db = db
         self._events = events
         self._clock = clock
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=contacts,
+            noun="contact",
+            event_prefix="contact",
+            snapshot=snapshot,
+            unique_message="external_id is already used by another contact",
+        )
         self._fast_access = fast_access
         self.repository = repository or ContactRepository()
 
@@ -268,7 +276,7 @@ class ContactService:
     async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
         body = self._validated(values)
         now = self._clock.now()
-        return await self._write(
+        return await self.rows.write(
             lambda session: self.insert(session, org_id, application_id, body, now)
         )
 
@@ -293,7 +301,7 @@ class ContactService:
             self.apply_update(session, current, body, now, replace=replace)
             return contact_id
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def delete(self, org_id: str, contact_id: str) -> None:
         now = self._clock.now()
@@ -304,9 +312,9 @@ class ContactService:
                 raise NotFound(f"contact {contact_id!r} not found")
             self.repository.delete(session, org_id, contact_id)
             self.repository.dirty_dynamic_groups(session, org_id)
-            self._event(session, "deleted", current, now)
+            self.rows.event(session, "deleted", current, now)
 
-        await self._write(work)
+        await self.rows.write(work)
 
     # -- building blocks, inside a caller's transaction ----------------------------------------
 
@@ -347,7 +355,7 @@ class ContactService:
         row |= self._derived(session, org_id, row, body, rules)
         queue = writes or PendingWrites()
         queue.inserts.append(row)
-        queue.events.append(self._new_event("created", row, now))
+        queue.events.append(self.rows.new_event("created", row, now))
         if writes is None:
             self.flush(session, queue, org_id)
         return row
@@ -375,7 +383,7 @@ class ContactService:
         row |= {"updated_at": now, "version": current["version"] + 1}
         queue = writes or PendingWrites()
         queue.updates.append({k: v for k, v in row.items() if k not in ("org_id", "created_at")})
-        queue.events.append(self._new_event("updated", row, now))
+        queue.events.append(self.rows.new_event("updated", row, now))
         if writes is None:
             self.flush(session, queue, org_id)
         return row
@@ -422,24 +430,11 @@ class ContactService:
                 metadata={"field": "external_id"},
             )
 
-    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
-        self._events.append(session, [self._new_event(what, row, now)])
-
-    @staticmethod
-    def _new_event(what: str, row: Row, now: datetime) -> NewEvent:
-        return NewEvent(row["org_id"], f"contact.{what}", row["id"], snapshot(row), now)
-
     def _validated(self, values: Mapping[str, Any]) -> ContactInput:
         checks = Checks()
         body = validate(values, checks)
         checks.raise_if_failed()
         return body
-
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        try:
-            return await self._db.run_write(work)
-        except IntegrityError as exc:  # PostgreSQL: another transaction took the external_id
-            raise UniqueKeyViolated("external_id is already used by another contact") from exc
 
     # -- bulk import (inside an import job's transaction) --------------------------------------
 
@@ -537,7 +532,7 @@ class ContactService:
                 self.repository.update(
                     session, row["id"], derived | {"updated_at": now, "version": fresh["version"]}
                 )
-                self._event(session, "updated", fresh, now)
+                self.rows.event(session, "updated", fresh, now)
         if rows:
             self.repository.dirty_dynamic_groups(session, org_id)
         return str(rows[-1]["id"]) if len(rows) == limit else None

@@ -34,7 +34,7 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     NotFound,
@@ -43,17 +43,15 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
-
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-Snapshot = dict[str, Any]
 
 TOKEN_ID_PREFIX = "atk_"
 ID_MAX = 64
 
-_tokens: Table = AccessTokenRecord.__table__  # type: ignore[attr-defined]
-_app_tokens: Table = ContactApplicationTokenRecord.__table__  # type: ignore[attr-defined]
-_contacts: Table = ContactRecord.__table__  # type: ignore[attr-defined]
+_tokens = table_of(AccessTokenRecord)
+_app_tokens = table_of(ContactApplicationTokenRecord)
+_contacts = table_of(ContactRecord)
 _t = _tokens.c
 _a = _app_tokens.c
 _k = _contacts.c
@@ -260,8 +258,7 @@ class AccessTokenService:
         if contact_id is not None:
             _require_contact_sync(session, org_id, contact_id)
         query = select(_tokens).where(_t.id == token_id, *self._scope(org_id, contact_id))
-        if session.connection().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         found = self._matching(session.connection().execute(query).mappings().one_or_none(), secret)
         if found is None:
             raise NotFound("access token does not exist")
@@ -501,8 +498,7 @@ class ApplicationTokenService:
         query = select(_app_tokens).where(
             _a.org_id == org_id, _a.contact_id == contact_id, _a.id == token_id
         )
-        if session.connection().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         row = session.connection().execute(query).mappings().one_or_none()
         if row is None:
             raise NotFound(f"application token {token_id!r} does not exist")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, event
+from sqlalchemy import BigInteger, DateTime, Table, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
@@ -21,9 +21,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import GenerativeSelect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-T = TypeVar("T")
+from switchboard.server.core.types import T
+
+Query = TypeVar("Query", bound=GenerativeSelect)
 # Session.info key set by EventLog.append: the transaction carries events for readers.
 EVENTS_APPENDED = "switchboard.events_appended"
 
@@ -155,6 +158,22 @@ class Database:
         if self._writer_engine is not None:
             self._writer_engine.dispose()
         await self.engine.dispose()
+
+
+def for_update(session: Session, query: Query, *, skip_locked: bool = False) -> Query:
+    """`query` FOR UPDATE on PostgreSQL; as it is on SQLite, whose single writer needs no row
+    locks. `skip_locked` passes over rows another transaction holds (claims of due work)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return query
+    return query.with_for_update(skip_locked=skip_locked)
+
+
+def table_of(record: type[Any]) -> Table:
+    """The table of a SQLModel `table=True` class, typed (SQLModel does not declare `__table__`)."""
+    table = record.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{record.__name__} is not mapped to a table")
+    return table
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

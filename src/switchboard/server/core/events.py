@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import EVENTS_APPENDED, Database, UtcDateTime
+from switchboard.server.core.db import EVENTS_APPENDED, Database, UtcDateTime, table_of
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
 
 NOTIFY_CHANNEL = "switchboard_events"
@@ -48,7 +48,7 @@ class EventRecord(SQLModel, table=True):
     occurred_at: datetime = Field(sa_type=UtcDateTime)
 
 
-_INSERT_EVENTS = insert(EventRecord.__table__)  # type: ignore[attr-defined]  # built once
+_INSERT_EVENTS = insert(table_of(EventRecord))  # built once
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class EventLog:
         type_prefixes: Sequence[str] = (),
     ) -> list[EventRecord]:
         """Events of `org_id` after `after`: of `types`, or else of types with `type_prefixes`."""
-        columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+        columns = table_of(EventRecord).c
         wanted = (
             columns.type.in_(types)
             if types

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventBus, wait_for
+from switchboard.server.core.types import Row, T
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import QueueState
@@ -53,8 +54,6 @@ from switchboard.server.providers.base import (
 
 log = logging.getLogger("switchboard.delivery")
 
-Row = Mapping[str, Any]
-T = TypeVar("T")
 _MAX_BACKOFF = timedelta(seconds=300)
 _POLICY_RETRY = timedelta(seconds=0.2)
 _MAX_EARLY = 100_000  # early receipts held at once (each is a few hundred bytes)

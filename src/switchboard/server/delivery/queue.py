@@ -7,16 +7,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
+from switchboard.server.core.types import Row
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord, QueueState
 
-Row = Mapping[str, Any]
-queue_table: Table = DeliveryQueueRecord.__table__  # type: ignore[attr-defined]
-daily_table: Table = DailyCountRecord.__table__  # type: ignore[attr-defined]
+queue_table = table_of(DeliveryQueueRecord)
+daily_table = table_of(DailyCountRecord)
 _q = queue_table.c
 _d = daily_table.c
 
@@ -118,8 +118,7 @@ def discard(session: Session, ids: Any) -> None:
 def rows_by_id(session: Session, ids: Sequence[str]) -> list[Row]:
     """The queue rows among `ids`, whatever their state (locked on PostgreSQL)."""
     query = select(queue_table).where(_q.id.in_(list(ids)))
-    if session.connection().dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = for_update(session, query)
     return [dict(r) for r in session.connection().execute(query).mappings()]
 
 

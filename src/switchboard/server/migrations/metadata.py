@@ -32,8 +32,7 @@ from switchboard.server.contacts.models import (
 from switchboard.server.core.events import EventRecord
 from switchboard.server.core.ratelimit import RateLimitBucketRecord
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
-from switchboard.server.messaging.content.keywords import KeywordRecord
-from switchboard.server.messaging.content.message_templates import MessageTemplateRecord
+from switchboard.server.messaging.content.models import KeywordRecord, MessageTemplateRecord
 from switchboard.server.messaging.requests.message_requests import MessageRequestRecord
 from switchboard.server.messaging.requests.messages import MessageRecord
 from switchboard.server.messaging.senders.models import (

@@ -9,10 +9,11 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from switchboard.server.core.db import table_of
 from switchboard.server.orgs.models import Application, Org
 
-_orgs: Table = Org.__table__  # type: ignore[attr-defined]
-_applications: Table = Application.__table__  # type: ignore[attr-defined]
+_orgs = table_of(Org)
+_applications = table_of(Application)
 
 
 def _insert_new(table: Table) -> dict[str, Any]:

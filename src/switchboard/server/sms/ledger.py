@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.events import EventLog
-from switchboard.server.delivery.engine import Failure, Prepared, Row
+from switchboard.server.core.types import Row
+from switchboard.server.delivery.engine import Failure, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 from switchboard.server.sms.models import SmsStatus

@@ -8,19 +8,20 @@ statement per batch instead of one per message is what keeps the single SQLite w
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, Update, bindparam, insert, or_, select, update
+from sqlalchemy import Select, Update, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from switchboard.server.core.db import table_of
+from switchboard.server.core.types import Row
 from switchboard.server.sms.models import SmsRecord, SmsStatus
 
-Row = Mapping[Any, Any]  # a row of sms_messages by column name (RowMapping or dict)
-_table: Table = SmsRecord.__table__  # type: ignore[attr-defined]
+_table = table_of(SmsRecord)
 _c = _table.c
 
 

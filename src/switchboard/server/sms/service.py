@@ -13,12 +13,13 @@ from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
 from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.types import Row
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.recipients import country_and_zones
 from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
-from switchboard.server.sms.repository import Row, SmsRepository
+from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.telephony import phone
 from switchboard.server.telephony.encoding import segment_count
 

@@ -39,6 +39,7 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.version import server_version
 from switchboard.server.templates import catalog
@@ -63,7 +64,6 @@ from switchboard.server.templates.service import (
     template_snapshot,
 )
 
-Snapshot = dict[str, Any]
 FORMAT_VERSION = 1
 PACKAGE_MAX_BYTES = 4 * 1024 * 1024  # gRPC's default message limit bounds the body anyway
 

@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.events import EventLog
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.templates import catalog, inspection
 from switchboard.server.templates.models import Channel
-from switchboard.server.templates.repository import Row, TemplateRepository
+from switchboard.server.templates.repository import TemplateRepository, examples_table
 from switchboard.server.templates.service import (
     REQUEST_REF_MAX,
     SUBJECT_MAX,
@@ -28,7 +30,6 @@ from switchboard.server.templates.service import (
     normalize_language,
 )
 
-Snapshot = dict[str, Any]
 DESCRIPTION_MAX = 1000
 EXPECTED_CONTENT_MAX = 512 * 1024
 
@@ -59,6 +60,12 @@ def example_snapshot(row: Row) -> Snapshot:
         "created_time": iso(row["created_at"]),
         "updated_time": iso(row["updated_at"]),
     }
+
+
+def _event_payload(row: Row) -> Snapshot:
+    payload = example_snapshot(row)
+    payload.pop("arguments")  # argument values may be sensitive
+    return payload
 
 
 @dataclass(frozen=True)
@@ -157,10 +164,19 @@ class ExampleService:
         repository: TemplateRepository | None = None,
     ) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
         self._types = types
         self.repository = repository or types.repository
+        # Reads go through the repository (ids are canonical UUIDs); events through OrgTable.
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=examples_table,
+            noun="example",
+            event_prefix="example",
+            snapshot=example_snapshot,
+            event_payload=_event_payload,
+        )
 
     async def get(self, org_id: str, example_id: str) -> Snapshot:
         canonical = canonical_uuid(example_id)
@@ -221,7 +237,7 @@ class ExampleService:
                 "version": 1,
             }
             self.repository.insert_example(session, row)
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             return example_snapshot(row), "created"
         if all(current[k] == v for k, v in columns.items()):
             return example_snapshot(current), "unchanged"
@@ -232,12 +248,5 @@ class ExampleService:
         }
         self.repository.update_example(session, org_id, example_id, values)
         row = dict(current) | values
-        self._event(session, "updated", row, now)
+        self.rows.event(session, "updated", row, now)
         return example_snapshot(row), "updated"
-
-    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
-        payload = example_snapshot(row)
-        payload.pop("arguments")  # argument values may be sensitive
-        self._events.append(
-            session, [NewEvent(row["org_id"], f"example.{what}", row["id"], payload, now)]
-        )

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from switchboard.server.core.db import for_update, table_of
+from switchboard.server.core.types import Row
 from switchboard.server.templates.models import (
     ChangeType,
     CommunicationTypeRecord,
@@ -21,19 +23,14 @@ from switchboard.server.templates.models import (
     TemplateVersionRecord,
 )
 
-Row = Mapping[Any, Any]  # a row by column name (RowMapping or dict)
-types_table: Table = CommunicationTypeRecord.__table__  # type: ignore[attr-defined]
-versions: Table = TemplateVersionRecord.__table__  # type: ignore[attr-defined]
-examples_table: Table = ExampleRecord.__table__  # type: ignore[attr-defined]
-imports_table: Table = PackageImportRecord.__table__  # type: ignore[attr-defined]
+types_table = table_of(CommunicationTypeRecord)
+versions = table_of(TemplateVersionRecord)
+examples_table = table_of(ExampleRecord)
+imports_table = table_of(PackageImportRecord)
 _t = types_table.c
 _v = versions.c
 _e = examples_table.c
 LIVE = (ChangeType.DRAFT.value, ChangeType.STABLE.value)
-
-
-def _for_update(session: Session, query: Select[Any]) -> Select[Any]:
-    return query.with_for_update() if session.get_bind().dialect.name == "postgresql" else query
 
 
 def key_clause(org_id: str, type_code: str, channel: str, language: str) -> ColumnElement[bool]:
@@ -58,7 +55,7 @@ class TemplateRepository:
 
     def locked_type(self, session: Session, code: str) -> Row | None:
         query = select(types_table).where(_t.code == code)
-        return session.execute(_for_update(session, query)).mappings().one_or_none()
+        return session.execute(for_update(session, query)).mappings().one_or_none()
 
     def insert_type(self, session: Session, row: Mapping[str, Any]) -> None:
         session.execute(insert(types_table).values(dict(row)))
@@ -80,14 +77,14 @@ class TemplateRepository:
         key = key_clause(org_id, type_code, channel, language)
         live = select(versions).where(key, _v.change_type.in_(LIVE))
         rows: dict[str, Row] = {
-            r["change_type"]: r for r in session.execute(_for_update(session, live)).mappings()
+            r["change_type"]: r for r in session.execute(for_update(session, live)).mappings()
         }
         highest = session.execute(select(func.max(_v.version)).where(key)).scalar()
         return rows, int(highest or 0)
 
     def locked_version(self, session: Session, org_id: str, version_id: str) -> Row | None:
         query = select(versions).where(_v.org_id == org_id, _v.id == version_id)
-        return session.execute(_for_update(session, query)).mappings().one_or_none()
+        return session.execute(for_update(session, query)).mappings().one_or_none()
 
     def insert_version(self, session: Session, row: Mapping[str, Any]) -> None:
         session.execute(insert(versions).values(dict(row)))
@@ -204,7 +201,7 @@ class TemplateRepository:
 
     def locked_example(self, session: Session, org_id: str, example_id: str) -> Row | None:
         query = select(examples_table).where(_e.org_id == org_id, _e.id == example_id)
-        return session.execute(_for_update(session, query)).mappings().one_or_none()
+        return session.execute(for_update(session, query)).mappings().one_or_none()
 
     def insert_example(self, session: Session, row: Mapping[str, Any]) -> None:
         session.execute(insert(examples_table).values(dict(row)))

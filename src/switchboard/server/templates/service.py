@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
@@ -41,13 +41,14 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot, T
 from switchboard.server.core.validation import Checks
 from switchboard.server.templates import catalog, inspection
 from switchboard.server.templates.catalog import Argument, CommunicationType
 from switchboard.server.templates.engine import CompiledTemplate
 from switchboard.server.templates.inspection import Problem
 from switchboard.server.templates.models import ChangeType, Channel
-from switchboard.server.templates.repository import Row, TemplateRepository, versions
+from switchboard.server.templates.repository import TemplateRepository, versions
 
 __all__ = [
     "Argument",
@@ -57,8 +58,6 @@ __all__ = [
     "TemplateService",
 ]
 
-T = TypeVar("T")
-Snapshot = dict[str, Any]
 
 CONTENT_MAX = {Channel.SMS: 10_000, Channel.WHATSAPP: 10_000, Channel.EMAIL: 512 * 1024}
 SUBJECT_MAX = 998

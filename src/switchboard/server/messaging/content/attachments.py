@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from switchboard.server.attachments.models import Attachment, AttachmentState
@@ -33,7 +33,7 @@ from switchboard.server.contacts.models import TokenOwner
 from switchboard.server.contacts.tokens import AccessTokenService
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     AttachmentTooBig,
     InvalidArgument,
@@ -41,13 +41,14 @@ from switchboard.server.core.errors import (
     require_version,
 )
 from switchboard.server.core.events import EventLog
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
 log = logging.getLogger(__name__)
 
-attachments_table: Table = Attachment.__table__  # type: ignore[attr-defined]
+attachments_table = table_of(Attachment)
 _a = attachments_table.c
 
 LIMITS = {"name": 256, "type": 128, "filename": 256}

@@ -27,16 +27,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, Table, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.contacts.consent import ConsentService
 from switchboard.server.contacts.models import AddressType, ConsentStatus
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     PermissionDenied,
@@ -45,17 +44,19 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content.message_templates import (
     Designation,
     MessageTemplateService,
     placeholders,
 )
+from switchboard.server.messaging.content.models import KeywordRecord
 from switchboard.server.messaging.senders.models import SenderIdRecord
 
-_senders = SenderIdRecord.__table__.c  # type: ignore[attr-defined]
+_senders = table_of(SenderIdRecord).c
 RESERVED_FILE = Path(__file__).with_name("reserved_keywords.json")
 GLOBAL_ORG = ""  # org_id of RESERVED keywords
 PLATFORM_APPLICATION = "platform"
@@ -77,31 +78,7 @@ class Action(StrEnum):
     STORE = "STORE"
 
 
-class KeywordRecord(SQLModel, table=True):
-    __tablename__ = "keywords"
-    __table_args__ = (Index("ux_keywords_org_name", "org_id", "name", unique=True),)
-
-    id: str = Field(primary_key=True, max_length=64)
-    org_id: str = Field(index=True, max_length=64)
-    name: str = Field(max_length=128)
-    description: str = Field(default="", max_length=1024)
-    value: str = Field(max_length=256)
-    case_mode: str = Field(max_length=16)
-    sender_id: str = Field(default="", max_length=64)
-    valid_from: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    valid_to: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    associated_info: str = Field(default="", max_length=1024)
-    campaign_id: str = Field(default="", max_length=128)
-    type: str = Field(max_length=16)
-    actions: str = Field(default="", max_length=64)
-    reply_template: str = Field(default="", max_length=128)
-    application_id: str = Field(max_length=64)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    version: int = 1
-
-
-keywords_table: Table = KeywordRecord.__table__  # type: ignore[attr-defined]
+keywords_table = table_of(KeywordRecord)
 _k = keywords_table.c
 
 LIMITS = {

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Table, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     InvalidArgument,
     PermissionDenied,
@@ -33,9 +31,11 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
+from switchboard.server.messaging.content.models import MessageTemplateRecord
 
 
 class Designation(StrEnum):
@@ -43,22 +43,7 @@ class Designation(StrEnum):
     VALIDATOR = "VALIDATOR"
 
 
-class MessageTemplateRecord(SQLModel, table=True):
-    __tablename__ = "message_templates"
-    __table_args__ = (Index("ux_message_templates_org_name", "org_id", "name", unique=True),)
-
-    id: str = Field(primary_key=True, max_length=64)
-    org_id: str = Field(index=True, max_length=64)
-    designation: str = Field(max_length=16)
-    name: str = Field(max_length=128)
-    pattern: str = Field(max_length=4096)
-    application_id: str = Field(max_length=64)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    version: int = 1
-
-
-templates_table: Table = MessageTemplateRecord.__table__  # type: ignore[attr-defined]
+templates_table = table_of(MessageTemplateRecord)
 _t = templates_table.c
 
 LIMITS = {"name": 128, "pattern": 4096}

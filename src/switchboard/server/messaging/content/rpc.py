@@ -4,9 +4,7 @@ their content. Proto ⇄ plain data only; the rules live in the services."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeAlias
 
-import grpc
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
@@ -23,11 +21,10 @@ from switchboard.server.core.protomap import (
     to_message,
     written_fields,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content import attachments, keywords, message_templates
 from switchboard.server.messaging.domain import MessagingDomain
-
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class ContentRpcs:

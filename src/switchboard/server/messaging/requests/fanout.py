@@ -43,7 +43,7 @@ from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import Row
+from switchboard.server.core.types import Row
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind, QueueState
 from switchboard.server.delivery.recipients import country_and_zones

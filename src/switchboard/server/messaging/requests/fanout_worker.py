@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.communications.short_urls import NewShortUrl
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
-from switchboard.server.core.org_table import Row
+from switchboard.server.core.db import Database, for_update
+from switchboard.server.core.types import Row
 from switchboard.server.delivery import queue
 from switchboard.server.messaging.requests.fanout import Fanout, FanoutLost, FanoutRejected, Plan
 from switchboard.server.messaging.requests.message_requests import (
@@ -138,8 +138,7 @@ class MessageRequestWorker:
             .order_by(_r.id)
             .limit(1)
         )
-        if session.get_bind().dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        due = for_update(session, due, skip_locked=True)
         request_id = session.execute(due).scalar()
         if request_id is None:
             return None

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import NotFound
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
@@ -47,7 +47,7 @@ from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.messaging.inbound")
 
-_senders: Table = SenderIdRecord.__table__  # type: ignore[attr-defined]
+_senders = table_of(SenderIdRecord)
 _s = _senders.c
 _m = messages_table.c
 

@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from switchboard.server.delivery.engine import Failure, FailureKind, Prepared, Row
+from switchboard.server.core.db import for_update
+from switchboard.server.core.types import Row
+from switchboard.server.delivery.engine import Failure, FailureKind, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.messaging.requests.messages import (
     FailureCode,
@@ -50,8 +52,7 @@ class MessageLedger:
 
     def _current(self, session: Session, ids: Sequence[str], states: Sequence[str]) -> list[Row]:
         query = select(messages_table).where(_m.id.in_(list(ids)), _m.state.in_(list(states)))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
+        query = for_update(session, query)
         return [dict(r) for r in session.execute(query).mappings()]
 
     def prepare(self, session: Session, rows: Sequence[Row]) -> dict[str, Prepared]:

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, Table, false, select, update
+from sqlalchemy import ColumnElement, Index, false, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
@@ -44,7 +44,7 @@ from switchboard.server.contacts.models import AddressType
 from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -54,8 +54,9 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery import queue
 from switchboard.server.messaging.content.attachments import AttachmentService
@@ -78,7 +79,7 @@ from switchboard.server.messaging.senders.models import SenderIdTypeRecord
 from switchboard.server.messaging.senders.reference import mime_allowed
 from switchboard.server.messaging.senders.service import Sender, SenderService
 
-_types: Table = SenderIdTypeRecord.__table__  # type: ignore[attr-defined]
+_types = table_of(SenderIdTypeRecord)
 
 DEFAULT_MAX_BODY = 1600  # characters after template rendering (ten concatenated SMS)
 MAX_TO_ENTRIES = 1000
@@ -170,7 +171,7 @@ class MessageRequestRecord(SQLModel, table=True):
     version: int = 1
 
 
-requests_table: Table = MessageRequestRecord.__table__  # type: ignore[attr-defined]
+requests_table = table_of(MessageRequestRecord)
 _r = requests_table.c
 
 FILTERS = (

@@ -17,13 +17,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Table, case, func, select, update
+from sqlalchemy import Index, case, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime
+from switchboard.server.core.db import Database, UtcDateTime, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -33,8 +33,9 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
-from switchboard.server.core.org_table import OrgTable, Row, Snapshot
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 
 
@@ -138,7 +139,7 @@ class MessageRecord(SQLModel, table=True):
     version: int = 1
 
 
-messages_table: Table = MessageRecord.__table__  # type: ignore[attr-defined]
+messages_table = table_of(MessageRecord)
 _m = messages_table.c
 
 FILTERS = (

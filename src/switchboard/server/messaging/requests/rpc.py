@@ -3,9 +3,8 @@ live in message_requests.py, messages.py and fanout.py."""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
 from switchboard.messaging.v1 import attachment_pb2, message_pb2, message_request_pb2
@@ -20,12 +19,12 @@ from switchboard.server.core.protomap import (
     to_message,
     written_fields,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content import attachments
 from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.requests import message_requests, messages
 
-Context: TypeAlias = grpc.aio.ServicerContext
 _SUB_FILTERS = tuple(
     "message_request_id_filter" if f == "message_request_id" else f for f in messages.FILTERS
 )

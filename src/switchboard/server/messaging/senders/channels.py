@@ -9,17 +9,16 @@ sender removes it from its channels; deleting a channel leaves its senders alone
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     NotFound,
@@ -29,9 +28,11 @@ from switchboard.server.core.errors import (
 )
 from switchboard.server.core.events import EventLog, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.senders.common import Row, for_update, list_filters, split_items
+from switchboard.server.messaging.senders.common import list_filters, split_items
 from switchboard.server.messaging.senders.models import (
     ChannelOwnership,
     ChannelPriority,
@@ -39,8 +40,7 @@ from switchboard.server.messaging.senders.models import (
 )
 from switchboard.server.messaging.senders.service import SenderService, channel_senders, senders
 
-T = TypeVar("T")
-channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
+channels = table_of(ChannelRecord)
 _c = channels.c
 _cs = channel_senders.c
 FILTERS = (
@@ -104,6 +104,15 @@ class ChannelService:
         self._events = events
         self._clock = clock
         self._senders = sender_service
+        self.rows = OrgTable(
+            db=db,
+            events=events,
+            table=channels,
+            noun="channel",
+            event_prefix="channel",
+            snapshot=snapshot,
+            unique_message="the org already has a channel with this name",
+        )
 
     async def list_page(
         self, org_id: str, given: Mapping[str, str], page: listing.Page, checks: Checks
@@ -118,7 +127,7 @@ class ChannelService:
         return [snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
 
     async def get(self, org_id: str, channel_id: str) -> dict[str, Any]:
-        return snapshot(await self._read(org_id, channel_id))
+        return await self.rows.get(org_id, channel_id)
 
     async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
         changes = _validate(values, None, replace=False)
@@ -136,10 +145,10 @@ class ChannelService:
         def work(session: Session) -> str:
             self._require_free_name(session, org_id, row["name"], None)
             session.execute(insert(channels).values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def update(
         self,
@@ -153,7 +162,7 @@ class ChannelService:
         now = self._clock.now()
 
         def work(session: Session) -> str:
-            current = self._locked(session, org_id, channel_id)
+            current = self.rows.locked(session, org_id, channel_id)
             require_version(current["version"], expected_version, "channel")
             changes = _validate(values, current, replace=replace)
             if "name" in changes and changes["name"] != current["name"]:
@@ -161,16 +170,16 @@ class ChannelService:
             self._change(session, current, changes, now, "updated")
             return channel_id
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def delete(self, org_id: str, channel_id: str) -> None:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            current = self._locked(session, org_id, channel_id)
+            current = self.rows.locked(session, org_id, channel_id)
             session.execute(delete(channel_senders).where(_cs.channel_id == channel_id))
             session.execute(delete(channels).where(_c.id == channel_id))
-            self._event(session, "deleted", current, now)
+            self.rows.event(session, "deleted", current, now)
 
         await self._db.run_write(work)
 
@@ -184,7 +193,7 @@ class ChannelService:
         page: listing.Page,
         checks: Checks,
     ) -> tuple[list[dict[str, Any]], str]:
-        await self._read(org_id, channel_id)
+        await self.rows.row(org_id, channel_id)
         member = senders.c.id.in_(select(_cs.sender_id).where(_cs.channel_id == channel_id))
         return await self._senders.list_page(
             org_id, given, page, checks, extra=[member, senders.c.org_id == org_id]
@@ -195,7 +204,7 @@ class ChannelService:
         now = self._clock.now()
 
         def work(session: Session) -> str:
-            current = self._locked(session, org_id, channel_id)
+            current = self.rows.locked(session, org_id, channel_id)
             found = set(
                 session.execute(
                     select(senders.c.id).where(senders.c.id.in_(wanted), senders.c.org_id == org_id)
@@ -239,7 +248,7 @@ class ChannelService:
         now = self._clock.now()
 
         def work(session: Session) -> None:
-            current = self._locked(session, org_id, channel_id)
+            current = self.rows.locked(session, org_id, channel_id)
             present = set(
                 session.execute(
                     select(_cs.sender_id).where(
@@ -261,21 +270,6 @@ class ChannelService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _read(self, org_id: str, channel_id: str) -> Row:
-        query = select(channels).where(_c.org_id == org_id, _c.id == channel_id)
-        async with self._db.read() as session:
-            row = (await session.execute(query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"channel {channel_id!r} not found")
-        return row
-
-    def _locked(self, session: Session, org_id: str, channel_id: str) -> Row:
-        query = select(channels).where(_c.org_id == org_id, _c.id == channel_id)
-        row = session.execute(for_update(session, query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"channel {channel_id!r} not found")
-        return row
-
     def _require_free_name(
         self, session: Session, org_id: str, name: str, channel_id: str | None
     ) -> None:
@@ -294,7 +288,7 @@ class ChannelService:
             .where(_c.id == current["id"])
             .values({k: v for k, v in row.items() if k not in ("id", "org_id")})
         )
-        self._event(session, what, row, now)
+        self.rows.event(session, what, row, now)
         return row
 
     def _members_event(
@@ -304,17 +298,6 @@ class ChannelService:
         self._events.append(
             session, [NewEvent(channel["org_id"], f"channel.{what}", channel["id"], payload, now)]
         )
-
-    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
-        self._events.append(
-            session, [NewEvent(row["org_id"], f"channel.{what}", row["id"], snapshot(row), now)]
-        )
-
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        try:
-            return await self._db.run_write(work)
-        except IntegrityError as exc:
-            raise UniqueKeyViolated("the org already has a channel with this name") from exc
 
 
 def _sender_ids(values: Sequence[str], field: str) -> list[str]:

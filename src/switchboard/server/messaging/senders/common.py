@@ -1,17 +1,13 @@
-"""Helpers shared by the senders area: `,a,b,` list columns and their filters, row locking."""
+"""Helpers shared by the senders area: `,a,b,` list columns and their filters."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table
 
 from switchboard.server.core import listing
 from switchboard.server.core.validation import Checks
-
-Row = Mapping[Any, Any]
 
 
 def split_items(values: Iterable[str], *, upper: bool = False) -> list[str]:
@@ -67,7 +63,3 @@ def list_filters(
             continue
         clauses.append(table.c[name] == (text == "true"))
     return clauses
-
-
-def for_update(session: Session, query: Select[Any]) -> Select[Any]:
-    return query.with_for_update() if session.get_bind().dialect.name == "postgresql" else query

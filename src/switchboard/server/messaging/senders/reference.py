@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import NotFound, require_version
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 from switchboard.server.delivery.policies import ClassPolicy
-from switchboard.server.messaging.senders.common import Row, list_filters, pack, split_items, unpack
+from switchboard.server.messaging.senders.common import list_filters, pack, split_items, unpack
 from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,
@@ -44,10 +45,10 @@ from switchboard.server.messaging.senders.models import (
 )
 
 log = logging.getLogger(__name__)
-classes: Table = SenderIdClassRecord.__table__  # type: ignore[attr-defined]
-types: Table = SenderIdTypeRecord.__table__  # type: ignore[attr-defined]
-versions: Table = ReferenceDataVersionRecord.__table__  # type: ignore[attr-defined]
-senders: Table = SenderIdRecord.__table__  # type: ignore[attr-defined]
+classes = table_of(SenderIdClassRecord)
+types = table_of(SenderIdTypeRecord)
+versions = table_of(ReferenceDataVersionRecord)
+senders = table_of(SenderIdRecord)
 
 OTHER = "OTHER"
 CLASS_FILTERS = (

@@ -4,9 +4,8 @@ sender IDs. Proto ⇄ plain data only; the rules live in reference.py, senders.p
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
 from switchboard.messaging.v1 import channel_pb2, sender_pb2
@@ -21,12 +20,11 @@ from switchboard.server.core.protomap import (
     to_message,
     written_fields,
 )
+from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.senders import channels, reference
 from switchboard.server.messaging.senders import service as senders
-
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def _input(message: Any) -> dict[str, Any]:

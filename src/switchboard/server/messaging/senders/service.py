@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import phonenumbers
 from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database
+from switchboard.server.core.db import Database, for_update, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -44,19 +43,14 @@ from switchboard.server.core.errors import (
     require_version,
     validation_error,
 )
-from switchboard.server.core.events import EventLog, NewEvent
+from switchboard.server.core.events import EventLog
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
+from switchboard.server.core.types import Row
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.senders import reference
-from switchboard.server.messaging.senders.common import (
-    Row,
-    for_update,
-    list_filters,
-    pack,
-    split_items,
-    unpack,
-)
+from switchboard.server.messaging.senders.common import list_filters, pack, split_items, unpack
 from switchboard.server.messaging.senders.models import (
     SYSTEM_ORG,
     AddressFormat,
@@ -69,10 +63,9 @@ from switchboard.server.messaging.senders.models import (
     YesNo,
 )
 
-T = TypeVar("T")
-senders: Table = SenderIdRecord.__table__  # type: ignore[attr-defined]
-channels: Table = ChannelRecord.__table__  # type: ignore[attr-defined]
-channel_senders: Table = ChannelSenderRecord.__table__  # type: ignore[attr-defined]
+senders = table_of(SenderIdRecord)
+channels = table_of(ChannelRecord)
+channel_senders = table_of(ChannelSenderRecord)
 _s = senders.c
 
 FILTERS = (
@@ -212,14 +205,30 @@ def validate_address(checks: Checks, address_format: str, address: str) -> tuple
     return value, ""
 
 
+class _Visible(OrgTable):
+    """Reads and locks see the org's senders and the operator's SHARED and PREPROVISIONED ones."""
+
+    def scope(self, org_id: str) -> ColumnElement[bool]:
+        return visible_to(org_id)
+
+
 class SenderService:
     def __init__(
         self, db: Database, events: EventLog, clock: Clock, *, auto_provision: bool
     ) -> None:
         self._db = db
-        self._events = events
         self._clock = clock
         self.auto_provision = auto_provision
+        self.rows = _Visible(
+            db=db,
+            events=events,
+            table=senders,
+            noun="sender ID",
+            event_prefix="sender_id",
+            snapshot=snapshot,
+            unique_message="the org already has a sender ID with this type and address",
+            unique_field="address",
+        )
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -250,12 +259,7 @@ class SenderService:
         return [snapshot(r) for r in rows[: page.limit]], listing.next_page_token(rows, page)
 
     async def get(self, org_id: str, sender_id: str) -> dict[str, Any]:
-        query = select(senders).where(_s.id == sender_id, visible_to(org_id))
-        async with self._db.read() as session:
-            row = (await session.execute(query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"sender ID {sender_id!r} not found")
-        return snapshot(row)
+        return await self.rows.get(org_id, sender_id)
 
     async def resolve_sendable(self, org_id: str, sender_ref: str) -> list[Sender]:
         """The ACTIVE senders `org_id` may send from for a message request's `from`.
@@ -331,12 +335,12 @@ class SenderService:
         def work(session: Session) -> str:
             row = self._new_row(session, org_id, application_id, values, now, operator=False)
             session.execute(insert(senders).values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             if self.auto_provision:
                 self._set_state(session, row, SenderState.ACTIVE.value, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def _create_copy(
         self, org_id: str, application_id: str, values: Mapping[str, Any]
@@ -355,10 +359,10 @@ class SenderService:
                 )
             row = self._copy_row(session, parent, org_id, application_id, values, now)
             session.execute(insert(senders).values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def purchase(self, org_id: str, application_id: str, parent_id: str) -> str:
         if not parent_id.strip():
@@ -379,11 +383,11 @@ class SenderService:
                 )
             row = self._copy_row(session, parent, org_id, application_id, {}, now)
             session.execute(insert(senders).values(row))
-            self._event(session, "purchased", row, now)
+            self.rows.event(session, "purchased", row, now)
             self._change(session, parent, {"ownership": Ownership.PURCHASED.value}, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def update(
         self,
@@ -406,7 +410,7 @@ class SenderService:
             self._change(session, current, changes, now)
             return sender_id
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def delete(self, org_id: str, sender_id: str) -> None:
         now = self._clock.now()
@@ -415,7 +419,7 @@ class SenderService:
             current = self._locked_own(session, org_id, sender_id)
             session.execute(delete(channel_senders).where(channel_senders.c.sender_id == sender_id))
             session.execute(delete(senders).where(_s.id == sender_id))
-            self._event(session, "deleted", current, now)
+            self.rows.event(session, "deleted", current, now)
             if current["parent_id"]:
                 parent = (
                     session.execute(
@@ -447,10 +451,10 @@ class SenderService:
         def work(session: Session) -> str:
             row = self._new_row(session, SYSTEM_ORG, application_id, values, now, operator=True)
             session.execute(insert(senders).values(row))
-            self._event(session, "created", row, now)
+            self.rows.event(session, "created", row, now)
             return str(row["id"])
 
-        return await self._write(work)
+        return await self.rows.write(work)
 
     async def provision(
         self,
@@ -611,10 +615,7 @@ class SenderService:
         return row
 
     def _locked_own(self, session: Session, org_id: str, sender_id: str) -> Row:
-        query = select(senders).where(_s.id == sender_id, visible_to(org_id))
-        row = session.execute(for_update(session, query)).mappings().one_or_none()
-        if row is None:
-            raise NotFound(f"sender ID {sender_id!r} not found")
+        row = self.rows.locked(session, org_id, sender_id)
         if row["org_id"] != org_id:
             raise PermissionDenied(
                 f"sender ID {sender_id!r} is the operator's {row['ownership']} sender: use it "
@@ -631,7 +632,7 @@ class SenderService:
             .where(_s.id == current["id"])
             .values({k: v for k, v in row.items() if k not in ("id", "org_id")})
         )
-        self._event(session, "updated", row, now)
+        self.rows.event(session, "updated", row, now)
         return row
 
     def _set_state(self, session: Session, current: Row, state: str, now: datetime) -> Row:
@@ -642,23 +643,8 @@ class SenderService:
             .values(state=state, updated_at=now, version=row["version"])
         )
         what = "provisioned" if state == SenderState.ACTIVE.value else "state_changed"
-        self._event(session, what, row, now)
+        self.rows.event(session, what, row, now)
         return row
-
-    def _event(self, session: Session, what: str, row: Row, now: datetime) -> None:
-        self._events.append(
-            session,
-            [NewEvent(row["org_id"], f"sender_id.{what}", row["id"], snapshot(row), now)],
-        )
-
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        try:
-            return await self._db.run_write(work)
-        except IntegrityError as exc:
-            raise UniqueKeyViolated(
-                "the org already has a sender ID with this type and address",
-                metadata={"field": "address"},
-            ) from exc
 
 
 def _state(checks: Checks, value: str) -> str | None:
@@ -817,7 +803,7 @@ def shared_sender_validator_lock(session: Session, org_id: str, template_id: str
     """Whether `template_id` is a validator of one of the org's copies of a SHARED sender: those
     validators are the operator's rules for the shared address, so customers may not change them
     (MessageTemplateService.shared_sender_lock)."""
-    senders = SenderIdRecord.__table__  # type: ignore[attr-defined]
+    senders = table_of(SenderIdRecord)
     originals = senders.alias("originals")
     query = (
         select(senders.c.id)
