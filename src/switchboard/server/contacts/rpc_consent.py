@@ -42,7 +42,7 @@ HISTORY_FILTERS = (
 )
 
 
-class ConsentRpc:
+class ConsentRpcs:
     domain: ContactsDomain
 
     async def ListContactAddressStatuses(

@@ -44,7 +44,7 @@ def _app_fields(body: access_token_pb2.ContactApplicationTokenInput) -> dict[str
     return fields
 
 
-class TokensRpc:
+class TokenRpcs:
     domain: ContactsDomain
 
     # ---- /access_tokens -----------------------------------------------------------------------

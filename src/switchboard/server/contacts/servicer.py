@@ -5,16 +5,16 @@ from __future__ import annotations
 from switchboard.contacts.v1 import contacts_service_pb2_grpc
 
 from switchboard.server.contacts.domain import ContactsDomain
-from switchboard.server.contacts.rpc_consent import ConsentRpc
+from switchboard.server.contacts.rpc_consent import ConsentRpcs
 from switchboard.server.contacts.rpc_contacts import ContactRpcs
 from switchboard.server.contacts.rpc_jobs import ContactJobRpcs
-from switchboard.server.contacts.rpc_tokens import TokensRpc
+from switchboard.server.contacts.rpc_tokens import TokenRpcs
 
 
 class ContactsServicer(
     ContactRpcs,
-    ConsentRpc,
-    TokensRpc,
+    ConsentRpcs,
+    TokenRpcs,
     ContactJobRpcs,
     contacts_service_pb2_grpc.ContactsServiceServicer,
 ):
