@@ -44,16 +44,6 @@ bridges_table = table_of(BridgeRecord)
 _b = bridges_table.c
 _c = calls_table.c
 
-FILTERS = (
-    "id",
-    "external_id",
-    "state",
-    "bridge_audio",
-    "completed_time",
-    "activated_time",
-    "created_date",
-    "last_updated_date",
-)
 _COLUMNS = {"completed_time": "completed_at", "activated_time": "activated_at"}
 _TIMES = frozenset({"completed_time", "activated_time", "created_date", "last_updated_date"})
 MAX_LEGS = 16
@@ -349,4 +339,4 @@ class BridgeService:
             return [str(i) for i in (await session.execute(query)).scalars()]
 
 
-__all__ = ["FILTERS", "BridgeService", "bridge_snapshot"]
+__all__ = ["BridgeService", "bridge_snapshot"]

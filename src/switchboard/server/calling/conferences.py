@@ -48,8 +48,6 @@ _f = conferences_table.c
 _mb = members_table.c
 _c = calls_table.c
 
-FILTERS = ("id", "external_id", "from", "state", "created_time")
-MEMBER_FILTERS = ("id", "state")
 TONE = media_rules.dtmf("#")  # the join and leaving tone: 150 ms
 _OPEN = (ConferenceState.CREATED.value, ConferenceState.ACTIVE.value)
 _IN = (MemberState.JOINING.value, MemberState.ACTIVE.value)
@@ -518,8 +516,6 @@ class ConferenceService:
 
 
 __all__ = [
-    "FILTERS",
-    "MEMBER_FILTERS",
     "ConferenceService",
     "conference_snapshot",
     "member_snapshot",

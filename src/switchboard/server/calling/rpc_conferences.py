@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from google.protobuf import empty_pb2
 from switchboard.calling.v1 import calling_service_pb2 as pb
 from switchboard.calling.v1 import conference_pb2
@@ -11,14 +13,11 @@ from switchboard.server.calling import conferences
 from switchboard.server.calling.media import MediaKind
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import (
-    bare_list,
-    given_filters,
-    page_of,
+    list_response,
     to_message,
     written_fields,
 )
 from switchboard.server.core.types import Context
-from switchboard.server.core.validation import Checks
 
 
 class ConferenceRpcs:
@@ -27,16 +26,11 @@ class ConferenceRpcs:
     async def ListConferences(
         self, request: pb.ListConferencesRequest, context: Context
     ) -> pb.ListConferencesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, conferences.FILTERS)
-        items, token = await self._conferences.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("conferences")
-        return pb.ListConferencesResponse(
-            conferences=[to_message(conference_pb2.Conference, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListConferencesResponse,
+            "conferences",
+            partial(self._conferences.list_page, current_principal().org),
         )
 
     async def CreateConference(
@@ -85,16 +79,11 @@ class ConferenceRpcs:
     async def ListConferenceMembers(
         self, request: pb.ListConferenceMembersRequest, context: Context
     ) -> pb.ListConferenceMembersResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, conferences.MEMBER_FILTERS)
-        items, token = await self._conferences.list_members(
-            current_principal().org, request.conference_id, given, page, checks
-        )
-        bare_list("members")
-        return pb.ListConferenceMembersResponse(
-            members=[to_message(conference_pb2.ConferenceMember, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListConferenceMembersResponse,
+            "members",
+            partial(self._conferences.list_members, current_principal().org, request.conference_id),
         )
 
     async def CreateConferenceMember(

@@ -77,21 +77,6 @@ plays_table = table_of(PlayRecord)
 _c = calls_table.c
 _p = plays_table.c
 
-FILTERS = (
-    "id",
-    "external_id",
-    "from",
-    "from_address",
-    "to",
-    "to_address",
-    "answer_timeout",
-    "state",
-    "direction",
-    "start_time",
-    "answer_time",
-    "created_date",
-    "last_updated_date",
-)
 _FILTER_COLUMNS = {
     "from": "sender_id",
     "start_time": "start_time",
@@ -558,4 +543,4 @@ def _invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(message, violations=[FieldViolation(field, message)])
 
 
-__all__ = ["FILTERS", "CallService", "call_snapshot", "play_snapshot"]
+__all__ = ["CallService", "call_snapshot", "play_snapshot"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from google.protobuf import empty_pb2
 from switchboard.calling.v1 import (
@@ -23,10 +24,11 @@ from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import EventFeed, EventRecord, Heartbeat
 from switchboard.server.core.protomap import (
-    bare_list,
     body_version,
     given_filters,
+    list_response,
     page_of,
+    page_response,
     to_message,
     written_fields,
 )
@@ -55,14 +57,11 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
     async def ListBridges(
         self, request: pb.ListBridgesRequest, context: Context
     ) -> pb.ListBridgesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, bridges.FILTERS)
-        items, token = await self._bridges.list_page(current_principal().org, given, page, checks)
-        bare_list("bridges")
-        return pb.ListBridgesResponse(
-            bridges=[to_message(bridge_pb2.Bridge, item) for item in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListBridgesResponse,
+            "bridges",
+            partial(self._bridges.list_page, current_principal().org),
         )
 
     async def CreateBridge(
@@ -101,14 +100,10 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
         checks = Checks()
         page = page_of(request, checks)
         checks.raise_if_failed()
-        given = given_filters(request, ("id", "state"))
         items, token = await self._bridges.calls(
-            current_principal().org, request.bridge_id, given, page
+            current_principal().org, request.bridge_id, given_filters(request), page
         )
-        bare_list("calls")
-        return pb.ListCallsResponse(
-            calls=[to_message(call_pb2.Call, item) for item in items], next_page_token=token
-        )
+        return page_response(pb.ListCallsResponse, "calls", items, token)
 
     async def PlayBridgeTts(
         self, request: pb.PlayBridgeTtsRequest, context: Context
@@ -133,13 +128,11 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
     async def ListCalls(
         self, request: pb.ListCallsRequest, context: Context
     ) -> pb.ListCallsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, calls.FILTERS)
-        items, token = await self._calls.list_page(current_principal().org, given, page, checks)
-        bare_list("calls")
-        return pb.ListCallsResponse(
-            calls=[to_message(call_pb2.Call, item) for item in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListCallsResponse,
+            "calls",
+            partial(self._calls.list_page, current_principal().org),
         )
 
     async def CreateCall(

@@ -26,25 +26,6 @@ from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.version import server_version
 
-SEARCH_FILTERS = (
-    "destination_email",
-    "terminating_number",
-    "country_code",
-    "request_time_gt",
-    "request_time_lt",
-    "client_id",
-    "external_id",
-)
-SHORT_URL_FILTERS = (
-    "custom_suffix",
-    "long_url",
-    "updated_agent",
-    "updated_time_eq",
-    "updated_time_gt",
-    "updated_time_gte",
-    "updated_time_lt",
-    "updated_time_lte",
-)
 _FOUND = 302
 
 
@@ -92,7 +73,7 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
         caller = _caller(request.org)
         items = await self.domain.communications.search(
             caller.org_id,
-            protomap.given_filters(request, SEARCH_FILTERS),
+            protomap.given_filters(request),
             limit=request.limit,
             offset=request.offset,
         )
@@ -145,9 +126,11 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
         self, request: pb.SearchShortUrlsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ShortUrlListResponse:
         caller = _caller(request.org)
-        given = {f.name: v for f, v in request.ListFields() if f.name in SHORT_URL_FILTERS}
         items = await self.domain.short_urls.search(
-            caller.org_id, given, limit=request.limit, offset=request.offset
+            caller.org_id,
+            protomap.given_filters(request),
+            limit=request.limit,
+            offset=request.offset,
         )
         return pb.ShortUrlListResponse(
             commit=server_version(),

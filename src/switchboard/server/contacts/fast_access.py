@@ -39,14 +39,6 @@ _r = rules_table.c
 
 SLOTS = tuple(f"fast_access_{n}" for n in range(1, FAST_ACCESS_SLOTS + 1))
 SLOT_VALUE_MAX = 256
-FILTERS = (
-    "id",
-    "target_attribute",
-    "target_attribute_name",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,6 @@ from switchboard.server.core.validation import Checks
 
 _g = groups.c
 _m = members.c
-FILTERS = (
-    "id",
-    "external_id",
-    "name",
-    "type",
-    "status",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 
 
 def snapshot(row: Row) -> dict[str, Any]:
@@ -383,4 +373,4 @@ class GroupService:
             )
 
 
-__all__ = ["FILTERS", "GroupService", "membership", "snapshot"]
+__all__ = ["GroupService", "membership", "snapshot"]

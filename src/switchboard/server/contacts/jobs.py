@@ -55,23 +55,6 @@ _UPLOAD_FLUSH = 1024 * 1024  # bytes buffered before they are written as stored 
 MAX_LISTED_FAILURES = 100  # failed rows a job lists itself; the failures file has them all
 CSV_CONTENT_TYPE = "text/csv"
 
-IMPORT_FILTERS = (
-    "id",
-    "state",
-    "completed_date",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
-EXPORT_FILTERS = (
-    "id",
-    "state",
-    "started_date",
-    "completed_date",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 _FILTER_COLUMNS = {
     "created_date": "created_at",
     "last_updated_date": "updated_at",

@@ -18,29 +18,6 @@ from switchboard.server.core.version import server_version
 if TYPE_CHECKING:
     from switchboard.server.contacts.domain import ContactsDomain
 
-STATUS_FILTERS = (
-    "id",
-    "address_type",
-    "address",
-    "sender_id",
-    "consent_status",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
-HISTORY_FILTERS = (
-    "id",
-    "msisdn",
-    "address_type",
-    "sender_id",
-    "source",
-    "status",
-    "keyword",
-    "address_status_id",
-    "application_id",
-    "created_date",
-)
-
 
 class ConsentRpcs:
     domain: ContactsDomain
@@ -50,17 +27,13 @@ class ConsentRpcs:
     ) -> pb.ListContactAddressStatusesResponse:
         items, token = await self.domain.consent.list_statuses(
             current_principal().org,
-            protomap.given_filters(request, STATUS_FILTERS),
+            protomap.given_filters(request),
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
         )
-        protomap.bare_list("contact_address_statuses")
-        return pb.ListContactAddressStatusesResponse(
-            contact_address_statuses=[
-                protomap.to_message(consent_pb2.ContactAddressStatus, item) for item in items
-            ],
-            next_page_token=token,
+        return protomap.page_response(
+            pb.ListContactAddressStatusesResponse, "contact_address_statuses", items, token
         )
 
     async def CreateContactAddressStatus(
@@ -110,17 +83,13 @@ class ConsentRpcs:
     ) -> pb.ListContactAddressHistoryResponse:
         items, token = await self.domain.consent.list_history(
             current_principal().org,
-            protomap.given_filters(request, HISTORY_FILTERS),
+            protomap.given_filters(request),
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
         )
-        protomap.bare_list("contact_address_history")
-        return pb.ListContactAddressHistoryResponse(
-            contact_address_history=[
-                protomap.to_message(consent_pb2.ContactAddressHistory, item) for item in items
-            ],
-            next_page_token=token,
+        return protomap.page_response(
+            pb.ListContactAddressHistoryResponse, "contact_address_history", items, token
         )
 
     async def RemoveBlacklistEntry(

@@ -4,6 +4,7 @@ domain's event stream. Proto ⇄ plain data only; the rules live in the services
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -17,17 +18,14 @@ from switchboard.contacts.v1 import (
 )
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
-from switchboard.server.contacts import fast_access, groups, service
 from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.protomap import (
-    bare_list,
     body_version,
     event_envelope,
-    given_filters,
-    page_of,
+    list_response,
     present,
     to_message,
 )
@@ -61,15 +59,14 @@ class ContactRpcs:
     async def ListContacts(
         self, request: pb.ListContactsRequest, context: Context
     ) -> pb.ListContactsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, service.FILTERS)
-        items, token = await self.domain.contacts.list_page(
-            current_principal().org, given, request.criteria, page, checks
-        )
-        bare_list("contacts")
-        return pb.ListContactsResponse(
-            contacts=[to_message(contact_pb2.Contact, i) for i in items], next_page_token=token
+        org = current_principal().org
+        return await list_response(
+            request,
+            pb.ListContactsResponse,
+            "contacts",
+            lambda given, page, checks: self.domain.contacts.list_page(
+                org, given, request.criteria, page, checks
+            ),
         )
 
     async def CreateContact(
@@ -122,16 +119,11 @@ class ContactRpcs:
     async def ListFastAccessRules(
         self, request: pb.ListFastAccessRulesRequest, context: Context
     ) -> pb.ListFastAccessRulesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, fast_access.FILTERS)
-        items, token = await self.domain.fast_access.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("rules")
-        return pb.ListFastAccessRulesResponse(
-            rules=[to_message(fast_access_pb2.FastAccessRule, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListFastAccessRulesResponse,
+            "rules",
+            partial(self.domain.fast_access.list_page, current_principal().org),
         )
 
     async def CreateFastAccessRule(
@@ -171,16 +163,11 @@ class ContactRpcs:
     async def ListContactGroups(
         self, request: pb.ListContactGroupsRequest, context: Context
     ) -> pb.ListContactGroupsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, groups.FILTERS)
-        items, token = await self.domain.groups.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("contact_groups")
-        return pb.ListContactGroupsResponse(
-            contact_groups=[to_message(contact_group_pb2.ContactGroup, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListContactGroupsResponse,
+            "contact_groups",
+            partial(self.domain.groups.list_page, current_principal().org),
         )
 
     async def CreateContactGroup(
@@ -230,15 +217,11 @@ class ContactRpcs:
     async def ListGroupContacts(
         self, request: pb.ListGroupContactsRequest, context: Context
     ) -> pb.ListGroupContactsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, service.FILTERS)
-        items, token = await self.domain.groups.list_members(
-            current_principal().org, request.group_id, given, page, checks
-        )
-        bare_list("contacts")
-        return pb.ListGroupContactsResponse(
-            contacts=[to_message(contact_pb2.Contact, i) for i in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListGroupContactsResponse,
+            "contacts",
+            partial(self.domain.groups.list_members, current_principal().org, request.group_id),
         )
 
     async def AddGroupContact(

@@ -4,6 +4,7 @@ only; the rules live in contacts/jobs.py, the work in workers/contact_jobs.py.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
@@ -14,9 +15,8 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 from switchboard.server.contacts import jobs
 from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
-from switchboard.server.core.protomap import bare_list, given_filters, page_of, to_message
+from switchboard.server.core.protomap import list_response, to_message
 from switchboard.server.core.types import Context
-from switchboard.server.core.validation import Checks
 
 
 class ContactJobRpcs:
@@ -56,16 +56,11 @@ class ContactJobRpcs:
     async def ListContactImportJobs(
         self, request: pb.ListContactImportJobsRequest, context: Context
     ) -> pb.ListContactImportJobsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, jobs.IMPORT_FILTERS)
-        items, token = await self.domain.jobs.list_imports(
-            current_principal().org, given, page, checks
-        )
-        bare_list("contact_import_jobs")
-        return pb.ListContactImportJobsResponse(
-            contact_import_jobs=[to_message(contact_job_pb2.ContactImportJob, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListContactImportJobsResponse,
+            "contact_import_jobs",
+            partial(self.domain.jobs.list_imports, current_principal().org),
         )
 
     async def GetContactImportJob(
@@ -94,16 +89,11 @@ class ContactJobRpcs:
     async def ListContactExportJobs(
         self, request: pb.ListContactExportJobsRequest, context: Context
     ) -> pb.ListContactExportJobsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, jobs.EXPORT_FILTERS)
-        items, token = await self.domain.jobs.list_exports(
-            current_principal().org, given, page, checks
-        )
-        bare_list("contact_export_jobs")
-        return pb.ListContactExportJobsResponse(
-            contact_export_jobs=[to_message(contact_job_pb2.ContactExportJob, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListContactExportJobsResponse,
+            "contact_export_jobs",
+            partial(self.domain.jobs.list_exports, current_principal().org),
         )
 
     async def GetContactExportJob(

@@ -18,25 +18,6 @@ from switchboard.server.core.context import current_principal
 if TYPE_CHECKING:
     from switchboard.server.contacts.domain import ContactsDomain
 
-TOKEN_FILTERS = ("id", "expiry_time", "application_id", "created_date", "last_updated_date")
-APP_TOKEN_FILTERS = (
-    "id",
-    "sender_id_address",
-    "message_delivery_provider",
-    "token",
-    "application_id",
-    "created_date",
-    "last_update_date",
-)
-
-
-def _tokens(items: list[dict[str, Any]]) -> list[access_token_pb2.AccessToken]:
-    return [protomap.to_message(access_token_pb2.AccessToken, item) for item in items]
-
-
-def _app_tokens(items: list[dict[str, Any]]) -> list[access_token_pb2.ContactApplicationToken]:
-    return [protomap.to_message(access_token_pb2.ContactApplicationToken, item) for item in items]
-
 
 def _app_fields(body: access_token_pb2.ContactApplicationTokenInput) -> dict[str, Any]:
     fields = protomap.present(body)
@@ -54,13 +35,12 @@ class TokenRpcs:
     ) -> pb.ListAccessTokensResponse:
         items, token = await self.domain.access_tokens.list_tokens(
             current_principal().org,
-            protomap.given_filters(request, TOKEN_FILTERS),
+            protomap.given_filters(request),
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
         )
-        protomap.bare_list("access_tokens")
-        return pb.ListAccessTokensResponse(access_tokens=_tokens(items), next_page_token=token)
+        return protomap.page_response(pb.ListAccessTokensResponse, "access_tokens", items, token)
 
     async def CreateAccessToken(
         self, request: pb.CreateAccessTokenRequest, context: grpc.aio.ServicerContext
@@ -94,15 +74,14 @@ class TokenRpcs:
     ) -> pb.ListContactAccessTokensResponse:
         items, token = await self.domain.access_tokens.list_tokens(
             current_principal().org,
-            protomap.given_filters(request, TOKEN_FILTERS),
+            protomap.given_filters(request),
             contact_id=request.contact_id,
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
         )
-        protomap.bare_list("access_tokens")
-        return pb.ListContactAccessTokensResponse(
-            access_tokens=_tokens(items), next_page_token=token
+        return protomap.page_response(
+            pb.ListContactAccessTokensResponse, "access_tokens", items, token
         )
 
     async def CreateContactAccessToken(
@@ -152,14 +131,13 @@ class TokenRpcs:
         items, token = await self.domain.application_tokens.list_tokens(
             current_principal().org,
             request.contact_id,
-            protomap.given_filters(request, APP_TOKEN_FILTERS),
+            protomap.given_filters(request),
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
         )
-        protomap.bare_list("application_tokens")
-        return pb.ListContactApplicationTokensResponse(
-            application_tokens=_app_tokens(items), next_page_token=token
+        return protomap.page_response(
+            pb.ListContactApplicationTokensResponse, "application_tokens", items, token
         )
 
     async def CreateContactApplicationToken(

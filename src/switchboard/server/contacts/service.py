@@ -89,26 +89,6 @@ _CLEARED: dict[str, Any] = {
     "voice_preference": VoicePreference.NONE.value,
 }
 del _CLEARED["fast_access"]
-FILTERS = (
-    "id",
-    "external_id",
-    "first_name",
-    "last_name",
-    "birth_date",
-    "first_acquisition_date",
-    "last_acquisition_date",
-    "primary_mdn",
-    "primary_addr_line1",
-    "primary_addr_line2",
-    "primary_addr_city",
-    "primary_addr_zip",
-    "primary_addr_state",
-    "primary_email_addr",
-    "primary_addr_country",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 FILTER_TIMES = frozenset({"created_date", "last_updated_date"})
 FILTER_COLUMNS = {"created_date": "created_at", "last_updated_date": "updated_at"}
 

@@ -6,13 +6,15 @@ the proto field names), so the same snapshot serves an RPC response and an event
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from switchboard.common.v1 import event_pb2
 
@@ -23,6 +25,12 @@ from switchboard.server.core.events import EventRecord, Heartbeat
 from switchboard.server.core.validation import Checks
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+# What a list RPC's service call returns: the page's snapshots and the next page token.
+Fetch = Callable[
+    [dict[str, Any], listing.Page, Checks], Awaitable[tuple[Iterable[Mapping[str, Any]], str]]
+]
+_PAGING = frozenset({"limit", "offset", "page_token"})
 
 
 def present(message: Message) -> dict[str, Any]:
@@ -43,9 +51,27 @@ def page_of(request: Any, checks: Checks) -> listing.Page:
     return listing.page(checks, request.limit, request.offset, request.page_token)
 
 
-def given_filters(request: Message, names: Iterable[str]) -> dict[str, str]:
-    """The filter query parameters a list request carried (all `optional string`)."""
-    return {name: getattr(request, name) for name in names if request.HasField(name)}
+@functools.cache
+def filter_names(descriptor: Descriptor) -> tuple[str, ...]:
+    """A list request's filters, read off its message: every scalar field with presence (the
+    `optional` ones) but the paging trio. Path parameters and repeated fields have no presence."""
+    return tuple(
+        field.name
+        for field in descriptor.fields
+        if field.has_presence
+        and field.type != FieldDescriptor.TYPE_MESSAGE
+        and field.name not in _PAGING
+    )
+
+
+def given_filters(request: Message, *, exclude: Collection[str] = ()) -> dict[str, Any]:
+    """The filter query parameters a list request carried (see filter_names), but `exclude`:
+    those the RPC passes to its service apart."""
+    return {
+        name: getattr(request, name)
+        for name in filter_names(request.DESCRIPTOR)
+        if name not in exclude and request.HasField(name)
+    }
 
 
 def iso(value: datetime | None) -> str | None:
@@ -77,6 +103,40 @@ def event_envelope(item: EventRecord | Heartbeat) -> event_pb2.EventEnvelope:
 def bare_list(field: str) -> None:
     """Mark this RPC's response as a family-B list: REST clients get `field` as a bare array."""
     rpc_context.set_bare_list(field)
+
+
+async def list_response(
+    request: Message,
+    response_cls: type[R],
+    field: str,
+    fetch: Fetch,
+) -> R:
+    """The usual List RPC: the request's page and filters (see given_filters) go to
+    `fetch(given, page, checks)`, one service call, and its page comes back as a `response_cls`
+    (see page_response)."""
+    checks = Checks()
+    page = page_of(request, checks)
+    items, token = await fetch(given_filters(request), page, checks)
+    return page_response(response_cls, field, items, token)
+
+
+def page_response(
+    response_cls: type[R], field: str, items: Iterable[Mapping[str, Any]], token: str
+) -> R:
+    """A family-B list response: snapshots as the messages of its repeated `field` (REST clients
+    get that field as a bare array, see bare_list) and the next page token."""
+    bare_list(field)
+    item_cls = _item_class(response_cls.DESCRIPTOR, field)
+    listed = [to_message(item_cls, item) for item in items]
+    return response_cls(**{field: listed, "next_page_token": token})
+
+
+@functools.cache
+def _item_class(descriptor: Descriptor, field: str) -> type[Message]:
+    item = descriptor.fields_by_name[field].message_type
+    if item is None:
+        raise TypeError(f"{descriptor.full_name}.{field} is not a list of messages")
+    return message_factory.GetMessageClass(item)
 
 
 _VERSION = re.compile(r"[0-9]{1,10}")

@@ -29,7 +29,6 @@ from switchboard.server.core.version import server_version
 from switchboard.server.templates import catalog
 from switchboard.server.templates.domain import TemplatesDomain
 
-TEMPLATE_FILTERS = ("type", "type_contains", "channel", "language", "subject", "content")
 PACKAGE_FILENAME = "deployment-package.json"
 
 
@@ -124,7 +123,7 @@ class TemplatesServicer(templates_service_pb2_grpc.TemplatesServiceServicer):
         org = _org(request.org)
         found = await self.domain.templates.search(
             org,
-            protomap.given_filters(request, TEMPLATE_FILTERS),
+            protomap.given_filters(request),
             change_type=None,
             limit=request.limit,
             offset=request.offset,
@@ -147,7 +146,7 @@ class TemplatesServicer(templates_service_pb2_grpc.TemplatesServiceServicer):
         org = _org(request.org)
         found = await self.domain.templates.search(
             org,
-            protomap.given_filters(request, TEMPLATE_FILTERS),
+            protomap.given_filters(request, exclude=("change_type",)),
             change_type=request.change_type if request.HasField("change_type") else None,
             limit=request.limit,
             offset=request.offset,

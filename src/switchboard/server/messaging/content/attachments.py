@@ -52,17 +52,6 @@ attachments_table = table_of(Attachment)
 _a = attachments_table.c
 
 LIMITS = {"name": 256, "type": 128, "filename": 256}
-FILTERS = (
-    "id",
-    "name",
-    "type",
-    "size",
-    "filename",
-    "state",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 _FILTER_COLUMNS = {"type": "content_type", "size": "size_bytes"}
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 DEFAULT_TYPE = "application/octet-stream"

@@ -93,21 +93,6 @@ LIMITS = {
 }
 TEXT_FIELDS = tuple(LIMITS)
 FIELDS = (*TEXT_FIELDS, "case", "valid_from", "valid_to", "type")
-FILTERS = (
-    "id",
-    "name",
-    "value",
-    "case",
-    "sender_id",
-    "valid_from",
-    "valid_to",
-    "campaign_id",
-    "type",
-    "actions",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 _FILTER_COLUMNS = {"case": "case_mode"}
 _FILTER_TIMES = frozenset({"valid_from", "valid_to", "created_date", "last_updated_date"})
 # What a replace (PUT) resets the writable columns to.

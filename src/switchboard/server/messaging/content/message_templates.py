@@ -48,15 +48,6 @@ _t = templates_table.c
 
 LIMITS = {"name": 128, "pattern": 4096}
 FIELDS = ("designation", "name", "pattern")
-FILTERS = (
-    "id",
-    "designation",
-    "name",
-    "pattern",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 
 

@@ -4,6 +4,7 @@ their content. Proto ⇄ plain data only; the rules live in the services."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
@@ -14,16 +15,12 @@ from switchboard.messaging.v1 import messaging_service_pb2 as pb
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import InvalidArgument
 from switchboard.server.core.protomap import (
-    bare_list,
     body_version,
-    given_filters,
-    page_of,
+    list_response,
     to_message,
     written_fields,
 )
 from switchboard.server.core.types import Context
-from switchboard.server.core.validation import Checks
-from switchboard.server.messaging.content import attachments, keywords, message_templates
 from switchboard.server.messaging.domain import MessagingDomain
 
 
@@ -35,16 +32,11 @@ class ContentRpcs:
     async def ListMessageTemplates(
         self, request: pb.ListMessageTemplatesRequest, context: Context
     ) -> pb.ListMessageTemplatesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, message_templates.FILTERS)
-        items, token = await self.domain.message_templates.rows.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("message_templates")
-        return pb.ListMessageTemplatesResponse(
-            message_templates=[to_message(message_template_pb2.MessageTemplate, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListMessageTemplatesResponse,
+            "message_templates",
+            partial(self.domain.message_templates.rows.list_page, current_principal().org),
         )
 
     async def CreateMessageTemplate(
@@ -98,15 +90,11 @@ class ContentRpcs:
     async def ListKeywords(
         self, request: pb.ListKeywordsRequest, context: Context
     ) -> pb.ListKeywordsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, keywords.FILTERS)
-        items, token = await self.domain.keywords.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("keywords")
-        return pb.ListKeywordsResponse(
-            keywords=[to_message(keyword_pb2.Keyword, i) for i in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListKeywordsResponse,
+            "keywords",
+            partial(self.domain.keywords.list_page, current_principal().org),
         )
 
     async def CreateKeyword(
@@ -158,16 +146,11 @@ class ContentRpcs:
     async def ListAttachments(
         self, request: pb.ListAttachmentsRequest, context: Context
     ) -> pb.ListAttachmentsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, attachments.FILTERS)
-        items, token = await self.domain.attachments.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("attachments")
-        return pb.ListAttachmentsResponse(
-            attachments=[to_message(attachment_pb2.Attachment, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListAttachmentsResponse,
+            "attachments",
+            partial(self.domain.attachments.list_page, current_principal().org),
         )
 
     async def CreateAttachment(

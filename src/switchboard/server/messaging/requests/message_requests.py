@@ -174,25 +174,6 @@ class MessageRequestRecord(SQLModel, table=True):
 requests_table = table_of(MessageRequestRecord)
 _r = requests_table.c
 
-FILTERS = (
-    "id",
-    "from",
-    "conversation_id",
-    "to",
-    "campaign_id",
-    "program_id",
-    "subject",
-    "application_id",
-    "external_id",
-    "state",
-    "scheduled_delivery_time",
-    "expiry_time",
-    "test_message_flag",
-    "pause_before_transmit",
-    "pause_expiry_time",
-    "created_date",
-    "last_updated_date",
-)
 _FILTER_COLUMNS = {
     "from": "from_ref",
     "scheduled_delivery_time": "scheduled_at",
@@ -850,7 +831,6 @@ def _bad_state(current: Row, action: str) -> InvalidArgument:
 
 
 __all__ = [
-    "FILTERS",
     "FINAL",
     "MessageRequestService",
     "RequestState",

@@ -142,35 +142,6 @@ class MessageRecord(SQLModel, table=True):
 messages_table = table_of(MessageRecord)
 _m = messages_table.c
 
-FILTERS = (
-    "id",
-    "message_request_id",
-    "external_transaction_ids",
-    "external_message_request_id",
-    "conversation_id",
-    "campaign_id",
-    "direction",
-    "customer_sender_id",
-    "from_address",
-    "to_address",
-    "state",
-    "failure_code",
-    "subject",
-    "body",
-    "sent_date",
-    "delivered_date",
-    "converted_date",
-    "reply_to",
-    "scheduled_delivery_time",
-    "expiry_time",
-    "type",
-    "message_delivery_provider",
-    "contact_id",
-    "price",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 FILTER_COLUMNS = {
     "sent_date": "sent_at",
     "delivered_date": "delivered_at",

@@ -3,19 +3,21 @@ live in message_requests.py, messages.py and fanout.py."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from google.protobuf import empty_pb2
 from switchboard.common.v1 import resource_pb2
-from switchboard.messaging.v1 import attachment_pb2, message_pb2, message_request_pb2
+from switchboard.messaging.v1 import message_pb2, message_request_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as pb
 
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import (
-    bare_list,
     body_version,
     given_filters,
+    list_response,
     page_of,
+    page_response,
     to_message,
     written_fields,
 )
@@ -23,11 +25,7 @@ from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.content import attachments
 from switchboard.server.messaging.domain import MessagingDomain
-from switchboard.server.messaging.requests import message_requests, messages
-
-_SUB_FILTERS = tuple(
-    "message_request_id_filter" if f == "message_request_id" else f for f in messages.FILTERS
-)
+from switchboard.server.messaging.requests import messages
 
 
 def _input(message: Any) -> dict[str, Any]:
@@ -53,16 +51,11 @@ class MessageRpcs:
     async def ListMessageRequests(
         self, request: pb.ListMessageRequestsRequest, context: Context
     ) -> pb.ListMessageRequestsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, message_requests.FILTERS)
-        items, token = await self.domain.message_requests.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("message_requests")
-        return pb.ListMessageRequestsResponse(
-            message_requests=[to_message(message_request_pb2.MessageRequest, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListMessageRequestsResponse,
+            "message_requests",
+            partial(self.domain.message_requests.list_page, current_principal().org),
         )
 
     async def SubmitMessageRequest(
@@ -107,17 +100,14 @@ class MessageRpcs:
         org = current_principal().org
         checks = Checks()
         page = page_of(request, checks)
-        given = given_filters(request, _SUB_FILTERS)
+        given = given_filters(request)
         if "message_request_id_filter" in given:
             given["message_request_id"] = given.pop("message_request_id_filter")
         await self.domain.message_requests.require(org, request.message_request_id)
         items, token = await self.domain.messages.list_page(
             org, given, page, checks, request_id=request.message_request_id
         )
-        bare_list("messages")
-        return pb.ListMessageRequestMessagesResponse(
-            messages=[_message(i) for i in items], next_page_token=token
-        )
+        return page_response(pb.ListMessageRequestMessagesResponse, "messages", items, token)
 
     async def CreateMessageRequestMessage(
         self, request: pb.CreateMessageRequestMessageRequest, context: Context
@@ -132,14 +122,12 @@ class MessageRpcs:
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: Context
     ) -> pb.ListMessagesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, messages.FILTERS)
-        items, token = await self.domain.messages.list_page(
-            current_principal().org, given, page, checks
+        return await list_response(
+            request,
+            pb.ListMessagesResponse,
+            "messages",
+            partial(self.domain.messages.list_page, current_principal().org),
         )
-        bare_list("messages")
-        return pb.ListMessagesResponse(messages=[_message(i) for i in items], next_page_token=token)
 
     async def CreateMessage(
         self, request: pb.CreateMessageRequest, context: Context
@@ -174,7 +162,7 @@ class MessageRpcs:
         org = current_principal().org
         checks = Checks()
         page = page_of(request, checks)
-        given = given_filters(request, attachments.FILTERS)
+        given = given_filters(request)
         ids = await self.domain.messages.attachment_ids(org, request.message_id)
         items: list[dict[str, Any]] = []
         token = ""
@@ -190,11 +178,7 @@ class MessageRpcs:
             )
         else:
             checks.raise_if_failed()
-        bare_list("attachments")
-        return pb.ListMessageAttachmentsResponse(
-            attachments=[to_message(attachment_pb2.Attachment, i) for i in items],
-            next_page_token=token,
-        )
+        return page_response(pb.ListMessageAttachmentsResponse, "attachments", items, token)
 
     async def CreateMessageAttachment(
         self, request: pb.CreateMessageAttachmentRequest, context: Context

@@ -43,16 +43,6 @@ from switchboard.server.messaging.senders.service import SenderService, channel_
 channels = table_of(ChannelRecord)
 _c = channels.c
 _cs = channel_senders.c
-FILTERS = (
-    "id",
-    "name",
-    "priority",
-    "description",
-    "ownership",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 MAX_SENDERS_PER_CALL = 100
 
 
@@ -316,4 +306,4 @@ def _sender_ids(values: Sequence[str], field: str) -> list[str]:
     return ids
 
 
-__all__ = ["FILTERS", "ChannelService", "snapshot"]
+__all__ = ["ChannelService", "snapshot"]

@@ -51,26 +51,6 @@ versions = table_of(ReferenceDataVersionRecord)
 senders = table_of(SenderIdRecord)
 
 OTHER = "OTHER"
-CLASS_FILTERS = (
-    "id",
-    "name",
-    "designation",
-    "applicable_countries",
-    "country_peak_throughput",
-    "country_daily_throughput",
-    "created_date",
-    "last_updated_date",
-)
-TYPE_FILTERS = (
-    "id",
-    "name",
-    "capabilities",
-    "allowed_mime_types",
-    "blocked_mime_types",
-    "credential_parameter_list",
-    "last_updated_date",
-    "version_number",
-)
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _WEEKDAYS = frozenset({"MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN", "HOL", "OTH"})
@@ -484,9 +464,7 @@ class ReferenceSeeder:
 
 
 __all__ = [
-    "CLASS_FILTERS",
     "OTHER",
-    "TYPE_FILTERS",
     "ReferenceSeeder",
     "ReferenceService",
     "class_applies",

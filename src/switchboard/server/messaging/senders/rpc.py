@@ -4,6 +4,7 @@ sender IDs. Proto ⇄ plain data only; the rules live in reference.py, senders.p
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -13,18 +14,13 @@ from switchboard.messaging.v1 import messaging_service_pb2 as pb
 
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.protomap import (
-    bare_list,
     body_version,
-    given_filters,
-    page_of,
+    list_response,
     to_message,
     written_fields,
 )
 from switchboard.server.core.types import Context
-from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.domain import MessagingDomain
-from switchboard.server.messaging.senders import channels, reference
-from switchboard.server.messaging.senders import service as senders
 
 
 def _input(message: Any) -> dict[str, Any]:
@@ -43,14 +39,11 @@ class SenderRpcs:
     async def ListSenderIdClasses(
         self, request: pb.ListSenderIdClassesRequest, context: Context
     ) -> pb.ListSenderIdClassesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, reference.CLASS_FILTERS)
-        items, token = await self.domain.reference.list_classes(given, page, checks)
-        bare_list("sender_id_classes")
-        return pb.ListSenderIdClassesResponse(
-            sender_id_classes=[to_message(sender_pb2.SenderIdClass, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListSenderIdClassesResponse,
+            "sender_id_classes",
+            self.domain.reference.list_classes,
         )
 
     async def GetSenderIdClass(
@@ -70,14 +63,11 @@ class SenderRpcs:
     async def ListSenderIdTypes(
         self, request: pb.ListSenderIdTypesRequest, context: Context
     ) -> pb.ListSenderIdTypesResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, reference.TYPE_FILTERS)
-        items, token = await self.domain.reference.list_types(given, page, checks)
-        bare_list("sender_id_types")
-        return pb.ListSenderIdTypesResponse(
-            sender_id_types=[to_message(sender_pb2.SenderIdType, i) for i in items],
-            next_page_token=token,
+        return await list_response(
+            request,
+            pb.ListSenderIdTypesResponse,
+            "sender_id_types",
+            self.domain.reference.list_types,
         )
 
     async def GetSenderIdType(
@@ -99,15 +89,11 @@ class SenderRpcs:
     async def ListSenderIds(
         self, request: pb.ListSenderIdsRequest, context: Context
     ) -> pb.ListSenderIdsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, senders.FILTERS)
-        items, token = await self.domain.senders.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("sender_ids")
-        return pb.ListSenderIdsResponse(
-            sender_ids=[to_message(sender_pb2.SenderId, i) for i in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListSenderIdsResponse,
+            "sender_ids",
+            partial(self.domain.senders.list_page, current_principal().org),
         )
 
     async def CreateSenderId(
@@ -176,15 +162,11 @@ class SenderRpcs:
     async def ListChannels(
         self, request: pb.ListChannelsRequest, context: Context
     ) -> pb.ListChannelsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, channels.FILTERS)
-        items, token = await self.domain.channels.list_page(
-            current_principal().org, given, page, checks
-        )
-        bare_list("channels")
-        return pb.ListChannelsResponse(
-            channels=[to_message(channel_pb2.Channel, i) for i in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListChannelsResponse,
+            "channels",
+            partial(self.domain.channels.list_page, current_principal().org),
         )
 
     async def CreateChannel(
@@ -234,15 +216,11 @@ class SenderRpcs:
     async def ListChannelSenderIds(
         self, request: pb.ListChannelSenderIdsRequest, context: Context
     ) -> pb.ListChannelSenderIdsResponse:
-        checks = Checks()
-        page = page_of(request, checks)
-        given = given_filters(request, senders.FILTERS)
-        items, token = await self.domain.channels.list_senders(
-            current_principal().org, request.channel_id, given, page, checks
-        )
-        bare_list("sender_ids")
-        return pb.ListChannelSenderIdsResponse(
-            sender_ids=[to_message(sender_pb2.SenderId, i) for i in items], next_page_token=token
+        return await list_response(
+            request,
+            pb.ListChannelSenderIdsResponse,
+            "sender_ids",
+            partial(self.domain.channels.list_senders, current_principal().org, request.channel_id),
         )
 
     async def AddChannelSenderIds(

@@ -68,26 +68,6 @@ channels = table_of(ChannelRecord)
 channel_senders = table_of(ChannelSenderRecord)
 _s = senders.c
 
-FILTERS = (
-    "id",
-    "parent_id",
-    "name",
-    "ownership",
-    "class_id",
-    "type_id",
-    "state",
-    "country",
-    "operators",
-    "two_way_required",
-    "keep_sender_address",
-    "dr_required",
-    "consent_managed_by",
-    "capabilities",
-    "check_white_list",
-    "application_id",
-    "created_date",
-    "last_updated_date",
-)
 OPERATOR_FIELDS = ("ownership", "state", "country", "operators")
 FIXED_FIELDS = ("parent_id", "type_id", "class_id", "address")
 MASK = "****"
@@ -788,7 +768,6 @@ def _sender(row: Row, channel_id: str | None, priority: str) -> Sender:
 
 
 __all__ = [
-    "FILTERS",
     "MASK",
     "Sender",
     "SenderService",
