@@ -8,12 +8,12 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from switchboard.common.v1 import event_pb2
 from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.protomap import event_envelope
 from switchboard.server.sms.models import Channel
 from switchboard.server.sms.service import SmsOutcome, SmsRequest, SmsService, snapshot
 
@@ -76,17 +76,9 @@ def _status(data: dict[str, Any]) -> pb.SmsMessageStatus:
 
 
 def _event(item: EventRecord | Heartbeat) -> pb.SmsEvent:
+    envelope = event_envelope(item)
     if isinstance(item, Heartbeat):
-        envelope = event_pb2.EventEnvelope(
-            cursor=str(item.cursor), type="heartbeat", occur_time=_timestamp(item.at)
-        )
         return pb.SmsEvent(envelope=envelope)
-    envelope = event_pb2.EventEnvelope(
-        cursor=str(item.seq),
-        type=item.type,
-        occur_time=_timestamp(item.occurred_at),
-        resource_id=item.resource_id,
-    )
     return pb.SmsEvent(envelope=envelope, message=_status(item.payload))
 
 
