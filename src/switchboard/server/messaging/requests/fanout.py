@@ -51,16 +51,16 @@ from switchboard.server.messaging.requests import tracking
 from switchboard.server.messaging.requests.ledger import WAITING
 from switchboard.server.messaging.requests.message_requests import (
     MessageRequestService,
-    RequestState,
     Target,
     request_event,
     requests_table,
 )
-from switchboard.server.messaging.requests.messages import (
+from switchboard.server.messaging.requests.messages import messages_table
+from switchboard.server.messaging.requests.models import (
     Direction,
     FailureCode,
     MessageState,
-    messages_table,
+    RequestState,
 )
 from switchboard.server.messaging.senders.rates import Rates
 from switchboard.server.messaging.senders.reference import types

@@ -30,9 +30,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, false, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.consent import (
@@ -44,7 +43,7 @@ from switchboard.server.contacts.models import AddressType
 from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime, table_of
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -71,9 +70,14 @@ from switchboard.server.messaging.requests import tracking
 from switchboard.server.messaging.requests.messages import (
     UNSENT,
     MessageService,
-    MessageState,
     counters,
     messages_table,
+)
+from switchboard.server.messaging.requests.models import (
+    MessageRequestRecord,
+    MessageState,
+    RequestState,
+    TimeZoneMode,
 )
 from switchboard.server.messaging.senders.models import SenderIdTypeRecord
 from switchboard.server.messaging.senders.reference import mime_allowed
@@ -84,18 +88,6 @@ _types = table_of(SenderIdTypeRecord)
 DEFAULT_MAX_BODY = 1600  # characters after template rendering (ten concatenated SMS)
 MAX_TO_ENTRIES = 1000
 PAUSE_LIMIT = timedelta(hours=24)
-
-
-class RequestState(StrEnum):
-    SUBMITTED = "SUBMITTED"
-    ACCEPTED = "ACCEPTED"
-    REJECTED = "REJECTED"
-    PREPARING = "PREPARING"
-    TRANSMITTING = "TRANSMITTING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    CANCELED = "CANCELED"
-    DELETED = "DELETED"
 
 
 FINAL = frozenset(
@@ -111,64 +103,6 @@ FINAL = frozenset(
 class CustomerRequestState(StrEnum):
     CANCELED = "CANCELED"
     TRANSMITTING = "TRANSMITTING"
-
-
-class TimeZoneMode(StrEnum):
-    UTC = "UTC"
-    LOCAL = "LOCAL"
-
-
-class MessageRequestRecord(SQLModel, table=True):
-    __tablename__ = "message_requests"
-    __table_args__ = (
-        Index("ix_message_requests_org_id", "org_id", "id"),
-        Index("ix_message_requests_state", "state", "lease_until"),
-    )
-
-    id: str = Field(primary_key=True, max_length=64)
-    org_id: str = Field(max_length=64)
-    application_id: str = Field(max_length=64)
-    from_ref: str = Field(max_length=128)
-    to_text: str = Field(default="", max_length=65536)  # `;`-joined, `;` around: filterable
-    targets: str = Field(default="[]", max_length=131072)  # JSON: resolved `to` entries
-    conversation_id: str = Field(default="", max_length=128)
-    campaign_id: str = Field(default="", max_length=128)
-    program_id: str = Field(default="", max_length=128)
-    subject: str = Field(default="", max_length=256)
-    external_id: str = Field(default="", max_length=128)
-    state: str = Field(max_length=16)
-    attachments: str = Field(default="", max_length=2048)
-    body: str = Field(default="", max_length=8192)
-    template_id: str = Field(default="", max_length=64)
-    consent_requirement: str = Field(max_length=16)
-    criteria: str = Field(default="", max_length=16384)
-    recipient_count: int = 0
-    sent_count: int = 0
-    delivered_count: int = 0
-    read_count: int = 0
-    converted_count: int = 0
-    canceled_count: int = 0
-    failed_count: int = 0
-    scheduled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    scheduled_zone: str = Field(default="UTC", max_length=8)
-    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    test_message_flag: bool = False
-    pause_before_transmit: bool = False
-    pause_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    price_threshold: int = 0
-    sender_id_sort_criteria: str = Field(default="", max_length=128)
-    contact_delivery_address_priority: str = Field(default="", max_length=128)
-    src_language: str = Field(default="en", max_length=35)
-    dst_language: str = Field(default="", max_length=35)
-    translate: bool = False
-    track_links: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
-    content_type: str = Field(default="", max_length=128)
-    fanout_stage: int = 0  # resume point of the fan-out: the target being expanded…
-    fanout_after: str = Field(default="", max_length=64)  # …and the last contact id done
-    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    version: int = 1
 
 
 requests_table = table_of(MessageRequestRecord)
@@ -853,7 +787,6 @@ __all__ = [
     "FILTERS",
     "FINAL",
     "MessageRequestService",
-    "RequestState",
     "Target",
     "requests_table",
     "snapshot",
