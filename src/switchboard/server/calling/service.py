@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -47,7 +47,6 @@ from switchboard.server.calling.models import (
     PlayRecord,
     PlayState,
 )
-from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database, for_update, table_of
@@ -105,6 +104,12 @@ DEFAULT_ANSWER_TIMEOUT = 30_000
 ANSWER_TIMEOUT_RANGE = (1_000, 120_000)
 
 
+class ContactNumbers(Protocol):
+    """A contact's number, to dial it by contact id (contacts' ContactDirectory)."""
+
+    async def mdn_of(self, org_id: str, contact_id: str) -> str | None: ...
+
+
 def call_snapshot(row: Row) -> Snapshot:
     return {
         "id": row["id"],
@@ -156,6 +161,7 @@ class CallService:
         carrier: Carrier,
         senders: SenderService,
         rates: Rates,
+        contacts: ContactNumbers,
         writer: Writer,
         audio: AttachmentAudio | None = None,
     ) -> None:
@@ -170,6 +176,7 @@ class CallService:
         self._carrier_events = writer.channel("call-events", self._apply_batches)
         self._senders = senders
         self._rates = rates
+        self._contacts = contacts
         # Who else follows calls (bridges, conferences): called after the change committed.
         self.answered_hooks: list[Callable[[str, datetime], Awaitable[None]]] = []
         self.ended_hooks: list[Callable[[Row, datetime], Awaitable[None]]] = []
@@ -268,11 +275,7 @@ class CallService:
             return classify(to).e164
         except InvalidNumber:
             pass
-        async with self._db.read() as session:
-            query = select(contacts.c.primary_mdn).where(
-                contacts.c.org_id == org_id, contacts.c.id == to
-            )
-            mdn = (await session.execute(query)).scalar()
+        mdn = await self._contacts.mdn_of(org_id, to)
         if mdn:
             return str(mdn)
         raise _invalid("to", f"{to!r} is neither a phone number nor a contact with a number")

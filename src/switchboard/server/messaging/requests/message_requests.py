@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
@@ -39,8 +39,8 @@ from switchboard.server.contacts.consent import (
     InvalidAddress,
     normalise_address,
 )
+from switchboard.server.contacts.directory import KnownIds
 from switchboard.server.contacts.models import AddressType
-from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database, table_of
@@ -252,6 +252,13 @@ def _time(checks: Checks, field: str, value: Any) -> datetime | None:
     return parsed
 
 
+class ContactLookup(Protocol):
+    """What a request's `to` needs of contacts (contacts' ContactDirectory): which entries are
+    the org's contact groups and which its contacts."""
+
+    async def resolve_targets(self, org_id: str, ids: Sequence[str]) -> KnownIds: ...
+
+
 class MessageRequestService:
     def __init__(
         self,
@@ -259,6 +266,7 @@ class MessageRequestService:
         db: Database,
         events: EventLog,
         clock: Clock,
+        contacts: ContactLookup,
         senders: SenderService,
         templates: MessageTemplateService,
         attachments: AttachmentService,
@@ -269,6 +277,7 @@ class MessageRequestService:
         self._db = db
         self._events = events
         self._clock = clock
+        self._contacts = contacts
         self._senders = senders
         self._templates = templates
         self._attachments = attachments
@@ -411,8 +420,7 @@ class MessageRequestService:
         checks.raise_if_failed()
         if attachment_types:
             senders = await self._senders_taking(senders, attachment_types)
-        async with self._db.read() as session:
-            targets = await self._resolve(session, org_id, entries, checks)
+        targets = await self._resolve(org_id, entries, checks)
         checks.raise_if_failed()
 
         def work(session: Session) -> str:
@@ -553,33 +561,16 @@ class MessageRequestService:
             )
         return text, template_id
 
-    async def _resolve(
-        self, session: Any, org_id: str, entries: list[str], checks: Checks
-    ) -> list[Target]:
+    async def _resolve(self, org_id: str, entries: list[str], checks: Checks) -> list[Target]:
         """Each entry as a group, else a contact, else an address (a violation if none)."""
         if not entries:
             return []
-        group_ids = set(
-            (
-                await session.execute(
-                    select(groups.c.id).where(groups.c.org_id == org_id, groups.c.id.in_(entries))
-                )
-            ).scalars()
-        )
-        contact_ids = set(
-            (
-                await session.execute(
-                    select(contacts.c.id).where(
-                        contacts.c.org_id == org_id, contacts.c.id.in_(entries)
-                    )
-                )
-            ).scalars()
-        )
+        known = await self._contacts.resolve_targets(org_id, entries)
         targets: list[Target] = []
         for entry in entries:
-            if entry in group_ids:
+            if entry in known.group_ids:
                 targets.append(Target("group", entry))
-            elif entry in contact_ids:
+            elif entry in known.contact_ids:
                 targets.append(Target("contact", entry))
             else:
                 kind = AddressType.EMAIL if "@" in entry else AddressType.MDN
