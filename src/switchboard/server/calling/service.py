@@ -65,8 +65,6 @@ from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.messaging.senders.rates import Rates
-from switchboard.server.messaging.senders.service import Sender, SenderService
 from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
@@ -102,6 +100,31 @@ _NORMAL_ENDS = (LOCAL_HANGUP, REMOTE_HANGUP)
 _TIME_FILTERS = frozenset({"start_time", "answer_time", "created_date", "last_updated_date"})
 DEFAULT_ANSWER_TIMEOUT = 30_000
 ANSWER_TIMEOUT_RANGE = (1_000, 120_000)
+
+
+class VoiceSender(Protocol):
+    """An ACTIVE sender ID as calls use it (messaging's Sender)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Sequence[str]: ...
+
+
+class VoiceSenders(Protocol):
+    """Where calls find their senders (messaging's SenderService): calls use voice senders."""
+
+    async def resolve_sendable(self, org_id: str, sender_ref: str) -> Sequence[VoiceSender]: ...
+
+
+class CallRates(Protocol):
+    """The per-minute voice rates (messaging's Rates: one rate table for messages and calls)."""
+
+    def rate(self, channel: str, country: str, route: str = "") -> float: ...
 
 
 class ContactNumbers(Protocol):
@@ -159,8 +182,8 @@ class CallService:
         events: EventLog,
         clock: Clock,
         carrier: Carrier,
-        senders: SenderService,
-        rates: Rates,
+        senders: VoiceSenders,
+        rates: CallRates,
         contacts: ContactNumbers,
         writer: Writer,
         audio: AttachmentAudio | None = None,
@@ -258,7 +281,7 @@ class CallService:
             self.call_event(session, call, "started", call["created_at"])
         return [None] * len(rows)
 
-    async def voice_sender(self, org_id: str, sender_ref: str, field: str = "from") -> Sender:
+    async def voice_sender(self, org_id: str, sender_ref: str, field: str = "from") -> VoiceSender:
         """The org's ACTIVE sender `sender_ref` when it can make calls; else 400 on `field`."""
         try:
             senders = await self._senders.resolve_sendable(org_id, sender_ref)
