@@ -252,6 +252,150 @@ def _time(checks: Checks, field: str, value: Any) -> datetime | None:
     return parsed
 
 
+@dataclass(frozen=True)
+class NewRequest:
+    """A create's input, parsed and checked: everything that needs no database. `entries` are
+    the `to` entries as given (resolved later), `criteria` the normalised criteria text."""
+
+    from_ref: str
+    entries: tuple[str, ...]
+    criteria: str
+    body: str
+    template_ref: str
+    template_values: Mapping[str, str]
+    requirement: ConsentRequirement
+    zone: TimeZoneMode
+    scheduled_at: datetime | None
+    expires_at: datetime | None
+    test: bool
+    pause: bool
+    pause_expires_at: datetime | None
+    translate: bool
+    track_links: bool
+    attachment_ids: tuple[str, ...]
+    sort_criteria: tuple[str, ...]
+    priorities: tuple[str, ...]
+    conversation_id: str
+    campaign_id: str
+    program_id: str
+    subject: str
+    external_id: str
+    price_threshold: int
+    src_language: str
+    dst_language: str
+    content_type: str
+
+
+def _parse(values: Mapping[str, Any], now: datetime) -> NewRequest:
+    """A create's values as a NewRequest: 400 naming every bad field (in the order they are
+    checked), then 400 `1017` for bad criteria."""
+    checks = Checks()
+    checks.lengths(dict(values), LIMITS)
+    from_ref = str(values.get("from") or "").strip()
+    checks.required("from", from_ref or None)
+    entries = split_entries([str(v) for v in values.get("to") or []])
+    if len(entries) > MAX_TO_ENTRIES:
+        checks.fail("to", f"has more than {MAX_TO_ENTRIES} entries", "Range")
+    criteria_text = str(values.get("criteria") or "").strip()
+    if not entries and not criteria_text:
+        checks.fail("to", "is required (or criteria)", "Required")
+    body = values.get("body")
+    template_ref = str(values.get("template_id") or "").strip()
+    if not template_ref and not (body or "").strip():
+        checks.fail("body", "is required (or template_id)", "Required")
+    requirement = ConsentRequirement.OPT_OUT
+    if values.get("consent_requirement"):
+        chosen = checks.choice(
+            "consent_requirement", str(values["consent_requirement"]), ConsentRequirement
+        )
+        requirement = chosen or requirement
+    zone = TimeZoneMode.UTC
+    if values.get("scheduled_delivery_time_zone"):
+        zone = (
+            checks.choice(
+                "scheduled_delivery_time_zone",
+                str(values["scheduled_delivery_time_zone"]),
+                TimeZoneMode,
+            )
+            or zone
+        )
+    scheduled_at = _time(checks, "scheduled_delivery_time", values.get("scheduled_delivery_time"))
+    expires_at = _time(checks, "expiry_time", values.get("expiry_time"))
+    if expires_at is not None and expires_at <= now:
+        checks.fail("expiry_time", "must be in the future", "Range")
+    if expires_at and scheduled_at and expires_at <= scheduled_at:
+        checks.fail("expiry_time", "must be after scheduled_delivery_time", "Range")
+    test = _flag(checks, "test_message_flag", values.get("test_message_flag"))
+    pause = _flag(checks, "pause_before_transmit", values.get("pause_before_transmit"))
+    pause_expires_at = _time(checks, "pause_expiry_time", values.get("pause_expiry_time"))
+    if pause_expires_at is not None:
+        if not pause:
+            checks.fail("pause_expiry_time", "is only given with pause_before_transmit")
+        elif pause_expires_at <= now:
+            checks.fail("pause_expiry_time", "must be in the future", "Range")
+        elif pause_expires_at - now > PAUSE_LIMIT:
+            checks.fail("pause_expiry_time", "must be at most 24h ahead", "Range")
+    elif pause:
+        pause_expires_at = now + PAUSE_LIMIT
+    for name in ("src_language", "dst_language"):
+        if values.get(name):
+            checks.language(name, str(values[name]))
+    translate = _flag(checks, "translate", values.get("translate"))
+    track_links = _flag(checks, "track_links", values.get("track_links"))
+    if translate:
+        # Refused rather than ignored: no translation engine is wired in yet, and a request
+        # that asked for translation must not go out untranslated.
+        checks.fail("translate", "translation is not available on this server")
+    attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
+    sort_criteria = [s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])]
+    for s in sort_criteria:
+        if s not in ("DELIVERY_ADDRESS", "PRICE"):
+            checks.fail("sender_id_sort_criteria", "entries are DELIVERY_ADDRESS or PRICE")
+    priorities = [
+        s.upper() for s in split_entries(values.get("contact_delivery_address_priority") or [])
+    ]
+    for s in priorities:
+        if s not in ("MDN", "PUSH"):
+            checks.fail("contact_delivery_address_priority", "entries are MDN or PUSH")
+    checks.raise_if_failed()
+    criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
+
+    template_values = (
+        {str(k): str(v) for k, v in dict(values.get("template_values") or {}).items()}
+        if template_ref
+        else {}
+    )
+    return NewRequest(
+        from_ref=from_ref,
+        entries=tuple(entries),
+        criteria=criteria,
+        body=str(body or ""),
+        template_ref=template_ref,
+        template_values=template_values,
+        requirement=requirement,
+        zone=zone,
+        scheduled_at=scheduled_at,
+        expires_at=expires_at,
+        test=test,
+        pause=pause,
+        pause_expires_at=pause_expires_at,
+        translate=translate,
+        track_links=track_links,
+        attachment_ids=tuple(attachment_ids),
+        sort_criteria=tuple(sort_criteria),
+        priorities=tuple(priorities),
+        conversation_id=str(values.get("conversation_id") or ""),
+        campaign_id=str(values.get("campaign_id") or ""),
+        program_id=str(values.get("program_id") or ""),
+        subject=str(values.get("subject") or ""),
+        external_id=str(values.get("external_id") or ""),
+        price_threshold=int(values.get("price_threshold") or 0),
+        src_language=str(values.get("src_language") or "en"),
+        dst_language=str(values.get("dst_language") or ""),
+        content_type=str(values.get("content_type") or ""),
+    )
+
+
 class ContactLookup(Protocol):
     """What a request's `to` needs of contacts (contacts' ContactDirectory): which entries are
     the org's contact groups and which its contacts."""
@@ -333,84 +477,11 @@ class MessageRequestService:
 
     async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
         now = self._clock.now()
+        new = _parse(values, now)
+        senders = await self._sendable(org_id, new.from_ref)
         checks = Checks()
-        checks.lengths(dict(values), LIMITS)
-        from_ref = str(values.get("from") or "").strip()
-        checks.required("from", from_ref or None)
-        entries = split_entries([str(v) for v in values.get("to") or []])
-        if len(entries) > MAX_TO_ENTRIES:
-            checks.fail("to", f"has more than {MAX_TO_ENTRIES} entries", "Range")
-        criteria_text = str(values.get("criteria") or "").strip()
-        if not entries and not criteria_text:
-            checks.fail("to", "is required (or criteria)", "Required")
-        body = values.get("body")
-        template_ref = str(values.get("template_id") or "").strip()
-        if not template_ref and not (body or "").strip():
-            checks.fail("body", "is required (or template_id)", "Required")
-        requirement = ConsentRequirement.OPT_OUT
-        if values.get("consent_requirement"):
-            chosen = checks.choice(
-                "consent_requirement", str(values["consent_requirement"]), ConsentRequirement
-            )
-            requirement = chosen or requirement
-        zone = TimeZoneMode.UTC
-        if values.get("scheduled_delivery_time_zone"):
-            zone = (
-                checks.choice(
-                    "scheduled_delivery_time_zone",
-                    str(values["scheduled_delivery_time_zone"]),
-                    TimeZoneMode,
-                )
-                or zone
-            )
-        scheduled_at = _time(
-            checks, "scheduled_delivery_time", values.get("scheduled_delivery_time")
-        )
-        expires_at = _time(checks, "expiry_time", values.get("expiry_time"))
-        if expires_at is not None and expires_at <= now:
-            checks.fail("expiry_time", "must be in the future", "Range")
-        if expires_at and scheduled_at and expires_at <= scheduled_at:
-            checks.fail("expiry_time", "must be after scheduled_delivery_time", "Range")
-        test = _flag(checks, "test_message_flag", values.get("test_message_flag"))
-        pause = _flag(checks, "pause_before_transmit", values.get("pause_before_transmit"))
-        pause_expires_at = _time(checks, "pause_expiry_time", values.get("pause_expiry_time"))
-        if pause_expires_at is not None:
-            if not pause:
-                checks.fail("pause_expiry_time", "is only given with pause_before_transmit")
-            elif pause_expires_at <= now:
-                checks.fail("pause_expiry_time", "must be in the future", "Range")
-            elif pause_expires_at - now > PAUSE_LIMIT:
-                checks.fail("pause_expiry_time", "must be at most 24h ahead", "Range")
-        elif pause:
-            pause_expires_at = now + PAUSE_LIMIT
-        for name in ("src_language", "dst_language"):
-            if values.get(name):
-                checks.language(name, str(values[name]))
-        translate = _flag(checks, "translate", values.get("translate"))
-        track_links = _flag(checks, "track_links", values.get("track_links"))
-        if translate:
-            # Refused rather than ignored: no translation engine is wired in yet, and a request
-            # that asked for translation must not go out untranslated.
-            checks.fail("translate", "translation is not available on this server")
-        attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
-        sort_criteria = [
-            s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])
-        ]
-        for s in sort_criteria:
-            if s not in ("DELIVERY_ADDRESS", "PRICE"):
-                checks.fail("sender_id_sort_criteria", "entries are DELIVERY_ADDRESS or PRICE")
-        priorities = [
-            s.upper() for s in split_entries(values.get("contact_delivery_address_priority") or [])
-        ]
-        for s in priorities:
-            if s not in ("MDN", "PUSH"):
-                checks.fail("contact_delivery_address_priority", "entries are MDN or PUSH")
-        checks.raise_if_failed()
-        criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
-
-        senders = await self._sendable(org_id, from_ref)
         attachment_types: list[str] = []
-        for attachment_id in attachment_ids:
+        for attachment_id in new.attachment_ids:
             try:
                 attachment = await self._attachments.get(org_id, attachment_id)
             except NotFound:
@@ -420,11 +491,11 @@ class MessageRequestService:
         checks.raise_if_failed()
         if attachment_types:
             senders = await self._senders_taking(senders, attachment_types)
-        targets = await self._resolve(org_id, entries, checks)
+        targets = await self._resolve(org_id, list(new.entries), checks)
         checks.raise_if_failed()
 
         def work(session: Session) -> str:
-            text, template_id = self._body(session, org_id, body, template_ref, values)
+            text, template_id = self._body(session, org_id, new)
             allowed = [
                 s
                 for s in senders
@@ -437,40 +508,40 @@ class MessageRequestService:
                     "the body matches none of the sender's VALIDATOR templates",
                     violations=[FieldViolation("body", "is not allowed by the sender")],
                 )
-            if track_links:
+            if new.track_links:
                 tracking.check(text)  # 1020 unless every URL of the final body is trackable
             row = {
                 "id": new_id("mr_"),
                 "org_id": org_id,
                 "application_id": application_id,
-                "from_ref": from_ref,
-                "to_text": (";" + ";".join(entries) + ";") if entries else "",
+                "from_ref": new.from_ref,
+                "to_text": (";" + ";".join(new.entries) + ";") if new.entries else "",
                 "targets": json.dumps([t.__dict__ for t in targets]),
-                "conversation_id": str(values.get("conversation_id") or ""),
-                "campaign_id": str(values.get("campaign_id") or ""),
-                "program_id": str(values.get("program_id") or ""),
-                "subject": str(values.get("subject") or ""),
-                "external_id": str(values.get("external_id") or ""),
+                "conversation_id": new.conversation_id,
+                "campaign_id": new.campaign_id,
+                "program_id": new.program_id,
+                "subject": new.subject,
+                "external_id": new.external_id,
                 "state": RequestState.ACCEPTED.value,
-                "attachments": ",".join(attachment_ids),
+                "attachments": ",".join(new.attachment_ids),
                 "body": text,
                 "template_id": template_id,
-                "consent_requirement": requirement.value,
-                "criteria": criteria,
-                "scheduled_at": scheduled_at,
-                "scheduled_zone": zone.value,
-                "expires_at": expires_at,
-                "test_message_flag": test,
-                "pause_before_transmit": pause,
-                "pause_expires_at": pause_expires_at,
-                "price_threshold": int(values.get("price_threshold") or 0),
-                "sender_id_sort_criteria": ",".join(sort_criteria),
-                "contact_delivery_address_priority": ",".join(priorities),
-                "src_language": str(values.get("src_language") or "en"),
-                "dst_language": str(values.get("dst_language") or ""),
-                "translate": translate,
-                "track_links": track_links,
-                "content_type": str(values.get("content_type") or ""),
+                "consent_requirement": new.requirement.value,
+                "criteria": new.criteria,
+                "scheduled_at": new.scheduled_at,
+                "scheduled_zone": new.zone.value,
+                "expires_at": new.expires_at,
+                "test_message_flag": new.test,
+                "pause_before_transmit": new.pause,
+                "pause_expires_at": new.pause_expires_at,
+                "price_threshold": new.price_threshold,
+                "sender_id_sort_criteria": ",".join(new.sort_criteria),
+                "contact_delivery_address_priority": ",".join(new.priorities),
+                "src_language": new.src_language,
+                "dst_language": new.dst_language,
+                "translate": new.translate,
+                "track_links": new.track_links,
+                "content_type": new.content_type,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -530,16 +601,10 @@ class MessageRequestService:
             )
         return senders
 
-    def _body(
-        self,
-        session: Session,
-        org_id: str,
-        body: Any,
-        template_ref: str,
-        values: Mapping[str, Any],
-    ) -> tuple[str, str]:
+    def _body(self, session: Session, org_id: str, new: NewRequest) -> tuple[str, str]:
         template_id = ""
-        text = str(body or "")
+        text = new.body
+        template_ref = new.template_ref
         if template_ref:
             query = select(templates_table).where(
                 templates_table.c.org_id == org_id,
@@ -551,8 +616,7 @@ class MessageRequestService:
                     f"template_id: {template_ref!r} is not a TEMPLATE message template",
                     violations=[FieldViolation("template_id", "is not a TEMPLATE of the org")],
                 )
-            given = {str(k): str(v) for k, v in dict(values.get("template_values") or {}).items()}
-            text = render(template["pattern"], given)
+            text = render(template["pattern"], dict(new.template_values))
             template_id = str(template["id"])
         if len(text) > self.max_body:
             raise MessageTooLarge(
