@@ -49,7 +49,7 @@ from bench._harness import (
 )
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.ids import new_id
-from switchboard.server.messaging.requests.messages import MessageRecord
+from switchboard.server.messaging.requests.models import MessageRecord
 
 BATCH = 1000  # the fan-out's batch size, also the ceiling's transaction size
 ORG = "bench-fanout"

@@ -51,6 +51,7 @@ def _worker(app: Application, batch: int) -> MessageRequestWorker:
         clock=domain.clock,
         senders=domain.senders,
         consent=app.contacts.consent,
+        contacts=app.contacts.directory,
         requests=domain.message_requests,
         batch=batch,
     )

@@ -209,7 +209,7 @@ def build_application(
         templates=templates,
         communications=communications,
         messaging=messaging,
-        calling=build_calling(core, messaging=messaging),
+        calling=build_calling(core, contacts=contacts, messaging=messaging),
         grpc=GrpcServer(tokens, limiter),
     )
 

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -47,7 +47,6 @@ from switchboard.server.calling.models import (
     PlayRecord,
     PlayState,
 )
-from switchboard.server.contacts.repository import contacts
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database, for_update, table_of
@@ -66,8 +65,6 @@ from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.messaging.senders.rates import Rates
-from switchboard.server.messaging.senders.service import Sender, SenderService
 from switchboard.server.telephony.phone import InvalidNumber, classify
 
 log = logging.getLogger("switchboard.calling")
@@ -88,6 +85,37 @@ _NORMAL_ENDS = (LOCAL_HANGUP, REMOTE_HANGUP)
 _TIME_FILTERS = frozenset({"start_time", "answer_time", "created_date", "last_updated_date"})
 DEFAULT_ANSWER_TIMEOUT = 30_000
 ANSWER_TIMEOUT_RANGE = (1_000, 120_000)
+
+
+class VoiceSender(Protocol):
+    """An ACTIVE sender ID as calls use it (messaging's Sender)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Sequence[str]: ...
+
+
+class VoiceSenders(Protocol):
+    """Where calls find their senders (messaging's SenderService): calls use voice senders."""
+
+    async def resolve_sendable(self, org_id: str, sender_ref: str) -> Sequence[VoiceSender]: ...
+
+
+class CallRates(Protocol):
+    """The per-minute voice rates (messaging's Rates: one rate table for messages and calls)."""
+
+    def rate(self, channel: str, country: str, route: str = "") -> float: ...
+
+
+class ContactNumbers(Protocol):
+    """A contact's number, to dial it by contact id (contacts' ContactDirectory)."""
+
+    async def mdn_of(self, org_id: str, contact_id: str) -> str | None: ...
 
 
 def call_snapshot(row: Row) -> Snapshot:
@@ -139,8 +167,9 @@ class CallService:
         events: EventLog,
         clock: Clock,
         carrier: Carrier,
-        senders: SenderService,
-        rates: Rates,
+        senders: VoiceSenders,
+        rates: CallRates,
+        contacts: ContactNumbers,
         writer: Writer,
         audio: AttachmentAudio | None = None,
     ) -> None:
@@ -155,6 +184,7 @@ class CallService:
         self._carrier_events = writer.channel("call-events", self._apply_batches)
         self._senders = senders
         self._rates = rates
+        self._contacts = contacts
         # Who else follows calls (bridges, conferences): called after the change committed.
         self.answered_hooks: list[Callable[[str, datetime], Awaitable[None]]] = []
         self.ended_hooks: list[Callable[[Row, datetime], Awaitable[None]]] = []
@@ -236,7 +266,7 @@ class CallService:
             self.call_event(session, call, "started", call["created_at"])
         return [None] * len(rows)
 
-    async def voice_sender(self, org_id: str, sender_ref: str, field: str = "from") -> Sender:
+    async def voice_sender(self, org_id: str, sender_ref: str, field: str = "from") -> VoiceSender:
         """The org's ACTIVE sender `sender_ref` when it can make calls; else 400 on `field`."""
         try:
             senders = await self._senders.resolve_sendable(org_id, sender_ref)
@@ -253,11 +283,7 @@ class CallService:
             return classify(to).e164
         except InvalidNumber:
             pass
-        async with self._db.read() as session:
-            query = select(contacts.c.primary_mdn).where(
-                contacts.c.org_id == org_id, contacts.c.id == to
-            )
-            mdn = (await session.execute(query)).scalar()
+        mdn = await self._contacts.mdn_of(org_id, to)
         if mdn:
             return str(mdn)
         raise _invalid("to", f"{to!r} is neither a phone number nor a contact with a number")

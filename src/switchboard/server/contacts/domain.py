@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switchboard.server.contacts.consent import ConsentService
+from switchboard.server.contacts.directory import ContactDirectory
 from switchboard.server.contacts.fast_access import FastAccessService
 from switchboard.server.contacts.groups import GroupService
 from switchboard.server.contacts.jobs import ContactJobService
@@ -29,4 +30,7 @@ class ContactsDomain:
     access_tokens: AccessTokenService
     application_tokens: ApplicationTokenService
     jobs: ContactJobService
+    # What messaging and calling read of contacts (their ContactLookup, ContactReader and
+    # ContactNumbers ports).
+    directory: ContactDirectory
     workers: list[BackgroundWorker] = field(default_factory=list)

@@ -33,8 +33,7 @@ from switchboard.server.core.events import EventRecord
 from switchboard.server.core.ratelimit import RateLimitBucketRecord
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
 from switchboard.server.messaging.content.models import KeywordRecord, MessageTemplateRecord
-from switchboard.server.messaging.requests.message_requests import MessageRequestRecord
-from switchboard.server.messaging.requests.messages import MessageRecord
+from switchboard.server.messaging.requests.models import MessageRecord, MessageRequestRecord
 from switchboard.server.messaging.senders.models import (
     ChannelRecord,
     ChannelSenderRecord,

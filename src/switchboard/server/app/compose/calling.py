@@ -9,10 +9,13 @@ from switchboard.server.calling.conferences import ConferenceService
 from switchboard.server.calling.domain import CallingDomain
 from switchboard.server.calling.sandbox import SandboxCarrier
 from switchboard.server.calling.service import CallService
+from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.messaging.domain import MessagingDomain
 
 
-def build_calling(core: Core, *, messaging: MessagingDomain) -> CallingDomain:
+def build_calling(
+    core: Core, *, contacts: ContactsDomain, messaging: MessagingDomain
+) -> CallingDomain:
     db, events, clock = core.db, core.events, core.clock
     audio = AttachmentAudio(db, core.store)
     carrier = SandboxCarrier(clock, resolve_audio=audio.any_org)
@@ -23,6 +26,7 @@ def build_calling(core: Core, *, messaging: MessagingDomain) -> CallingDomain:
         carrier=carrier,
         senders=messaging.senders,  # calls use voice senders
         rates=messaging.rates,  # one rate table for messages and calls
+        contacts=contacts.directory,  # to dial a contact by id
         writer=core.writer,
         audio=audio,
     )

@@ -6,6 +6,7 @@ from switchboard.server.app.compose.core import Core
 from switchboard.server.app.config import Settings
 from switchboard.server.attachments.sweep import AttachmentSweeper
 from switchboard.server.contacts.consent import ConsentService
+from switchboard.server.contacts.directory import ContactDirectory
 from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.contacts.fast_access import FastAccessService
 from switchboard.server.contacts.groups import GroupService
@@ -61,5 +62,6 @@ def build_contacts(core: Core, settings: Settings) -> ContactsDomain:
         jobs=ContactJobService(
             db=db, events=events, clock=clock, store=core.store, on_job_created=job_worker.wake
         ),
+        directory=ContactDirectory(db),
         workers=[maintenance, sweeper, job_worker],
     )

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,11 +35,9 @@ from switchboard.server.communications.short_urls import (
     ShortUrlService,
     random_code,
 )
-from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.consent import ConsentDecision, ConsentService
-from switchboard.server.contacts.groups import membership
+from switchboard.server.contacts.directory import ContactAddresses
 from switchboard.server.contacts.models import AddressType
-from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.events import EventLog
@@ -51,16 +50,16 @@ from switchboard.server.messaging.requests import tracking
 from switchboard.server.messaging.requests.ledger import WAITING
 from switchboard.server.messaging.requests.message_requests import (
     MessageRequestService,
-    RequestState,
     Target,
     request_event,
     requests_table,
 )
-from switchboard.server.messaging.requests.messages import (
+from switchboard.server.messaging.requests.messages import messages_table
+from switchboard.server.messaging.requests.models import (
     Direction,
     FailureCode,
     MessageState,
-    messages_table,
+    RequestState,
 )
 from switchboard.server.messaging.senders.rates import Rates
 from switchboard.server.messaging.senders.reference import types
@@ -69,8 +68,24 @@ from switchboard.server.telephony.phone import zones_for_number
 
 _r = requests_table.c
 _m = messages_table.c
-_c = contacts.c
 EMAIL_TYPES = ("email",)
+
+
+class ContactReader(Protocol):
+    """What the fan-out reads of contacts (contacts' ContactDirectory): direct contacts by id,
+    and a group's members or a criteria's matches a page at a time, in id order."""
+
+    async def addresses(
+        self, org_id: str, contact_ids: Sequence[str]
+    ) -> Mapping[str, ContactAddresses]: ...
+
+    async def group_page(
+        self, org_id: str, group_id: str, after: str, limit: int
+    ) -> Sequence[ContactAddresses] | None: ...
+
+    async def criteria_page(
+        self, org_id: str, criteria: str, after: str, limit: int
+    ) -> Sequence[ContactAddresses]: ...
 
 
 class FanoutLost(Exception):
@@ -155,6 +170,7 @@ class Fanout:
         clock: Clock,
         senders: SenderService,
         consent: ConsentService,
+        contacts: ContactReader,
         requests: MessageRequestService,
         short_urls: ShortUrlService | None = None,
         rates: Rates | None = None,
@@ -165,6 +181,7 @@ class Fanout:
         self._clock = clock
         self._senders = senders
         self._consent = consent
+        self._contacts = contacts
         self._requests = requests
         self._short_urls = short_urls
         self._rates = rates
@@ -200,43 +217,29 @@ class Fanout:
             if stage == 0:
                 recipients = await self._direct(plan)
                 return recipients, 1, "", plan.stages == 1
-            clause = await self._stage_clause(plan, stage)
-            if clause is None:
+            contacts = await self._stage_page(plan, stage, after)
+            if contacts is None:
                 stage, after = stage + 1, ""
                 continue
-            query = (
-                select(_c.id, _c.primary_mdn, _c.primary_email_addr, _c.time_zone)
-                .where(_c.org_id == request["org_id"], clause, _c.id > after)
-                .order_by(_c.id)
-                .limit(self.batch)
-            )
-            async with self._db.read() as session:
-                rows = list((await session.execute(query)).mappings())
-            recipients = [r for r in (self._pick(plan, row) for row in rows) if r is not None]
-            if len(rows) < self.batch:
+            recipients = [r for r in (self._pick(plan, c) for c in contacts) if r is not None]
+            if len(contacts) < self.batch:
                 return recipients, stage + 1, "", stage + 1 >= plan.stages
-            return recipients, stage, str(rows[-1]["id"]), False
+            return recipients, stage, str(contacts[-1].id), False
         return [], stage, "", True
 
-    async def _stage_clause(self, plan: Plan, stage: int) -> ColumnElement[bool] | None:
+    async def _stage_page(
+        self, plan: Plan, stage: int, after: str
+    ) -> Sequence[ContactAddresses] | None:
+        """The stage's next contacts after `after`: a group's members (None for a deleted
+        group: no one), or those matching the request's criteria."""
+        org_id = plan.request["org_id"]
         group_targets = [t for t in plan.targets if t.kind == "group"]
         if stage - 1 < len(group_targets):
             group_id = group_targets[stage - 1].value
-            async with self._db.read() as session:
-                group = (
-                    (
-                        await session.execute(
-                            select(groups).where(
-                                groups.c.id == group_id,
-                                groups.c.org_id == plan.request["org_id"],
-                            )
-                        )
-                    )
-                    .mappings()
-                    .one_or_none()
-                )
-            return None if group is None else membership(group)  # a deleted group: no one
-        return criteria_language.parse(plan.request["criteria"]).where(contacts)
+            return await self._contacts.group_page(org_id, group_id, after, self.batch)
+        return await self._contacts.criteria_page(
+            org_id, plan.request["criteria"], after, self.batch
+        )
 
     async def _direct(self, plan: Plan) -> list[Recipient]:
         recipients: list[Recipient] = []
@@ -245,11 +248,7 @@ class Fanout:
             if target.kind == "address":
                 recipients.append(Recipient(target.value, AddressType(target.address_type)))
         if contact_ids:
-            query = select(_c.id, _c.primary_mdn, _c.primary_email_addr, _c.time_zone).where(
-                _c.org_id == plan.request["org_id"], _c.id.in_(contact_ids)
-            )
-            async with self._db.read() as session:
-                rows = {r["id"]: r for r in (await session.execute(query)).mappings()}
+            rows = await self._contacts.addresses(plan.request["org_id"], contact_ids)
             for contact_id in contact_ids:
                 if contact_id in rows:
                     picked = self._pick(plan, rows[contact_id])
@@ -257,17 +256,12 @@ class Fanout:
                         recipients.append(picked)
         return recipients
 
-    def _pick(self, plan: Plan, contact: Any) -> Recipient | None:
-        if plan.sms_sender is not None and contact["primary_mdn"]:
+    def _pick(self, plan: Plan, contact: ContactAddresses) -> Recipient | None:
+        if plan.sms_sender is not None and contact.primary_mdn:
+            return Recipient(contact.primary_mdn, AddressType.MDN, contact.id, contact.time_zone)
+        if plan.email_sender is not None and contact.primary_email_addr:
             return Recipient(
-                contact["primary_mdn"], AddressType.MDN, contact["id"], contact["time_zone"]
-            )
-        if plan.email_sender is not None and contact["primary_email_addr"]:
-            return Recipient(
-                contact["primary_email_addr"],
-                AddressType.EMAIL,
-                contact["id"],
-                contact["time_zone"],
+                contact.primary_email_addr, AddressType.EMAIL, contact.id, contact.time_zone
             )
         return None
 

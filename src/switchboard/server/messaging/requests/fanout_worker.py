@@ -32,15 +32,14 @@ from switchboard.server.delivery import queue
 from switchboard.server.messaging.requests.fanout import Fanout, FanoutLost, FanoutRejected, Plan
 from switchboard.server.messaging.requests.message_requests import (
     MessageRequestService,
-    RequestState,
     request_event,
     requests_table,
 )
 from switchboard.server.messaging.requests.messages import (
     MessageService,
-    MessageState,
     messages_table,
 )
+from switchboard.server.messaging.requests.models import MessageState, RequestState
 
 log = logging.getLogger("switchboard.messaging.fanout")
 _r = requests_table.c

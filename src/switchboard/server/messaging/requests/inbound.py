@@ -39,7 +39,8 @@ from switchboard.server.messaging.content.message_templates import (
     MessageTemplateService,
     placeholders,
 )
-from switchboard.server.messaging.requests.messages import Direction, MessageService, messages_table
+from switchboard.server.messaging.requests.messages import MessageService, messages_table
+from switchboard.server.messaging.requests.models import Direction
 from switchboard.server.messaging.senders.models import SYSTEM_ORG, SenderIdRecord
 from switchboard.server.messaging.senders.reference import types
 from switchboard.server.providers.base import InboundSms

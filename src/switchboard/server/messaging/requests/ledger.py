@@ -22,11 +22,10 @@ from switchboard.server.core.types import Row
 from switchboard.server.delivery.engine import Failure, FailureKind, Prepared
 from switchboard.server.delivery.models import QueueKind
 from switchboard.server.messaging.requests.messages import (
-    FailureCode,
     MessageService,
-    MessageState,
     messages_table,
 )
+from switchboard.server.messaging.requests.models import FailureCode, MessageState
 from switchboard.server.messaging.senders.rates import Rates
 from switchboard.server.providers.base import Outbound, Receipt, SubmitResult
 from switchboard.server.telephony.phone import InvalidNumber, classify

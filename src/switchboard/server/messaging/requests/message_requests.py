@@ -28,11 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Index, false, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.contacts import criteria as criteria_language
 from switchboard.server.contacts.consent import (
@@ -40,11 +39,11 @@ from switchboard.server.contacts.consent import (
     InvalidAddress,
     normalise_address,
 )
+from switchboard.server.contacts.directory import KnownIds
 from switchboard.server.contacts.models import AddressType
-from switchboard.server.contacts.repository import contacts, groups
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime, table_of
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -71,9 +70,14 @@ from switchboard.server.messaging.requests import tracking
 from switchboard.server.messaging.requests.messages import (
     UNSENT,
     MessageService,
-    MessageState,
     counters,
     messages_table,
+)
+from switchboard.server.messaging.requests.models import (
+    MessageRequestRecord,
+    MessageState,
+    RequestState,
+    TimeZoneMode,
 )
 from switchboard.server.messaging.senders.models import SenderIdTypeRecord
 from switchboard.server.messaging.senders.reference import mime_allowed
@@ -84,18 +88,6 @@ _types = table_of(SenderIdTypeRecord)
 DEFAULT_MAX_BODY = 1600  # characters after template rendering (ten concatenated SMS)
 MAX_TO_ENTRIES = 1000
 PAUSE_LIMIT = timedelta(hours=24)
-
-
-class RequestState(StrEnum):
-    SUBMITTED = "SUBMITTED"
-    ACCEPTED = "ACCEPTED"
-    REJECTED = "REJECTED"
-    PREPARING = "PREPARING"
-    TRANSMITTING = "TRANSMITTING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    CANCELED = "CANCELED"
-    DELETED = "DELETED"
 
 
 FINAL = frozenset(
@@ -111,64 +103,6 @@ FINAL = frozenset(
 class CustomerRequestState(StrEnum):
     CANCELED = "CANCELED"
     TRANSMITTING = "TRANSMITTING"
-
-
-class TimeZoneMode(StrEnum):
-    UTC = "UTC"
-    LOCAL = "LOCAL"
-
-
-class MessageRequestRecord(SQLModel, table=True):
-    __tablename__ = "message_requests"
-    __table_args__ = (
-        Index("ix_message_requests_org_id", "org_id", "id"),
-        Index("ix_message_requests_state", "state", "lease_until"),
-    )
-
-    id: str = Field(primary_key=True, max_length=64)
-    org_id: str = Field(max_length=64)
-    application_id: str = Field(max_length=64)
-    from_ref: str = Field(max_length=128)
-    to_text: str = Field(default="", max_length=65536)  # `;`-joined, `;` around: filterable
-    targets: str = Field(default="[]", max_length=131072)  # JSON: resolved `to` entries
-    conversation_id: str = Field(default="", max_length=128)
-    campaign_id: str = Field(default="", max_length=128)
-    program_id: str = Field(default="", max_length=128)
-    subject: str = Field(default="", max_length=256)
-    external_id: str = Field(default="", max_length=128)
-    state: str = Field(max_length=16)
-    attachments: str = Field(default="", max_length=2048)
-    body: str = Field(default="", max_length=8192)
-    template_id: str = Field(default="", max_length=64)
-    consent_requirement: str = Field(max_length=16)
-    criteria: str = Field(default="", max_length=16384)
-    recipient_count: int = 0
-    sent_count: int = 0
-    delivered_count: int = 0
-    read_count: int = 0
-    converted_count: int = 0
-    canceled_count: int = 0
-    failed_count: int = 0
-    scheduled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    scheduled_zone: str = Field(default="UTC", max_length=8)
-    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    test_message_flag: bool = False
-    pause_before_transmit: bool = False
-    pause_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    price_threshold: int = 0
-    sender_id_sort_criteria: str = Field(default="", max_length=128)
-    contact_delivery_address_priority: str = Field(default="", max_length=128)
-    src_language: str = Field(default="en", max_length=35)
-    dst_language: str = Field(default="", max_length=35)
-    translate: bool = False
-    track_links: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
-    content_type: str = Field(default="", max_length=128)
-    fanout_stage: int = 0  # resume point of the fan-out: the target being expanded…
-    fanout_after: str = Field(default="", max_length=64)  # …and the last contact id done
-    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    version: int = 1
 
 
 requests_table = table_of(MessageRequestRecord)
@@ -299,6 +233,157 @@ def _time(checks: Checks, field: str, value: Any) -> datetime | None:
     return parsed
 
 
+@dataclass(frozen=True)
+class NewRequest:
+    """A create's input, parsed and checked: everything that needs no database. `entries` are
+    the `to` entries as given (resolved later), `criteria` the normalised criteria text."""
+
+    from_ref: str
+    entries: tuple[str, ...]
+    criteria: str
+    body: str
+    template_ref: str
+    template_values: Mapping[str, str]
+    requirement: ConsentRequirement
+    zone: TimeZoneMode
+    scheduled_at: datetime | None
+    expires_at: datetime | None
+    test: bool
+    pause: bool
+    pause_expires_at: datetime | None
+    translate: bool
+    track_links: bool
+    attachment_ids: tuple[str, ...]
+    sort_criteria: tuple[str, ...]
+    priorities: tuple[str, ...]
+    conversation_id: str
+    campaign_id: str
+    program_id: str
+    subject: str
+    external_id: str
+    price_threshold: int
+    src_language: str
+    dst_language: str
+    content_type: str
+
+
+def _parse(values: Mapping[str, Any], now: datetime) -> NewRequest:
+    """A create's values as a NewRequest: 400 naming every bad field (in the order they are
+    checked), then 400 `1017` for bad criteria."""
+    checks = Checks()
+    checks.lengths(dict(values), LIMITS)
+    from_ref = str(values.get("from") or "").strip()
+    checks.required("from", from_ref or None)
+    entries = split_entries([str(v) for v in values.get("to") or []])
+    if len(entries) > MAX_TO_ENTRIES:
+        checks.fail("to", f"has more than {MAX_TO_ENTRIES} entries", "Range")
+    criteria_text = str(values.get("criteria") or "").strip()
+    if not entries and not criteria_text:
+        checks.fail("to", "is required (or criteria)", "Required")
+    body = values.get("body")
+    template_ref = str(values.get("template_id") or "").strip()
+    if not template_ref and not (body or "").strip():
+        checks.fail("body", "is required (or template_id)", "Required")
+    requirement = ConsentRequirement.OPT_OUT
+    if values.get("consent_requirement"):
+        chosen = checks.choice(
+            "consent_requirement", str(values["consent_requirement"]), ConsentRequirement
+        )
+        requirement = chosen or requirement
+    zone = TimeZoneMode.UTC
+    if values.get("scheduled_delivery_time_zone"):
+        zone = (
+            checks.choice(
+                "scheduled_delivery_time_zone",
+                str(values["scheduled_delivery_time_zone"]),
+                TimeZoneMode,
+            )
+            or zone
+        )
+    scheduled_at = _time(checks, "scheduled_delivery_time", values.get("scheduled_delivery_time"))
+    expires_at = _time(checks, "expiry_time", values.get("expiry_time"))
+    if expires_at is not None and expires_at <= now:
+        checks.fail("expiry_time", "must be in the future", "Range")
+    if expires_at and scheduled_at and expires_at <= scheduled_at:
+        checks.fail("expiry_time", "must be after scheduled_delivery_time", "Range")
+    test = _flag(checks, "test_message_flag", values.get("test_message_flag"))
+    pause = _flag(checks, "pause_before_transmit", values.get("pause_before_transmit"))
+    pause_expires_at = _time(checks, "pause_expiry_time", values.get("pause_expiry_time"))
+    if pause_expires_at is not None:
+        if not pause:
+            checks.fail("pause_expiry_time", "is only given with pause_before_transmit")
+        elif pause_expires_at <= now:
+            checks.fail("pause_expiry_time", "must be in the future", "Range")
+        elif pause_expires_at - now > PAUSE_LIMIT:
+            checks.fail("pause_expiry_time", "must be at most 24h ahead", "Range")
+    elif pause:
+        pause_expires_at = now + PAUSE_LIMIT
+    for name in ("src_language", "dst_language"):
+        if values.get(name):
+            checks.language(name, str(values[name]))
+    translate = _flag(checks, "translate", values.get("translate"))
+    track_links = _flag(checks, "track_links", values.get("track_links"))
+    if translate:
+        # Refused rather than ignored: no translation engine is wired in yet, and a request
+        # that asked for translation must not go out untranslated.
+        checks.fail("translate", "translation is not available on this server")
+    attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
+    sort_criteria = [s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])]
+    for s in sort_criteria:
+        if s not in ("DELIVERY_ADDRESS", "PRICE"):
+            checks.fail("sender_id_sort_criteria", "entries are DELIVERY_ADDRESS or PRICE")
+    priorities = [
+        s.upper() for s in split_entries(values.get("contact_delivery_address_priority") or [])
+    ]
+    for s in priorities:
+        if s not in ("MDN", "PUSH"):
+            checks.fail("contact_delivery_address_priority", "entries are MDN or PUSH")
+    checks.raise_if_failed()
+    criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
+
+    template_values = (
+        {str(k): str(v) for k, v in dict(values.get("template_values") or {}).items()}
+        if template_ref
+        else {}
+    )
+    return NewRequest(
+        from_ref=from_ref,
+        entries=tuple(entries),
+        criteria=criteria,
+        body=str(body or ""),
+        template_ref=template_ref,
+        template_values=template_values,
+        requirement=requirement,
+        zone=zone,
+        scheduled_at=scheduled_at,
+        expires_at=expires_at,
+        test=test,
+        pause=pause,
+        pause_expires_at=pause_expires_at,
+        translate=translate,
+        track_links=track_links,
+        attachment_ids=tuple(attachment_ids),
+        sort_criteria=tuple(sort_criteria),
+        priorities=tuple(priorities),
+        conversation_id=str(values.get("conversation_id") or ""),
+        campaign_id=str(values.get("campaign_id") or ""),
+        program_id=str(values.get("program_id") or ""),
+        subject=str(values.get("subject") or ""),
+        external_id=str(values.get("external_id") or ""),
+        price_threshold=int(values.get("price_threshold") or 0),
+        src_language=str(values.get("src_language") or "en"),
+        dst_language=str(values.get("dst_language") or ""),
+        content_type=str(values.get("content_type") or ""),
+    )
+
+
+class ContactLookup(Protocol):
+    """What a request's `to` needs of contacts (contacts' ContactDirectory): which entries are
+    the org's contact groups and which its contacts."""
+
+    async def resolve_targets(self, org_id: str, ids: Sequence[str]) -> KnownIds: ...
+
+
 class MessageRequestService:
     def __init__(
         self,
@@ -306,6 +391,7 @@ class MessageRequestService:
         db: Database,
         events: EventLog,
         clock: Clock,
+        contacts: ContactLookup,
         senders: SenderService,
         templates: MessageTemplateService,
         attachments: AttachmentService,
@@ -316,6 +402,7 @@ class MessageRequestService:
         self._db = db
         self._events = events
         self._clock = clock
+        self._contacts = contacts
         self._senders = senders
         self._templates = templates
         self._attachments = attachments
@@ -371,84 +458,11 @@ class MessageRequestService:
 
     async def create(self, org_id: str, application_id: str, values: Mapping[str, Any]) -> str:
         now = self._clock.now()
+        new = _parse(values, now)
+        senders = await self._sendable(org_id, new.from_ref)
         checks = Checks()
-        checks.lengths(dict(values), LIMITS)
-        from_ref = str(values.get("from") or "").strip()
-        checks.required("from", from_ref or None)
-        entries = split_entries([str(v) for v in values.get("to") or []])
-        if len(entries) > MAX_TO_ENTRIES:
-            checks.fail("to", f"has more than {MAX_TO_ENTRIES} entries", "Range")
-        criteria_text = str(values.get("criteria") or "").strip()
-        if not entries and not criteria_text:
-            checks.fail("to", "is required (or criteria)", "Required")
-        body = values.get("body")
-        template_ref = str(values.get("template_id") or "").strip()
-        if not template_ref and not (body or "").strip():
-            checks.fail("body", "is required (or template_id)", "Required")
-        requirement = ConsentRequirement.OPT_OUT
-        if values.get("consent_requirement"):
-            chosen = checks.choice(
-                "consent_requirement", str(values["consent_requirement"]), ConsentRequirement
-            )
-            requirement = chosen or requirement
-        zone = TimeZoneMode.UTC
-        if values.get("scheduled_delivery_time_zone"):
-            zone = (
-                checks.choice(
-                    "scheduled_delivery_time_zone",
-                    str(values["scheduled_delivery_time_zone"]),
-                    TimeZoneMode,
-                )
-                or zone
-            )
-        scheduled_at = _time(
-            checks, "scheduled_delivery_time", values.get("scheduled_delivery_time")
-        )
-        expires_at = _time(checks, "expiry_time", values.get("expiry_time"))
-        if expires_at is not None and expires_at <= now:
-            checks.fail("expiry_time", "must be in the future", "Range")
-        if expires_at and scheduled_at and expires_at <= scheduled_at:
-            checks.fail("expiry_time", "must be after scheduled_delivery_time", "Range")
-        test = _flag(checks, "test_message_flag", values.get("test_message_flag"))
-        pause = _flag(checks, "pause_before_transmit", values.get("pause_before_transmit"))
-        pause_expires_at = _time(checks, "pause_expiry_time", values.get("pause_expiry_time"))
-        if pause_expires_at is not None:
-            if not pause:
-                checks.fail("pause_expiry_time", "is only given with pause_before_transmit")
-            elif pause_expires_at <= now:
-                checks.fail("pause_expiry_time", "must be in the future", "Range")
-            elif pause_expires_at - now > PAUSE_LIMIT:
-                checks.fail("pause_expiry_time", "must be at most 24h ahead", "Range")
-        elif pause:
-            pause_expires_at = now + PAUSE_LIMIT
-        for name in ("src_language", "dst_language"):
-            if values.get(name):
-                checks.language(name, str(values[name]))
-        translate = _flag(checks, "translate", values.get("translate"))
-        track_links = _flag(checks, "track_links", values.get("track_links"))
-        if translate:
-            # Refused rather than ignored: no translation engine is wired in yet, and a request
-            # that asked for translation must not go out untranslated.
-            checks.fail("translate", "translation is not available on this server")
-        attachment_ids = split_entries([str(v) for v in values.get("attachments") or []])
-        sort_criteria = [
-            s.upper() for s in split_entries(values.get("sender_id_sort_criteria") or [])
-        ]
-        for s in sort_criteria:
-            if s not in ("DELIVERY_ADDRESS", "PRICE"):
-                checks.fail("sender_id_sort_criteria", "entries are DELIVERY_ADDRESS or PRICE")
-        priorities = [
-            s.upper() for s in split_entries(values.get("contact_delivery_address_priority") or [])
-        ]
-        for s in priorities:
-            if s not in ("MDN", "PUSH"):
-                checks.fail("contact_delivery_address_priority", "entries are MDN or PUSH")
-        checks.raise_if_failed()
-        criteria = criteria_language.parse(criteria_text).text if criteria_text else ""
-
-        senders = await self._sendable(org_id, from_ref)
         attachment_types: list[str] = []
-        for attachment_id in attachment_ids:
+        for attachment_id in new.attachment_ids:
             try:
                 attachment = await self._attachments.get(org_id, attachment_id)
             except NotFound:
@@ -458,12 +472,11 @@ class MessageRequestService:
         checks.raise_if_failed()
         if attachment_types:
             senders = await self._senders_taking(senders, attachment_types)
-        async with self._db.read() as session:
-            targets = await self._resolve(session, org_id, entries, checks)
+        targets = await self._resolve(org_id, list(new.entries), checks)
         checks.raise_if_failed()
 
         def work(session: Session) -> str:
-            text, template_id = self._body(session, org_id, body, template_ref, values)
+            text, template_id = self._body(session, org_id, new)
             allowed = [
                 s
                 for s in senders
@@ -476,40 +489,40 @@ class MessageRequestService:
                     "the body matches none of the sender's VALIDATOR templates",
                     violations=[FieldViolation("body", "is not allowed by the sender")],
                 )
-            if track_links:
+            if new.track_links:
                 tracking.check(text)  # 1020 unless every URL of the final body is trackable
             row = {
                 "id": new_id("mr_"),
                 "org_id": org_id,
                 "application_id": application_id,
-                "from_ref": from_ref,
-                "to_text": (";" + ";".join(entries) + ";") if entries else "",
+                "from_ref": new.from_ref,
+                "to_text": (";" + ";".join(new.entries) + ";") if new.entries else "",
                 "targets": json.dumps([t.__dict__ for t in targets]),
-                "conversation_id": str(values.get("conversation_id") or ""),
-                "campaign_id": str(values.get("campaign_id") or ""),
-                "program_id": str(values.get("program_id") or ""),
-                "subject": str(values.get("subject") or ""),
-                "external_id": str(values.get("external_id") or ""),
+                "conversation_id": new.conversation_id,
+                "campaign_id": new.campaign_id,
+                "program_id": new.program_id,
+                "subject": new.subject,
+                "external_id": new.external_id,
                 "state": RequestState.ACCEPTED.value,
-                "attachments": ",".join(attachment_ids),
+                "attachments": ",".join(new.attachment_ids),
                 "body": text,
                 "template_id": template_id,
-                "consent_requirement": requirement.value,
-                "criteria": criteria,
-                "scheduled_at": scheduled_at,
-                "scheduled_zone": zone.value,
-                "expires_at": expires_at,
-                "test_message_flag": test,
-                "pause_before_transmit": pause,
-                "pause_expires_at": pause_expires_at,
-                "price_threshold": int(values.get("price_threshold") or 0),
-                "sender_id_sort_criteria": ",".join(sort_criteria),
-                "contact_delivery_address_priority": ",".join(priorities),
-                "src_language": str(values.get("src_language") or "en"),
-                "dst_language": str(values.get("dst_language") or ""),
-                "translate": translate,
-                "track_links": track_links,
-                "content_type": str(values.get("content_type") or ""),
+                "consent_requirement": new.requirement.value,
+                "criteria": new.criteria,
+                "scheduled_at": new.scheduled_at,
+                "scheduled_zone": new.zone.value,
+                "expires_at": new.expires_at,
+                "test_message_flag": new.test,
+                "pause_before_transmit": new.pause,
+                "pause_expires_at": new.pause_expires_at,
+                "price_threshold": new.price_threshold,
+                "sender_id_sort_criteria": ",".join(new.sort_criteria),
+                "contact_delivery_address_priority": ",".join(new.priorities),
+                "src_language": new.src_language,
+                "dst_language": new.dst_language,
+                "translate": new.translate,
+                "track_links": new.track_links,
+                "content_type": new.content_type,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -569,16 +582,10 @@ class MessageRequestService:
             )
         return senders
 
-    def _body(
-        self,
-        session: Session,
-        org_id: str,
-        body: Any,
-        template_ref: str,
-        values: Mapping[str, Any],
-    ) -> tuple[str, str]:
+    def _body(self, session: Session, org_id: str, new: NewRequest) -> tuple[str, str]:
         template_id = ""
-        text = str(body or "")
+        text = new.body
+        template_ref = new.template_ref
         if template_ref:
             query = select(templates_table).where(
                 templates_table.c.org_id == org_id,
@@ -590,8 +597,7 @@ class MessageRequestService:
                     f"template_id: {template_ref!r} is not a TEMPLATE message template",
                     violations=[FieldViolation("template_id", "is not a TEMPLATE of the org")],
                 )
-            given = {str(k): str(v) for k, v in dict(values.get("template_values") or {}).items()}
-            text = render(template["pattern"], given)
+            text = render(template["pattern"], dict(new.template_values))
             template_id = str(template["id"])
         if len(text) > self.max_body:
             raise MessageTooLarge(
@@ -600,33 +606,16 @@ class MessageRequestService:
             )
         return text, template_id
 
-    async def _resolve(
-        self, session: Any, org_id: str, entries: list[str], checks: Checks
-    ) -> list[Target]:
+    async def _resolve(self, org_id: str, entries: list[str], checks: Checks) -> list[Target]:
         """Each entry as a group, else a contact, else an address (a violation if none)."""
         if not entries:
             return []
-        group_ids = set(
-            (
-                await session.execute(
-                    select(groups.c.id).where(groups.c.org_id == org_id, groups.c.id.in_(entries))
-                )
-            ).scalars()
-        )
-        contact_ids = set(
-            (
-                await session.execute(
-                    select(contacts.c.id).where(
-                        contacts.c.org_id == org_id, contacts.c.id.in_(entries)
-                    )
-                )
-            ).scalars()
-        )
+        known = await self._contacts.resolve_targets(org_id, entries)
         targets: list[Target] = []
         for entry in entries:
-            if entry in group_ids:
+            if entry in known.group_ids:
                 targets.append(Target("group", entry))
-            elif entry in contact_ids:
+            elif entry in known.contact_ids:
                 targets.append(Target("contact", entry))
             else:
                 kind = AddressType.EMAIL if "@" in entry else AddressType.MDN
@@ -833,7 +822,6 @@ def _bad_state(current: Row, action: str) -> InvalidArgument:
 __all__ = [
     "FINAL",
     "MessageRequestService",
-    "RequestState",
     "Target",
     "requests_table",
     "snapshot",

@@ -17,13 +17,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, case, func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.core import listing
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import Database, UtcDateTime, table_of
+from switchboard.server.core.db import Database, table_of
 from switchboard.server.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -37,34 +36,7 @@ from switchboard.server.core.org_table import OrgTable
 from switchboard.server.core.protomap import iso
 from switchboard.server.core.types import Row, Snapshot
 from switchboard.server.core.validation import Checks
-
-
-class Direction(StrEnum):
-    MT = "MT"
-    MO = "MO"
-
-
-class MessageState(StrEnum):
-    CREATED = "CREATED"
-    SENT = "SENT"
-    DELIVERED = "DELIVERED"
-    READ = "READ"
-    CONVERTED = "CONVERTED"
-    FAILED = "FAILED"
-    EXPIRED = "EXPIRED"
-    SCHEDULED = "SCHEDULED"
-    TEST = "TEST"
-    PAUSED = "PAUSED"
-    CANCELED = "CANCELED"
-    DELETED = "DELETED"
-    RECEIVED = "RECEIVED"
-    PROCESSED = "PROCESSED"
-
-
-class FailureCode(StrEnum):
-    INVALID_RECIPIENT = "INVALID_RECIPIENT"
-    NO_CONSENT = "NO_CONSENT"
-    OTHER = "OTHER"
+from switchboard.server.messaging.requests.models import Direction, MessageRecord, MessageState
 
 
 class CustomerState(StrEnum):
@@ -90,53 +62,6 @@ CONVERTIBLE = frozenset(
 CLICKABLE = (MessageState.SENT.value, MessageState.DELIVERED.value, MessageState.READ.value)
 # Messages still waiting to go out: canceling their request cancels them.
 UNSENT = (MessageState.CREATED.value, MessageState.SCHEDULED.value, MessageState.PAUSED.value)
-
-
-class MessageRecord(SQLModel, table=True):
-    __tablename__ = "messages"
-    __table_args__ = (
-        # one message per recipient address of a request: a resumed fan-out never doubles one
-        Index("ux_messages_request_to", "message_request_id", "to_address", unique=True),
-        Index("ix_messages_request_state", "message_request_id", "state"),
-        Index("ix_messages_org_id", "org_id", "id"),
-        Index("ix_messages_dispatch", "state", "lease_until"),
-    )
-
-    id: str = Field(primary_key=True, max_length=64)
-    org_id: str = Field(max_length=64)
-    message_request_id: str | None = Field(default=None, max_length=64)
-    external_transaction_ids: str = Field(default="", max_length=1024)
-    external_message_request_id: str = Field(default="", max_length=128)
-    conversation_id: str = Field(default="", max_length=128)
-    campaign_id: str = Field(default="", max_length=128)
-    direction: str = Field(max_length=8)
-    customer_sender_id: str = Field(default="", max_length=64)
-    from_address: str = Field(default="", max_length=320)
-    to_address: str = Field(max_length=320)
-    state: str = Field(max_length=16)
-    failure_code: str = Field(default="", max_length=32)
-    failure_details: str = Field(default="", max_length=1024)
-    subject: str = Field(default="", max_length=256)
-    body: str = Field(default="", max_length=8192)
-    sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    converted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    conversion_info_source: str = Field(default="", max_length=128)
-    reply_to: str = Field(default="", max_length=64)
-    attachments: str = Field(default="", max_length=2048)  # comma-separated ids
-    scheduled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    type: str = Field(default="SMS", max_length=8)
-    message_delivery_provider: str = Field(default="", max_length=8)
-    contact_id: str = Field(default="", max_length=64)
-    price: float = 0.0
-    application_id: str = Field(default="", max_length=64)
-    language: str = Field(default="", max_length=35)
-    failed_translation: str = Field(default="", max_length=256)
-    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    created_at: datetime = Field(sa_type=UtcDateTime)
-    updated_at: datetime = Field(sa_type=UtcDateTime)
-    version: int = 1
 
 
 messages_table = table_of(MessageRecord)
