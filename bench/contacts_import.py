@@ -57,6 +57,7 @@ from bench._harness import (
     write_results,
 )
 from switchboard.server.contacts.models import ContactRecord
+from switchboard.server.core.db import table_of
 from switchboard.server.core.ids import new_id
 
 BATCH_ROWS = 1000  # the server's default contact_job_batch_rows, also the ceiling's transaction
@@ -227,7 +228,7 @@ def ceiling(rows: int, work: Path) -> float:
     migrate(db, work)
     micros = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", *COLUMNS, "application_id", "created_at", "updated_at", "version"]
-    names, rest = with_defaults(ContactRecord.__table__, given)  # type: ignore[attr-defined]
+    names, rest = with_defaults(table_of(ContactRecord), given)
     values = [
         (new_id("ct_"), "bench-ceiling", *row, "bench", micros, micros, 1, *rest)
         for row in generate(rows)

@@ -48,6 +48,7 @@ from bench._harness import (
     write_results,
 )
 from switchboard.server.contacts.models import ContactRecord
+from switchboard.server.core.db import table_of
 from switchboard.server.core.ids import new_id
 from switchboard.server.messaging.requests.models import MessageRecord
 
@@ -72,7 +73,7 @@ def seed_contacts(db: Path, count: int) -> None:
     now = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", "primary_mdn", "primary_addr_country", "application_id"]
     given += ["created_at", "updated_at", "version"]
-    names, rest = with_defaults(ContactRecord.__table__, given)  # type: ignore[attr-defined]
+    names, rest = with_defaults(table_of(ContactRecord), given)
     values = [
         (new_id("ct_"), ORG, f"+3460{i:07d}", "ES", "bench", now, now, 1, *rest)
         for i in range(count)
@@ -86,7 +87,7 @@ def ceiling(count: int, work: Path) -> float:
     now = epoch_micros(datetime.now(UTC))
     given = ["id", "org_id", "message_request_id", "direction", "to_address", "state", "body"]
     given += ["contact_id", "created_at", "updated_at", "version"]
-    names, rest = with_defaults(MessageRecord.__table__, given)  # type: ignore[attr-defined]
+    names, rest = with_defaults(table_of(MessageRecord), given)
     values = [
         (
             new_id("msg_"),

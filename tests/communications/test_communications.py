@@ -19,7 +19,7 @@ from switchboard.communications.v1 import communications_service_pb2 as pb
 
 from switchboard.server.app.server import Application
 from switchboard.server.communications.models import DeliveryRecord
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.models import EventRecord
 from tests.support.auth import Metadata, TokenFactory
 from tests.support.clock import TEST_CLOCK
 from tests.support.communications import (

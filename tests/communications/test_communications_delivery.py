@@ -27,7 +27,8 @@ from switchboard.server.communications import windows
 from switchboard.server.communications.models import DeliveryRecord
 from switchboard.server.communications.service import Languages
 from switchboard.server.core.auth import Role
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from switchboard.server.delivery import queue
 from switchboard.server.providers.base import (
     ChannelProvider,
@@ -179,7 +180,7 @@ async def until(app: Application, communication_id: str, wanted: dict[str, str])
 
 
 async def event_types(app: Application, communication_id: str) -> list[str]:
-    columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+    columns = table_of(EventRecord).c
     query = (
         select(columns.type).where(columns.resource_id == communication_id).order_by(columns.seq)
     )
@@ -285,7 +286,7 @@ async def test_real_time_types_are_claimed_first(server: Application, clock: Fak
     def claim_one(session: Session) -> list[dict[str, Any]]:
         now = clock.now()
         rows = queue.claim(session, now=now, lease_until=now + timedelta(seconds=30), limit=1)
-        deliveries = DeliveryRecord.__table__.c  # type: ignore[attr-defined]
+        deliveries = table_of(DeliveryRecord).c
         return [
             dict(r)
             for r in session.execute(

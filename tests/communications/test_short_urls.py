@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from switchboard.server.app.server import Application
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.protomap import iso
 from tests.support.auth import TokenFactory
 from tests.support.communications import (

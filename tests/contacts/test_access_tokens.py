@@ -20,6 +20,7 @@ from switchboard.contacts.v1 import contacts_service_pb2_grpc
 from switchboard.server.app.server import Application
 from switchboard.server.contacts.models import AccessTokenRecord, TokenOwner
 from switchboard.server.contacts.tokens import AccessTokenService
+from switchboard.server.core.db import table_of
 from switchboard.server.core.errors import Unauthenticated
 from tests.support.auth import Metadata, TokenFactory
 from tests.support.clock import TEST_CLOCK
@@ -38,7 +39,7 @@ TOKEN_KEYS = {
     "last_updated_date",
     "version_number",
 }
-_tokens = AccessTokenRecord.__table__  # type: ignore[attr-defined]
+_tokens = table_of(AccessTokenRecord)
 
 
 async def expire(app: Application, token_id: str) -> None:

@@ -26,7 +26,8 @@ from switchboard.server.contacts.consent import (
 )
 from switchboard.server.contacts.models import ConsentStatus
 from switchboard.server.core.auth import Role
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.version import server_version
 from tests.support.auth import Metadata, TokenFactory
 from tests.support.clock import TEST_CLOCK
@@ -203,7 +204,7 @@ async def test_create_get_list_update_delete(
     assert history[0]["application_id"] == "test-app"
 
     async with app.db.read() as session:
-        columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+        columns = table_of(EventRecord).c
         query = select(EventRecord).where(columns.resource_id == status_id).order_by(columns.seq)
         events = list((await session.execute(query)).scalars())
     assert [e.type for e in events] == [

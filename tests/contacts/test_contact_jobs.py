@@ -24,6 +24,7 @@ from switchboard.server.attachments.models import Attachment, AttachmentChunk
 from switchboard.server.attachments.store import CHUNK_BYTES
 from switchboard.server.contacts.models import ContactJobRecord, ContactRecord, JobState
 from switchboard.server.contacts.service import ContactService
+from switchboard.server.core.db import table_of
 from switchboard.server.core.ids import new_id
 from tests.support.auth import Metadata, TokenFactory
 from tests.support.errors import error_details
@@ -75,7 +76,7 @@ async def run_import(stub: Stub, auth: Metadata, text: str, **request: Any) -> I
 
 
 async def contacts_of(app: Application, org: str) -> list[Any]:
-    table = ContactRecord.__table__  # type: ignore[attr-defined]
+    table = table_of(ContactRecord)
     async with app.db.read() as session:
         query = select(table).where(table.c.org_id == org).order_by(table.c.id)
         return list((await session.execute(query)).mappings())
@@ -300,7 +301,7 @@ async def test_client_streaming_upload_of_a_multi_chunk_file(
     parts = [data[a:b] for a, b in itertools.pairwise(cuts)]
     uploaded = await stub.UploadContactImportFile(_pieces(parts), metadata=auth)
     assert uploaded.size_bytes == len(data)
-    chunks_table = AttachmentChunk.__table__  # type: ignore[attr-defined]
+    chunks_table = table_of(AttachmentChunk)
     async with app.db.read() as session:
         sizes = list(
             (
@@ -335,7 +336,7 @@ async def test_upload_limits(app: Application, stub: Stub, auth: Metadata, org: 
         await stub.UploadContactImportFile(_pieces([]), metadata=auth)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Refused uploads leave nothing behind.
-    table = Attachment.__table__  # type: ignore[attr-defined]
+    table = table_of(Attachment)
     async with app.db.read() as session:
         left = (await session.execute(select(table.c.id).where(table.c.org_id == org))).all()
     assert left == []
@@ -599,7 +600,7 @@ async def test_delete_removes_the_job_and_its_files(
     await stub.DeleteContactExportJob(
         pb.DeleteContactExportJobRequest(job_id=export.id), metadata=auth
     )
-    table = Attachment.__table__  # type: ignore[attr-defined]
+    table = table_of(Attachment)
     async with app.db.read() as session:
         left = (await session.execute(select(table.c.id).where(table.c.org_id == org))).all()
     assert left == []

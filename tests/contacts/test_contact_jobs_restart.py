@@ -19,15 +19,16 @@ from switchboard.server.contacts.job_worker import ContactJobWorker
 from switchboard.server.contacts.jobs import jobs
 from switchboard.server.contacts.models import ContactRecord
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from tests.support.auth import TEST_SECRET
 from tests.support.clock import TEST_CLOCK
 from tests.support.server import make_settings
 
 Stub = contacts_service_pb2_grpc.ContactsServiceStub
-_contacts = ContactRecord.__table__  # type: ignore[attr-defined]
-_attachments = Attachment.__table__  # type: ignore[attr-defined]
-_events = EventRecord.__table__  # type: ignore[attr-defined]
+_contacts = table_of(ContactRecord)
+_attachments = table_of(Attachment)
+_events = table_of(EventRecord)
 
 
 def _auth(org: str) -> list[tuple[str, str]]:

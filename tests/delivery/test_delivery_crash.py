@@ -22,7 +22,7 @@ from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.db import create_engine
+from switchboard.server.core.db import create_engine, table_of
 from switchboard.server.sms.models import SmsRecord
 from tests.support.auth import TEST_SECRET
 from tests.support.clock import TEST_CLOCK
@@ -32,7 +32,7 @@ from tests.support.smsc import Smsc
 TOTAL = 10_000
 BATCH = 1000
 CLAIM_BATCH = 200  # the engine's claim size: the most work one crash can leave unrecorded
-_sms = SmsRecord.__table__  # type: ignore[attr-defined]
+_sms = table_of(SmsRecord)
 
 
 @pytest.fixture

@@ -25,13 +25,14 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.attachments.files import ContentDirectory, location_for
 from switchboard.server.attachments.models import Attachment, AttachmentChunk
 from switchboard.server.core.auth import Role, TokenService
+from switchboard.server.core.db import table_of
 from tests.support.attachments import CONTENT, create, get, token, upload
 from tests.support.auth import TEST_SECRET
 from tests.support.clock import TEST_CLOCK
 from tests.support.server import make_settings
 
-_attachments = Attachment.__table__  # type: ignore[attr-defined]
-_chunks = AttachmentChunk.__table__  # type: ignore[attr-defined]
+_attachments = table_of(Attachment)
+_chunks = table_of(AttachmentChunk)
 
 
 async def _row(app: Application, attachment_id: str) -> Any:

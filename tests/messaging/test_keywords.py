@@ -12,7 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from switchboard.server.messaging.content.keywords import (
     Action,
     KeywordMatch,
@@ -25,7 +26,7 @@ from tests.support.errors import assert_error
 from tests.support.messaging import create_sender
 from tests.support.rest import FORM
 
-_events = EventRecord.__table__  # type: ignore[attr-defined]
+_events = table_of(EventRecord)
 PATH = "/messaging/keywords"
 RESERVED = {"kw_reserved_stop", "kw_reserved_start", "kw_reserved_help"}
 

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from switchboard.server.app.server import Application
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from switchboard.server.messaging.requests.messages import counter_deltas
 from tests.support.clock import TEST_CLOCK
 from tests.support.errors import assert_error
@@ -93,7 +94,7 @@ async def test_list_get_filters_and_not_allowed(
 
 
 async def _event_types(app: Application, resource_id: str) -> list[str]:
-    table = EventRecord.__table__  # type: ignore[attr-defined]
+    table = table_of(EventRecord)
     query = select(table.c.type).where(table.c.resource_id == resource_id).order_by(table.c.seq)
     async with app.db.read() as session:
         return list((await session.execute(query)).scalars())

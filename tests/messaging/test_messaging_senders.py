@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
+from switchboard.server.core.db import table_of
 from switchboard.server.core.errors import NotFound
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.models import EventRecord
 from switchboard.server.messaging.senders.service import SenderService
 from tests.support.auth import TokenFactory
 from tests.support.errors import assert_error
@@ -621,7 +622,7 @@ async def test_changes_are_events(
     sender_id = await create_sender(http, bearer, credentials=secret)
     await http.post(f"/messaging/sender_ids/{sender_id}", json={"name": "n"}, headers=bearer)
     await http.delete(f"/messaging/sender_ids/{sender_id}", headers=bearer)
-    table = EventRecord.__table__  # type: ignore[attr-defined]
+    table = table_of(EventRecord)
     query = select(table.c.type, table.c.payload).where(
         table.c.org_id == org, table.c.resource_id == sender_id
     )

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from switchboard.server.core.db import table_of
 from switchboard.server.core.errors import InvalidArgument
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.models import EventRecord
 from switchboard.server.messaging.content.message_templates import (
     MissingValues,
     body_allowed,
@@ -21,7 +22,7 @@ from tests.support.auth import TokenFactory
 from tests.support.errors import assert_error
 from tests.support.rest import FORM
 
-_events = EventRecord.__table__  # type: ignore[attr-defined]
+_events = table_of(EventRecord)
 PATH = "/messaging/message_templates"
 
 

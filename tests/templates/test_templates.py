@@ -21,7 +21,8 @@ from switchboard.templates.v1 import templates_service_pb2 as pb
 
 from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
-from switchboard.server.core.events import EventRecord
+from switchboard.server.core.db import table_of
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.version import server_version
 from switchboard.server.templates.models import TemplateVersionRecord
 from tests.support.auth import TokenFactory
@@ -1348,7 +1349,7 @@ async def test_stable_template_and_channels_for_communications(
 async def event_types(
     app: Application, org: str, resource_id: str | None, prefix: str = ""
 ) -> list[str]:
-    columns = EventRecord.__table__.c  # type: ignore[attr-defined]
+    columns = table_of(EventRecord).c
     query = select(columns.type).where(columns.org_id == org).order_by(columns.seq)
     if resource_id is not None:
         query = query.where(columns.resource_id == resource_id)
@@ -1369,7 +1370,7 @@ async def test_versions_are_stored_decoded(
     await http.post(
         f"/v2/orgs/{org}/templates", json=sms(code, "Olá [(${name})] ✓"), headers=bearer
     )
-    columns = TemplateVersionRecord.__table__.c  # type: ignore[attr-defined]
+    columns = table_of(TemplateVersionRecord).c
     async with app.db.read() as session:
         rows = (
             await session.execute(select(columns.content).where(columns.org_id == org))

@@ -22,7 +22,8 @@ from switchboard.server.calling.models import CallState
 from switchboard.server.calling.rpc_conferences import ConferenceRpcs
 from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
-from switchboard.server.core.events import EventFeed, EventRecord, Heartbeat
+from switchboard.server.core.events import EventFeed, Heartbeat
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.protomap import (
     body_version,
     given_filters,

@@ -22,7 +22,8 @@ from switchboard.server.communications.service import Caller
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import protomap
 from switchboard.server.core.context import current_principal
-from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.validation import Checks
 from switchboard.server.core.version import server_version
 

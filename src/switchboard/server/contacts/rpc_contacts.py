@@ -21,7 +21,8 @@ from switchboard.contacts.v1 import contacts_service_pb2 as pb
 from switchboard.server.contacts.domain import ContactsDomain
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
-from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.protomap import (
     body_version,
     event_envelope,

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, func, insert, or_, select, text
+from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
-from sqlmodel import Column, Field, SQLModel
 
 from switchboard.server.core.clock import Clock
-from switchboard.server.core.db import EVENTS_APPENDED, Database, UtcDateTime, table_of
+from switchboard.server.core.db import EVENTS_APPENDED, Database, table_of
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
+from switchboard.server.core.models import EventRecord
 
 NOTIFY_CHANNEL = "switchboard_events"
 
@@ -29,23 +29,6 @@ NOTIFY_CHANNEL = "switchboard_events"
 # and a reader at cursor N could skip N-1. Event writers take this transaction-scoped advisory
 # lock, which makes commit order equal sequence order. SQLite serialises writers already.
 _EVENT_LOCK_KEY = 0x5357_4254  # "SWBT"
-
-
-class EventRecord(SQLModel, table=True):
-    __tablename__ = "events"
-    __table_args__ = (Index("ix_events_org_seq", "org_id", "seq"),)
-
-    seq: int | None = Field(
-        default=None,
-        sa_column=Column(
-            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-        ),
-    )
-    org_id: str = Field(max_length=64)
-    type: str = Field(max_length=64)
-    resource_id: str = Field(max_length=64)
-    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    occurred_at: datetime = Field(sa_type=UtcDateTime)
 
 
 _INSERT_EVENTS = insert(table_of(EventRecord))  # built once

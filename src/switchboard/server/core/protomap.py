@@ -21,7 +21,8 @@ from switchboard.common.v1 import event_pb2
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import listing
 from switchboard.server.core.errors import FieldViolation, validation_error
-from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.validation import Checks
 
 M = TypeVar("M", bound=Message)

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import text
-from sqlmodel import Field, SQLModel
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
@@ -69,22 +68,6 @@ class RateLimit:
 
     def describe(self) -> str:
         return f"{self.rate:g} requests per second (burst {self.burst:g})"
-
-
-class RateLimitBucketRecord(SQLModel, table=True):
-    """A shared token bucket: `level` tokens at `refilled_at` (epoch seconds of the platform's
-    clock). `rate` and `burst` are the last leaser's, so a sweep can tell when the bucket is full
-    (a full bucket and no row mean the same). `taken` is what the last lease got. The table is
-    UNLOGGED on PostgreSQL: a crash empties it, which only refills every bucket."""
-
-    __tablename__ = "rate_limit_buckets"
-
-    bucket: str = Field(primary_key=True, max_length=80)
-    level: float
-    refilled_at: float
-    rate: float
-    burst: float
-    taken: float
 
 
 _T = "rate_limit_buckets"
@@ -395,6 +378,5 @@ __all__ = [
     "BucketStore",
     "DatabaseBuckets",
     "RateLimit",
-    "RateLimitBucketRecord",
     "RateLimiter",
 ]

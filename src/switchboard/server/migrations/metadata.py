@@ -29,8 +29,7 @@ from switchboard.server.contacts.models import (
     FastAccessRuleRecord,
     GroupMemberRecord,
 )
-from switchboard.server.core.events import EventRecord
-from switchboard.server.core.ratelimit import RateLimitBucketRecord
+from switchboard.server.core.models import EventRecord, RateLimitBucketRecord
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
 from switchboard.server.messaging.content.models import KeywordRecord, MessageTemplateRecord
 from switchboard.server.messaging.requests.models import MessageRecord, MessageRequestRecord

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
-from switchboard.server.core.events import EventFeed, EventLog, EventRecord, Heartbeat, NewEvent
+from switchboard.server.core.events import EventFeed, EventLog, Heartbeat, NewEvent
 from switchboard.server.core.ids import new_id
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.types import Row
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue

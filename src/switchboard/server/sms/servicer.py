@@ -12,7 +12,8 @@ from switchboard.sms.v1 import sms_message_pb2 as pb
 from switchboard.sms.v1 import sms_service_pb2_grpc
 
 from switchboard.server.core.context import current_principal
-from switchboard.server.core.events import EventRecord, Heartbeat
+from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.models import EventRecord
 from switchboard.server.core.protomap import event_envelope
 from switchboard.server.sms.models import Channel
 from switchboard.server.sms.service import SmsOutcome, SmsRequest, SmsService, snapshot
