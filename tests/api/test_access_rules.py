@@ -4,7 +4,7 @@ table recorded in tests/api/data/access_rules.json.
 The table was written from the code as it stood before the contract gained service-level default
 access rules (`default_access`): moving the rules around in the protos must leave every RPC's
 access exactly as it was. A deliberate change of an access rule updates the table:
-`.venv/bin/python -m tests.test_access_rules` rewrites it (review the diff).
+`.venv/bin/python -m tests.api.test_access_rules` rewrites it (review the diff).
 """
 
 from __future__ import annotations
