@@ -584,6 +584,16 @@ async def test_communication_events_stream_over_grpc_and_sse(
     ]
     assert all(e.delivery.communication_id == sent["id"] for e in seen)
     assert seen[2].delivery.status == "DELIVERED" and seen[2].delivery.channel == "sms"
+    # An empty `after` starts with events from now on (the proto's contract): none of these.
+    live = stub.StreamCommunicationEvents(
+        pb.StreamCommunicationEventsRequest(
+            org=org, communication_ids=[sent["id"]], heartbeat_seconds=1
+        ),
+        metadata=auth,
+    )
+    first = await asyncio.wait_for(live.read(), 5)
+    live.cancel()
+    assert first.envelope.type == "heartbeat"
     # Over REST: Server-Sent Events in camelCase, resumable from a cursor.
     async with http.stream(
         "GET",

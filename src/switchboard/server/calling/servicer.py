@@ -203,7 +203,9 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
         checks.raise_if_failed()
         async for item in self._feed.follow(
             org_id=current_principal().org,
-            after=await self._feed.start_cursor(request.after),
+            # The proto: "0 or empty starts at the org's first event" (unlike SMS and
+            # communications, where empty means from now on).
+            after=await self._feed.start_cursor(request.after or "0"),
             types=[],
             type_prefixes=_EVENT_PREFIXES,
             resource_ids=list(request.call_ids),

@@ -267,7 +267,9 @@ class ContactRpcs:
             checks.fail("heartbeat_seconds", "must be between 1 and 300", "Range")
         checks.raise_if_failed()
         feed = self.domain.feed
-        after = await feed.start_cursor(request.after)
+        # The proto: "0 or empty starts at the stream's beginning of time" (unlike SMS and
+        # communications, where empty means from now on).
+        after = await feed.start_cursor(request.after or "0")
         async for item in feed.follow(
             org_id=current_principal().org,
             after=after,
