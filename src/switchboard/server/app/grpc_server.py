@@ -8,8 +8,9 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from switchboard.server.app.services import SNAKE_CASE_SERVICES, ServiceBinding
 from switchboard.server.core.auth import TokenService
@@ -32,6 +33,52 @@ _OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
 ]
+
+
+#: The current reflection service, asked first by grpcurl, Postman and grpc-js clients. Its
+#: messages are wire-identical to v1alpha's, which is all the installed grpcio-reflection has.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _describe_reflection_v1() -> None:
+    """Put a descriptor of grpc.reflection.v1 in the default pool (v1alpha's under v1's names),
+    so reflection can describe the v1 service it lists. Skipped when the pool has one."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    file = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(file)
+    old, new = f".{file.package}.", ".grpc.reflection.v1."
+    file.name, file.package = _REFLECTION_V1_FILE, "grpc.reflection.v1"
+    file.ClearField("options")
+    for message in file.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(old, new)
+    for service in file.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(file.SerializeToString())
+
+
+def _add_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Serve reflection as v1alpha and as v1: one servicer, v1alpha (de)serializers for both."""
+    _describe_reflection_v1()
+    servicer = reflection.aio.ReflectionServicer([*service_names, REFLECTION_V1])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
 
 
 class GrpcServer:
@@ -58,7 +105,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [binding.name for binding, _ in services]
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+        _add_reflection([*names, health_name, reflection.SERVICE_NAME], server)
         address = f"{host}:{port}"
         self.port = server.add_insecure_port(address)
         if self.port == 0:
