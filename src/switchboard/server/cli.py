@@ -7,11 +7,12 @@ import asyncio
 import re
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from switchboard.server.app.config import Settings
 from switchboard.server.core.auth import Role, TokenService
 from switchboard.server.core.clock import clock_with_offset
-from switchboard.server.core.db import Database, create_engine
+from switchboard.server.core.db import Database, create_engine, normalize_url
 from switchboard.server.core.errors import DomainError
 from switchboard.server.core.logging import configure_logging
 from switchboard.server.migrations.migrate import upgrade
@@ -58,8 +59,41 @@ async def _db_upgrade(settings: Settings) -> None:
         await engine.dispose()
 
 
+class CommandRefused(Exception):
+    """The command cannot do what was asked; its message says why and what to do instead."""
+
+
+def _token_secret(settings: Settings) -> str:
+    """The secret the running server verifies tokens with. Never a new one: a token signed with
+    a secret the server does not know is rejected by it, which is worse than no token at all."""
+    secret = settings.existing_jwt_secret()
+    if secret is None:
+        raise CommandRefused(
+            f"no server secret at {settings.jwt_secret_file().resolve()}: the server generates "
+            "its secret when it first starts, in SWITCHBOARD_VAR_DIR (./var of its working "
+            "directory by default), and this command never makes a new one. Run this command "
+            "from the directory the server runs in, or give it the server's settings: "
+            "SWITCHBOARD_VAR_DIR (and SWITCHBOARD_DATABASE_URL, whose default "
+            "./var/switchboard.db is also relative), or SWITCHBOARD_JWT_SECRET."
+        )
+    if settings.jwt_secret is None:
+        # The secret comes from a server's var/: the database must be that server's too, not
+        # a new SQLite file next to where this command happens to run.
+        url = normalize_url(settings.database_url)
+        database = url.database
+        sqlite_file = url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+        if sqlite_file and not Path(str(database)).exists():
+            raise CommandRefused(
+                f"no database at {Path(str(database)).resolve()} (the server's secret is at "
+                f"{settings.jwt_secret_file().resolve()}): set SWITCHBOARD_DATABASE_URL to the "
+                "server's database, or run this command from the directory the server runs in."
+            )
+    return secret
+
+
 async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
     roles = Role.parse_list(args.roles)
+    secret = _token_secret(settings)
     subject = args.subject or f"{args.org}-app"
     clock = clock_with_offset(settings.clock_offset_seconds)
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
@@ -71,7 +105,7 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> str:
             await repo.ensure_application(session, args.org, subject, clock.now())
     finally:
         await engine.dispose()
-    tokens = TokenService(settings.resolved_jwt_secret(), clock)
+    tokens = TokenService(secret, clock)
     return tokens.issue(
         org=args.org, roles=roles, subject=subject, ttl=args.ttl, client_id=args.client_id
     )
@@ -96,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print("database is up to date")
         elif args.command == "token":
             print(asyncio.run(_token_create(settings, args)))
-    except DomainError as exc:
+    except (DomainError, CommandRefused) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -183,13 +183,23 @@ class Settings(BaseSettings):
             self.attachment_dir if self.attachment_dir is not None else self.var_dir / "attachments"
         )
 
-    def resolved_jwt_secret(self) -> str:
-        """The configured secret, else one generated once and kept under var/."""
+    def jwt_secret_file(self) -> Path:
+        """Where the server keeps the secret it generated (when none is configured)."""
+        return self.var_dir / "jwt-secret"
+
+    def existing_jwt_secret(self) -> str | None:
+        """The configured secret, else the one kept under var/; None when there is neither."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        path = self.var_dir / "jwt-secret"
-        if path.exists():
-            return path.read_text().strip()
+        path = self.jwt_secret_file()
+        return path.read_text().strip() if path.exists() else None
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, else one generated once and kept under var/."""
+        existing = self.existing_jwt_secret()
+        if existing is not None:
+            return existing
+        path = self.jwt_secret_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(48)
         path.write_text(secret)
