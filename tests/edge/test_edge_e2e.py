@@ -208,6 +208,8 @@ async def play(
         # Initial metadata (with a success code) first, then the failure.
         await context.send_initial_metadata((*initial, ("x-switchboard-http-status", "201")))
         await context.abort_with_status(SCENARIOS["payment"])
+    elif scenario == "slow":
+        await asyncio.sleep(1)
     elif scenario == "crash":
         raise RuntimeError("secret internals: /srv/switchboard.db password=hunter2")
     if initial:
@@ -1161,6 +1163,32 @@ async def test_upstream_down_is_503_json(descriptor_set: Path, tmp_path: Path) -
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Ping(diagnostics_service_pb2.PingRequest())
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            # gRPC-native: Envoy's local reply is a status, not the REST families' JSON body.
+            assert raised.value.details() == "service unavailable"
+            assert rpc_status.from_call(raised.value) is None
+
+
+async def test_grpc_deadline_replies_stay_grpc_native(edge: Edge) -> None:
+    # The client's deadline and Envoy's (grpc-timeout) race: whichever fires, the message is
+    # a gRPC status message, never {"code":504,...}.
+    port = edge.envoy.settings.listen_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
+
+        async def late() -> grpc.aio.AioRpcError:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Ping(
+                    diagnostics_service_pb2.PingRequest(),
+                    metadata=(("x-edge-test", "slow"),),
+                    timeout=0.05,
+                )
+            return raised.value
+
+        errors = await asyncio.gather(*(late() for _ in range(24)))
+    for error in errors:
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not error.details().lstrip().startswith("{"), error.details()
+        assert "service unavailable" not in error.details()
 
 
 async def test_dead_replica_is_skipped(edge: Edge, descriptor_set: Path, tmp_path: Path) -> None:
