@@ -1028,11 +1028,15 @@ async def test_sse_delivers_events_incrementally(edge: Edge, client: httpx.Async
         first = await asyncio.wait_for(anext(lines), 5)
         # The upstream is still holding the second event back: this one was not buffered.
         assert not edge.recorder.gate(gate).is_set()
-        assert first.startswith("data: ")
-        assert json.loads(first[6:])["envelope"]["cursor"] == "1"
+        # Each event's frame carries its cursor as the SSE id (an EventSource's Last-Event-ID).
+        assert first == "id: 1"
+        data = await asyncio.wait_for(anext(lines), 5)
+        assert data.startswith("data: ")
+        assert json.loads(data[6:])["envelope"]["cursor"] == "1"
         edge.recorder.gate(gate).set()
         rest = [line async for line in lines if line]
-    assert [json.loads(line[6:])["envelope"]["cursor"] for line in rest] == ["2"]
+    assert rest[0] == "id: 2"
+    assert [json.loads(line[6:])["envelope"]["cursor"] for line in rest[1:]] == ["2"]
 
 
 @pytest.mark.parametrize(
@@ -1443,7 +1447,10 @@ async def test_contacts_events_are_sse_in_snake_case(edge: Edge, client: httpx.A
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line[6:]) for line in response.text.splitlines() if line]
+    frames = response.text.split("\n\n")
+    assert frames[-1] == ""
+    assert [f.split("\n")[0] for f in frames[:-1]] == ["id: 1", "id: 2"]
+    events = [json.loads(f.split("\n")[1].removeprefix("data: ")) for f in frames[:-1]]
     assert [e["envelope"]["resource_id"] for e in events] == ["c1", "c2"]
     assert events[0]["contact"]["id"] == "c1"
     request: Any = edge.recorder.by_request_id(request_id).request
