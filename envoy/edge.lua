@@ -8,8 +8,9 @@
 --                lists (x-switchboard-bare-list names the list field: the body becomes that
 --                array's text, next_page_token the X-Next-Page-Token header); and every error
 --                body (google.rpc.Status from the transcoder, or Envoy's own JSON local reply)
---                rewritten into the route family's documented shape. Only lists and errors are
---                buffered: any other success may be an unbounded stream and passes untouched.
+--                rewritten into the route family's documented shape; on SSE routes, an `id:`
+--                line (the event's cursor) before each event frame, chunk by chunk. Only lists
+--                and errors are buffered: any other success may be an unbounded stream.
 --
 -- The family (A, B or C) comes from the route's metadata under this filter's name; `sse` marks
 -- a Server-Sent Events route. Envoy's Lua has no JSON library, hence the small one below.
@@ -652,6 +653,40 @@ local function unwrap_list(handle, field)
   end
 end
 
+-- SSE event ids. The transcoder prints each streamed message as one frame, "data: <json>\n\n"
+-- (its JSON has no raw newline). A frame about an event gets "id: <cursor>" first: an EventSource
+-- remembers it and sends it back as Last-Event-ID when it reconnects, which becomes ?after=
+-- (resume_from_last_event_id above), so the stream resumes right after the last event it had.
+-- Heartbeats carry the stream's cursor but get no id: they never move the client's resume point.
+local function event_id(json)
+  local ok, event = pcall(decode, json)
+  if not ok or type(event) ~= "table" or type(event.envelope) ~= "table" then return nil end
+  local envelope = event.envelope
+  if envelope.type == "heartbeat" then return nil end
+  local cursor = envelope.cursor
+  if type(cursor) == "string" and cursor:match("^%d+$") then return cursor end
+  return nil
+end
+
+local function with_event_ids(text)
+  return (text:gsub("data: ([^\n]*)\n\n", function(json)
+    local id = event_id(json)
+    if id then return "id: " .. id .. "\ndata: " .. json .. "\n\n" end
+  end))
+end
+
+-- Each chunk as it comes (a stream is unbounded: nothing is buffered).
+local function add_event_ids(handle)
+  for chunk in handle:bodyChunks() do
+    local n = chunk:length()
+    if n > 0 then
+      local text = chunk:getBytes(0, n)
+      local out = with_event_ids(text)
+      if out ~= text then chunk:setBytes(out) end
+    end
+  end
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local status = tonumber(headers:get(":status")) or 500
@@ -670,6 +705,8 @@ function envoy_on_response(handle)
     -- (only those carry the header) is buffered to cut out its array.
     if list_field and status == 200 and family == "B" and not meta:get("sse") then
       unwrap_list(handle, list_field)
+    elseif meta:get("sse") and status == 200 then
+      add_event_ids(handle)
     end
     return
   end

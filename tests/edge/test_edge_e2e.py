@@ -208,6 +208,8 @@ async def play(
         # Initial metadata (with a success code) first, then the failure.
         await context.send_initial_metadata((*initial, ("x-switchboard-http-status", "201")))
         await context.abort_with_status(SCENARIOS["payment"])
+    elif scenario == "slow":
+        await asyncio.sleep(1)
     elif scenario == "crash":
         raise RuntimeError("secret internals: /srv/switchboard.db password=hunter2")
     if initial:
@@ -1026,11 +1028,15 @@ async def test_sse_delivers_events_incrementally(edge: Edge, client: httpx.Async
         first = await asyncio.wait_for(anext(lines), 5)
         # The upstream is still holding the second event back: this one was not buffered.
         assert not edge.recorder.gate(gate).is_set()
-        assert first.startswith("data: ")
-        assert json.loads(first[6:])["envelope"]["cursor"] == "1"
+        # Each event's frame carries its cursor as the SSE id (an EventSource's Last-Event-ID).
+        assert first == "id: 1"
+        data = await asyncio.wait_for(anext(lines), 5)
+        assert data.startswith("data: ")
+        assert json.loads(data[6:])["envelope"]["cursor"] == "1"
         edge.recorder.gate(gate).set()
         rest = [line async for line in lines if line]
-    assert [json.loads(line[6:])["envelope"]["cursor"] for line in rest] == ["2"]
+    assert rest[0] == "id: 2"
+    assert [json.loads(line[6:])["envelope"]["cursor"] for line in rest[1:]] == ["2"]
 
 
 @pytest.mark.parametrize(
@@ -1161,6 +1167,32 @@ async def test_upstream_down_is_503_json(descriptor_set: Path, tmp_path: Path) -
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Ping(diagnostics_service_pb2.PingRequest())
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            # gRPC-native: Envoy's local reply is a status, not the REST families' JSON body.
+            assert raised.value.details() == "service unavailable"
+            assert rpc_status.from_call(raised.value) is None
+
+
+async def test_grpc_deadline_replies_stay_grpc_native(edge: Edge) -> None:
+    # The client's deadline and Envoy's (grpc-timeout) race: whichever fires, the message is
+    # a gRPC status message, never {"code":504,...}.
+    port = edge.envoy.settings.listen_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = diagnostics_service_pb2_grpc.DiagnosticsServiceStub(channel)
+
+        async def late() -> grpc.aio.AioRpcError:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Ping(
+                    diagnostics_service_pb2.PingRequest(),
+                    metadata=(("x-edge-test", "slow"),),
+                    timeout=0.05,
+                )
+            return raised.value
+
+        errors = await asyncio.gather(*(late() for _ in range(24)))
+    for error in errors:
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not error.details().lstrip().startswith("{"), error.details()
+        assert "service unavailable" not in error.details()
 
 
 async def test_dead_replica_is_skipped(edge: Edge, descriptor_set: Path, tmp_path: Path) -> None:
@@ -1415,7 +1447,10 @@ async def test_contacts_events_are_sse_in_snake_case(edge: Edge, client: httpx.A
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = [json.loads(line[6:]) for line in response.text.splitlines() if line]
+    frames = response.text.split("\n\n")
+    assert frames[-1] == ""
+    assert [f.split("\n")[0] for f in frames[:-1]] == ["id: 1", "id: 2"]
+    events = [json.loads(f.split("\n")[1].removeprefix("data: ")) for f in frames[:-1]]
     assert [e["envelope"]["resource_id"] for e in events] == ["c1", "c2"]
     assert events[0]["contact"]["id"] == "c1"
     request: Any = edge.recorder.by_request_id(request_id).request

@@ -937,9 +937,10 @@ class _Generator:
                 "text/event-stream": {
                     "schema": {
                         "type": "object",
-                        "description": "One Server-Sent Event: a `data:` line holding a streamed "
-                        "message as JSON, heartbeats included; resume after its envelope's "
-                        "cursor with Last-Event-ID or `after`.",
+                        "description": "One Server-Sent Event: an `id:` line with its "
+                        "envelope's cursor (none on heartbeats), then a `data:` line holding a "
+                        "streamed message as JSON, heartbeats included; resume after a cursor "
+                        "with Last-Event-ID (as an EventSource does) or `after`.",
                         "properties": {
                             "data": {
                                 "type": "string",

@@ -210,6 +210,7 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
             type_prefixes=_EVENT_PREFIXES,
             resource_ids=list(request.call_ids),
             heartbeat_seconds=heartbeat,
+            started=context.send_initial_metadata,
         ):
             if (
                 states

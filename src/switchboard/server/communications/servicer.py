@@ -176,6 +176,7 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
             type_prefixes=() if types else _EVENT_PREFIXES,
             resource_ids=list(request.communication_ids),
             heartbeat_seconds=heartbeat,
+            started=context.send_initial_metadata,
         ):
             yield _communication_event(item)
 

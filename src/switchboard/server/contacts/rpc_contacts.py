@@ -277,6 +277,7 @@ class ContactRpcs:
             type_prefixes=() if types else EVENT_PREFIXES,
             resource_ids=list(request.resource_ids),
             heartbeat_seconds=heartbeat,
+            started=context.send_initial_metadata,
         ):
             yield _event(item)
 

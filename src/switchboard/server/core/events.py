@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -211,7 +211,17 @@ class EventFeed:
         heartbeat_seconds: float,
         batch: int = 500,
         type_prefixes: Sequence[str] = (),
+        started: Callable[[tuple[()]], Awaitable[object]] | None = None,
     ) -> AsyncIterator[EventRecord | Heartbeat]:
+        """Events after `after`, then live ones, with a heartbeat when quiet.
+
+        `started` is awaited once (with no metadata), before the first read: a stream's servicer
+        passes its context's send_initial_metadata, so that a subscriber (and, through Envoy, an
+        SSE client) gets the response headers at once, not with the first event or heartbeat.
+        Requests are validated before, so a refused one still fails with its own HTTP status.
+        """
+        if started is not None:
+            await started(())  # no metadata of its own: just the headers, now
         cursor = after
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + heartbeat_seconds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,6 +295,7 @@ class SmsService:
         api_message_ids: Sequence[str],
         states: Sequence[str],
         heartbeat_seconds: int,
+        started: Callable[[tuple[()]], Awaitable[object]] | None = None,
     ) -> AsyncIterator[EventRecord | Heartbeat]:
         violations = []
         wanted: list[SmsStatus] = []
@@ -322,6 +323,7 @@ class SmsService:
             types=types,
             resource_ids=api_message_ids,
             heartbeat_seconds=heartbeat_seconds or 15,
+            started=started,
         ):
             yield item
 

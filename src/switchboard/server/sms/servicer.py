@@ -48,6 +48,7 @@ class SmsServicer(sms_service_pb2_grpc.SmsServiceServicer):
             api_message_ids=list(request.api_message_ids),
             states=list(request.states),
             heartbeat_seconds=request.heartbeat_seconds,
+            started=context.send_initial_metadata,
         )
         async for item in events:
             yield _event(item)
