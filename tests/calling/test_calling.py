@@ -193,6 +193,7 @@ async def test_subscribers_see_each_transition_at_once(
     async def follow() -> None:
         request = pb.StreamCallEventsRequest(states=["STARTED", "ACTIVE", "COMPLETED"])
         stream = stub.StreamCallEvents(request, metadata=auth)
+        await stream.initial_metadata()  # sent once the stream has taken its start cursor
         ready.set()
         async for event in stream:
             if event.envelope.type.startswith("call.") and event.call.id in call_ids:
@@ -204,7 +205,6 @@ async def test_subscribers_see_each_transition_at_once(
 
     following = asyncio.create_task(follow())
     await ready.wait()
-    await asyncio.sleep(0.2)
     call_ids.append(await call(http, bearer, **{"from": sender, "to": us_number()}))
     await until(http, bearer, call_ids[0], "ACTIVE")
     await http.delete(f"{CALLS}/{call_ids[0]}", headers=bearer)

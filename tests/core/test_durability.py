@@ -289,7 +289,7 @@ async def test_a_stream_on_one_replica_sees_another_replicas_events_at_once(
         follow = sms_service_pb2_grpc.SmsServiceStub(reader).StreamSmsEvents(
             pb.StreamSmsEventsRequest(heartbeat_seconds=60), metadata=auth
         )
-        await asyncio.sleep(0.3)  # the stream is open and waiting
+        await follow.initial_metadata()  # the stream is open and has taken its start cursor
         sent = await sms_service_pb2_grpc.SmsServiceStub(writer).SendSms(
             pb.SendSmsRequest(messages=[sms()]), metadata=auth
         )
