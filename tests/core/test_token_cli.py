@@ -17,8 +17,13 @@ from tests.support.clock import TEST_CLOCK
 
 
 def _switchboard(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The command as a user runs it: only the SWITCHBOARD_* variables given here."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    """The command as a user runs it: only the SWITCHBOARD_* variables given here, and the
+    suite's clock (a pinned run's tokens are checked against TEST_CLOCK)."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SWITCHBOARD_") or k == "SWITCHBOARD_CLOCK_OFFSET_SECONDS"
+    }
     return subprocess.run(
         [sys.executable, "-m", "switchboard.server.cli", *args],
         cwd=cwd,
