@@ -9,7 +9,7 @@
 // Any failure exits non-zero.
 import http from "node:http";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -198,6 +198,13 @@ function hasRpc(client, name) {
   return typeof client[name] === "function";
 }
 
+// Family B creates take the writable fields as `body` (the REST body); follow the loaded
+// descriptor rather than assume it.
+function createRequest(Client, method, input) {
+  const fields = Client.service[method].requestType.type.field.map((f) => f.name);
+  return fields.includes("body") ? { body: input } : input;
+}
+
 // A local receiver. It listens before the handler exists (its URL goes into the handler), and
 // verifies with the secret CreateEventHandler returns: `secret()` is read per request.
 function startReceiver(secret, onVerified) {
@@ -244,9 +251,15 @@ export async function receiveVerifiedWebhook() {
   );
   const url = `http://127.0.0.1:${server.address().port}/switchboard-events`;
   try {
-    const handler = await unary(messaging, "CreateEventHandler", {
-      body: { url, event_types: ["sms.*"], description: "Node.js quick start" },
-    });
+    const handler = await unary(
+      messaging,
+      "CreateEventHandler",
+      createRequest(api.messaging.v1.MessagingService, "CreateEventHandler", {
+        url,
+        event_types: ["sms.*"],
+        description: "Node.js quick start",
+      }),
+    );
     secret = handler.secret; // shown only here (and on rotate): store it
     console.log(`webhook: event handler ${handler.id} -> ${url}`);
     const reply = await unary(sms, "SendSms", {
@@ -275,9 +288,11 @@ async function main() {
   console.log("quickstart: OK");
 }
 
-main()
-  .then(() => process.exit(0))
-  .catch((error) => {
-    console.error(`quickstart: FAILED: ${error.stack ?? error}`);
-    process.exit(1);
-  });
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main()
+    .then(() => process.exit(0))
+    .catch((error) => {
+      console.error(`quickstart: FAILED: ${error.stack ?? error}`);
+      process.exit(1);
+    });
+}
