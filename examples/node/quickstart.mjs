@@ -81,13 +81,17 @@ function follow(client, method, request, done) {
       clearTimeout(timer);
       if (error.code !== grpc.status.CANCELLED) reject(error);
     });
+    stream.on("end", () => {
+      clearTimeout(timer);
+      reject(new Error(`${method}: the stream ended before the outcome`));
+    });
   });
 }
 
-function usNumber(ending) {
-  // A valid +1 415 number; the sandbox carrier scripts outcomes by the last four digits.
-  const middle = String(2000 + Math.floor(Math.random() * 7000)).padStart(3, "0").slice(0, 3);
-  return `+1415${middle}${ending}`;
+// A valid +1 415 number with a random middle; the sandbox carrier scripts outcomes by the last
+// four digits (random when not given).
+function usNumber(ending = String(Math.floor(Math.random() * 10000)).padStart(4, "0")) {
+  return `+1415${200 + Math.floor(Math.random() * 800)}${ending}`;
 }
 
 // a. Send an SMS and follow its events until it is delivered.
@@ -120,7 +124,7 @@ export async function sendSmsAndFollow() {
 export async function placeCallAndFollow() {
   // A voice-capable sender: a long code of a class whose delivery window is always open.
   const sender = await unary(messaging, "CreateSenderId", {
-    body: { type_id: "sms-long-code", class_id: "alerts-na", address: usNumber("0000") },
+    body: { type_id: "sms-long-code", class_id: "alerts-na", address: usNumber() },
   });
   // Numbers ending 0500: the far end answers, then hangs up 2 s later.
   const created = await unary(calling, "CreateCall", {

@@ -59,9 +59,10 @@ def follow(stream: Iterable[Event], done: Callable[[Event], bool]) -> list[Event
     raise RuntimeError("the stream ended before the outcome")
 
 
-def us_number(ending: str) -> str:
-    """A valid +1 415 number; the sandbox carrier scripts outcomes by the last four digits."""
-    return f"+1415{random.randint(200, 999)}{ending}"
+def us_number(ending: str = "") -> str:
+    """A valid +1 415 number with a random middle; the sandbox carrier scripts outcomes by the
+    last four digits (random when not given)."""
+    return f"+1415{random.randint(200, 999)}{ending or f'{random.randint(0, 9999):04d}'}"
 
 
 # a. Send an SMS and follow its events until it is delivered.
@@ -98,7 +99,7 @@ def place_call_and_follow() -> str:
     sender = messaging.CreateSenderId(
         messaging_pb.CreateSenderIdRequest(
             body=sender_pb.SenderIdInput(
-                type_id="sms-long-code", class_id="alerts-na", address=us_number("0000")
+                type_id="sms-long-code", class_id="alerts-na", address=us_number()
             )
         ),
         metadata=AUTH,

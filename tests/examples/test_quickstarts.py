@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.server.app.server import Application
 from switchboard.server.core.auth import Role
 from switchboard.server.edge.envoy import EnvoyProcess
 from tests.support.auth import TokenFactory
@@ -138,3 +139,26 @@ async def test_python_quickstart(envoy: EnvoyProcess, make_token: TokenFactory, 
     print(out)
     assert code == 0, out
     _assert_steps(out)
+
+
+async def test_grpc_js_finds_services_by_reflection_v1_and_v1alpha(
+    node_example: Path, app: Application
+) -> None:
+    code, out = await _run(
+        _tool("node"),
+        str(Path(__file__).with_name("reflection.mjs")),
+        f"127.0.0.1:{app.port}",
+        cwd=REPO,
+        env={**os.environ, "NO_PROXY": "*", "no_proxy": "*", "no_grpc_proxy": "*"},
+        timeout=60,
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    for version in ("v1", "v1alpha"):
+        prefix = f"reflection {version}: "
+        services = next(line for line in lines if line.startswith(prefix)).removeprefix(prefix)
+        assert "switchboard.sms.v1.SmsService" in services.split(), out
+        assert "grpc.reflection.v1.ServerReflection" in services.split(), out
+        # The file that defines the symbol comes first, then its dependencies.
+        where = f"{prefix}switchboard.sms.v1.SmsService in switchboard/sms/v1/sms_service.proto "
+        assert any(line.startswith(where) for line in lines), out
