@@ -20,7 +20,8 @@ from tests.support.auth import TokenFactory
 
 pytestmark = pytest.mark.envoy
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 NODE_EXAMPLE = REPO / "examples" / "node"
 PYTHON_EXAMPLE = REPO / "examples" / "python" / "quickstart.py"
 #: Each step waits at most this long for its outcome (the scripts fail past it).
@@ -117,6 +118,8 @@ async def test_node_quickstart(
     token = make_token(org, roles=(Role.CLIENT, Role.ADMIN))
     code, out = await _run(
         _tool("node"),
+        "--import",
+        (HERE / "receiver_clock.mjs").as_uri(),
         "quickstart.mjs",
         cwd=node_example,
         env=_env(envoy, token),
@@ -131,6 +134,7 @@ async def test_python_quickstart(envoy: EnvoyProcess, make_token: TokenFactory, 
     token = make_token(org, roles=(Role.CLIENT, Role.ADMIN))
     code, out = await _run(
         sys.executable,
+        str(HERE / "receiver_clock.py"),
         str(PYTHON_EXAMPLE),
         cwd=REPO,
         env=_env(envoy, token),
@@ -146,7 +150,7 @@ async def test_grpc_js_finds_services_by_reflection_v1_and_v1alpha(
 ) -> None:
     code, out = await _run(
         _tool("node"),
-        str(Path(__file__).with_name("reflection.mjs")),
+        str(HERE / "reflection.mjs"),
         f"127.0.0.1:{app.port}",
         cwd=REPO,
         env={**os.environ, "NO_PROXY": "*", "no_proxy": "*", "no_grpc_proxy": "*"},
