@@ -260,7 +260,7 @@ export async function receiveVerifiedWebhook() {
       "CreateEventHandler",
       createRequest(api.messaging.v1.MessagingService, "CreateEventHandler", {
         url,
-        event_types: ["sms.*"],
+        event_types: ["sms.delivered"],
         description: "Node.js quick start",
       }),
     );

@@ -225,7 +225,7 @@ def receive_verified_webhook() -> dict[str, Any] | None:
     url = f"http://127.0.0.1:{server.server_address[1]}/switchboard-events"
     try:
         handler = create(
-            {"url": url, "event_types": ["sms.*"], "description": "Python quick start"}
+            {"url": url, "event_types": ["sms.delivered"], "description": "Python quick start"}
         )
         secret.append(handler["secret"])  # shown only here (and on rotate): store it
         print(f"webhook: event handler {handler['id']} -> {url}")

@@ -9,6 +9,7 @@ import os
 import runpy
 import sys
 from datetime import datetime, timedelta, tzinfo
+from unittest import mock
 
 OFFSET = timedelta(seconds=float(os.environ.get("SWITCHBOARD_CLOCK_OFFSET_SECONDS") or 0))
 
@@ -24,7 +25,7 @@ def _shift_receiver_clock() -> None:
         def now(cls, tz: tzinfo | None = None) -> PlatformTime:
             return super().now(tz) + OFFSET
 
-    webhooks.datetime = PlatformTime
+    mock.patch.object(webhooks, "datetime", PlatformTime).start()  # for the whole run
 
 
 if __name__ == "__main__":
