@@ -1,7 +1,11 @@
 """The README's quick starts run as written: examples/node/quickstart.mjs (grpc-js +
 proto-loader, installed with `npm ci` from its lock) and examples/python/quickstart.py (the
-generated stubs), each against the suite's server through the real Envoy, with a fresh org's
-token. Node.js and npm are required: a machine without them fails here rather than skipping."""
+generated stubs), each through a real Envoy with a fresh org's token. Node.js and npm are
+required: a machine without them fails here rather than skipping.
+
+The scripts' webhook receiver listens on 127.0.0.1, which a deployment refuses unless it allows
+private URLs; the suite's shared server must refuse them (its SSRF tests), so the quick starts
+get a platform of their own that allows them, as `make run`'s sandbox may."""
 
 from __future__ import annotations
 
@@ -9,14 +13,19 @@ import asyncio
 import os
 import shutil
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from switchboard.server.app.server import Application
+from switchboard.server.app.config import Settings
+from switchboard.server.app.platform import descriptor_set_path
+from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
-from switchboard.server.edge.envoy import EnvoyProcess
-from tests.support.auth import TokenFactory
+from switchboard.server.edge.envoy import EnvoyProcess, EnvoySettings
+from tests.support.server import free_port, fresh_database, make_settings
 
 pytestmark = pytest.mark.envoy
 
@@ -79,18 +88,54 @@ async def node_example() -> Path:
     return NODE_EXAMPLE
 
 
-def _env(envoy: EnvoyProcess, token: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SWITCHBOARD_GRPC_ADDR": envoy.base_url.removeprefix("http://"),
-        "SWITCHBOARD_TOKEN": token,
-        "SWITCHBOARD_STEP_TIMEOUT_MS": str(STEP_TIMEOUT_SECONDS * 1000),
-        "SWITCHBOARD_STEP_TIMEOUT_SECONDS": str(STEP_TIMEOUT_SECONDS),
-        # Straight to the local Envoy, whatever proxy the machine configures.
-        "NO_PROXY": "*",
-        "no_proxy": "*",
-        "no_grpc_proxy": "*",
-    }
+@dataclass
+class Platform:
+    app: Application
+    envoy: EnvoyProcess
+
+    def token(self, org: str) -> str:
+        roles = (Role.CLIENT, Role.ADMIN)
+        return self.app.tokens.issue(
+            org=org, roles=roles, subject="quickstart", ttl=timedelta(hours=1)
+        )
+
+    def env(self, org: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SWITCHBOARD_GRPC_ADDR": self.envoy.base_url.removeprefix("http://"),
+            "SWITCHBOARD_TOKEN": self.token(org),
+            "SWITCHBOARD_STEP_TIMEOUT_MS": str(STEP_TIMEOUT_SECONDS * 1000),
+            "SWITCHBOARD_STEP_TIMEOUT_SECONDS": str(STEP_TIMEOUT_SECONDS),
+            # Straight to the local Envoy, whatever proxy the machine configures.
+            "NO_PROXY": "*",
+            "no_proxy": "*",
+            "no_grpc_proxy": "*",
+        }
+
+
+@pytest.fixture(scope="module")
+async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """A server that allows webhook receivers on private addresses (where the setting exists),
+    behind its own Envoy."""
+    work = tmp_path_factory.mktemp("quickstarts")
+    allow = {"webhooks_allow_private_urls": True}
+    overrides = {k: v for k, v in allow.items() if k in Settings.model_fields}
+    async with fresh_database(work) as database_url:
+        app = build_application(make_settings(work, database_url=database_url, **overrides))
+        await app.start()
+        try:
+            envoy_settings = EnvoySettings(
+                listen_port=free_port(),
+                admin_port=free_port(),
+                upstreams=[("127.0.0.1", app.port)],
+                descriptor_path=descriptor_set_path(),
+                listen_host="127.0.0.1",
+                access_log_path=str(work / "access.log"),
+            )
+            async with EnvoyProcess(envoy_settings, work) as envoy:
+                yield Platform(app, envoy)
+        finally:
+            await app.stop()
 
 
 def _assert_steps(out: str) -> None:
@@ -113,17 +158,14 @@ def _assert_steps(out: str) -> None:
     assert lines[-1] == "quickstart: OK", out
 
 
-async def test_node_quickstart(
-    node_example: Path, envoy: EnvoyProcess, make_token: TokenFactory, org: str
-) -> None:
-    token = make_token(org, roles=(Role.CLIENT, Role.ADMIN))
+async def test_node_quickstart(node_example: Path, platform: Platform, org: str) -> None:
     code, out = await _run(
         _tool("node"),
         "--import",
         (HERE / "receiver_clock.mjs").as_uri(),
         "quickstart.mjs",
         cwd=node_example,
-        env=_env(envoy, token),
+        env=platform.env(org),
         timeout=4 * STEP_TIMEOUT_SECONDS + 30,
     )
     print(out)
@@ -131,14 +173,13 @@ async def test_node_quickstart(
     _assert_steps(out)
 
 
-async def test_python_quickstart(envoy: EnvoyProcess, make_token: TokenFactory, org: str) -> None:
-    token = make_token(org, roles=(Role.CLIENT, Role.ADMIN))
+async def test_python_quickstart(platform: Platform, org: str) -> None:
     code, out = await _run(
         sys.executable,
         str(HERE / "receiver_clock.py"),
         str(PYTHON_EXAMPLE),
         cwd=REPO,
-        env=_env(envoy, token),
+        env=platform.env(org),
         timeout=4 * STEP_TIMEOUT_SECONDS + 30,
     )
     print(out)
