@@ -397,3 +397,69 @@ def _message_input(sender_id: str) -> message_request_pb2.MessageRequestInput:
     body = message_request_pb2.MessageRequestInput(to=["+14155550143"], body="hi")
     setattr(body, "from", f"sender_id:{sender_id}")  # a Python keyword
     return body
+
+
+async def test_rotation_sends_both_signatures_during_grace(
+    platform: Platform, receiver: Receiver, org: str
+) -> None:
+    handler_id, old = await create_handler(
+        platform, org, receiver.url("rotate"), ["message_template.created"]
+    )
+    rotated = await platform.stub.RotateEventHandlerSecret(
+        pb.RotateEventHandlerSecretRequest(
+            event_handler_id=handler_id,
+            body=event_handler_pb2.RotateSecretInput(grace_seconds=3600),
+        ),
+        metadata=platform.auth(org),
+    )
+    new = rotated.secret
+    assert new.startswith("whsec_") and new != old
+    await template_event(platform, org)
+    [during] = await eventually(lambda: receiver.at("rotate"), what="a delivery in grace")
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    now = platform.clock.now()
+    assert verify(new, during, now) == verify(old, during, now)
+
+    platform.advance(3601)
+    await template_event(platform, org)
+    await eventually(lambda: len(receiver.at("rotate")) == 2, what="a delivery after grace")
+    after = receiver.at("rotate")[1]
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    verify(new, after, platform.clock.now())
+    with pytest.raises(WebhookVerificationError):
+        verify(old, after, platform.clock.now())
+
+
+async def test_a_restart_mid_schedule_loses_nothing(
+    tmp_path: Path, receiver: Receiver, org: str
+) -> None:
+    receiver.on("restart", Behaviour(statuses=[500]))
+    clock = OffsetClock(timedelta(seconds=CLOCK_OFFSET_SECONDS))
+    settings = _settings(tmp_path)
+    first = build_application(settings, clock=clock)
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            platform = Platform(first, clock, channel)
+            handler_id, secret = await create_handler(
+                platform, org, receiver.url("restart"), ["message_template.created"]
+            )
+            await template_event(platform, org)
+            await eventually(lambda: receiver.at("restart"), what="the first attempt")
+            await eventually(lambda: _in_state(platform, org, handler_id, "FAILED"), what="FAILED")
+    finally:
+        await first.stop()
+
+    clock.offset += timedelta(seconds=6)  # the retry fell due while no server ran
+    second = build_application(settings, clock=clock)
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            platform = Platform(second, clock, channel)
+            await eventually(lambda: len(receiver.at("restart")) == 2, what="the retry")
+            await eventually(lambda: _delivered(platform, org, handler_id), what="DELIVERED")
+            before, after = receiver.at("restart")
+            assert before.webhook_id == after.webhook_id
+            verify(secret, after, clock.now())
+    finally:
+        await second.stop()
