@@ -7,9 +7,11 @@ work and a restart loses nothing:
   the cursor, match them to the ACTIVE handlers of their orgs (type patterns, channel and
   application scopes) and insert one delivery per (handler, event) (unique), then advance the
   cursor — all in one transaction.
-- **send**: claim due deliveries with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL), at most
-  `max_in_flight` in this process and `per_handler` per handler (a handler at its cap is not
-  claimed for, so a slow receiver holds only its own slots). Each attempt resolves the URL's host
+- **send**: claim due deliveries with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL): at most
+  `per_handler_claimed` per handler and `max_claimed` in all are held by this process (a
+  handler at its cap is not claimed for). Attempts run at most `per_handler` at a time per
+  handler and `max_in_flight` in all (semaphores, the handler's taken first), so a slow
+  receiver holds only its own slots and its own claimed rows. Each attempt resolves the URL's host
   once, checks the addresses (urls.py), connects to the checked one, never follows redirects,
   and is cut at `attempt_timeout`. Outcomes are written in batches with the next claim.
 - **replay**: RUNNING replay jobs are leased and walked in batches, re-queuing the range's
@@ -85,10 +87,17 @@ class DispatchSettings:
     disable_after: float = 5 * 86400.0
     max_in_flight: int = 64
     per_handler: int = 4
+    # Deliveries one process holds claimed (leased), per handler and in all: bounded memory,
+    # and enough work queued per handler that claiming is not one transaction per attempt.
+    per_handler_claimed: int = 64
+    max_claimed: int = 1024
     match_batch: int = 500
     replay_batch: int = 500
     poll_seconds: float = 1.0
     lease_margin: float = 30.0
+    # After a wake-up, wait this long so that one transaction matches (or records) what a burst
+    # of commits (or finished attempts) brought, instead of one transaction each.
+    coalesce_seconds: float = 0.01
 
 
 @dataclass
@@ -108,9 +117,12 @@ class _Outcome:
 
 
 @dataclass
-class _InFlight:
+class _Claimed:
+    """What this process holds claimed: counts, and each handler's attempt semaphore."""
+
     total: int = 0
     per_handler: dict[str, int] = field(default_factory=dict)
+    gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
 
 def envelope(event: Row) -> bytes:
@@ -154,7 +166,8 @@ class WebhookDispatcher:
         self._attempts: set[asyncio.Task[None]] = set()
         self._outcomes: list[_Outcome] = []
         self._wake_sender = asyncio.Event()
-        self._in_flight = _InFlight()
+        self._claimed = _Claimed()
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._secrets: dict[str, str] = {}  # sealed -> opened (never logged)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -202,8 +215,8 @@ class WebhookDispatcher:
             except Exception:
                 log.exception("webhook dispatcher step failed")
                 busy = False
-            if not busy:
-                await wait_for(waiter, self.settings.poll_seconds)
+            if not busy and await wait_for(waiter, self.settings.poll_seconds):
+                await asyncio.sleep(self.settings.coalesce_seconds)
 
     # -- matching --------------------------------------------------------------------------
 
@@ -252,7 +265,8 @@ class WebhookDispatcher:
         rows = []
         for event in events:
             for handler in handlers:
-                if _matches(handler, event):
+                # A handler hears of what happens after it exists (a replay reaches further).
+                if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
                     rows.append(_new_delivery(handler, event, now))
         if rows:
             _insert_deliveries(session, rows)
@@ -290,6 +304,7 @@ class WebhookDispatcher:
                     woken.cancel()
                 if self._wake_sender is waiter:
                     self._wake_sender = asyncio.Event()
+            await asyncio.sleep(self.settings.coalesce_seconds)
 
     def _take_outcomes(self) -> list[_Outcome]:
         taken, self._outcomes = self._outcomes, []
@@ -298,10 +313,12 @@ class WebhookDispatcher:
     async def _flush_and_claim(self) -> int:
         s = self.settings
         outcomes = self._take_outcomes()
-        room = s.max_in_flight - self._in_flight.total
-        busy = [h for h, n in self._in_flight.per_handler.items() if n >= s.per_handler]
+        room = s.max_claimed - self._claimed.total
+        busy = [h for h, n in self._claimed.per_handler.items() if n >= s.per_handler_claimed]
         now = self._clock.now()
-        lease = now + timedelta(seconds=s.attempt_timeout * 2 + s.lease_margin)
+        # Long enough for a handler's whole claimed queue to drain at its concurrency.
+        waves = s.per_handler_claimed / s.per_handler + 1
+        lease = now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
 
         def work(session: Session) -> list[Row]:
             self._apply(session, outcomes)
@@ -336,11 +353,11 @@ class WebhookDispatcher:
         due = for_update(session, due, skip_locked=True)
         candidates = session.execute(due).all()
         taken: list[str] = []
-        counts = dict(self._in_flight.per_handler)
+        counts = dict(self._claimed.per_handler)
         for delivery_id, handler_id in candidates:
             if len(taken) >= room:
                 break
-            if counts.get(handler_id, 0) >= s.per_handler:
+            if counts.get(handler_id, 0) >= s.per_handler_claimed:
                 continue
             counts[handler_id] = counts.get(handler_id, 0) + 1
             taken.append(delivery_id)
@@ -372,21 +389,27 @@ class WebhookDispatcher:
             handler = handlers.get(delivery["handler_id"])
             event = events.get(delivery["event_seq"])
             hid = delivery["handler_id"]
-            self._in_flight.total += 1
-            self._in_flight.per_handler[hid] = self._in_flight.per_handler.get(hid, 0) + 1
-            task = asyncio.create_task(self._attempt(delivery, handler, event))
+            claimed = self._claimed
+            claimed.total += 1
+            claimed.per_handler[hid] = claimed.per_handler.get(hid, 0) + 1
+            gate = claimed.gates.get(hid)
+            if gate is None:
+                gate = claimed.gates[hid] = asyncio.Semaphore(self.settings.per_handler)
+            task = asyncio.create_task(self._gated_attempt(gate, delivery, handler, event))
             self._attempts.add(task)
             task.add_done_callback(self._attempt_done(hid))
 
     def _attempt_done(self, handler_id: str) -> Any:
         def done(task: asyncio.Task[None]) -> None:
             self._attempts.discard(task)
-            self._in_flight.total -= 1
-            left = self._in_flight.per_handler.get(handler_id, 1) - 1
+            claimed = self._claimed
+            claimed.total -= 1
+            left = claimed.per_handler.get(handler_id, 1) - 1
             if left <= 0:
-                self._in_flight.per_handler.pop(handler_id, None)
+                claimed.per_handler.pop(handler_id, None)
+                claimed.gates.pop(handler_id, None)
             else:
-                self._in_flight.per_handler[handler_id] = left
+                claimed.per_handler[handler_id] = left
             self._wake_sender.set()
 
         return done
@@ -398,6 +421,13 @@ class WebhookDispatcher:
                 self._secrets.clear()
             secret = self._secrets[sealed] = self._box.open(sealed)
         return secret
+
+    async def _gated_attempt(
+        self, gate: asyncio.Semaphore, delivery: Row, handler: Row | None, event: Row | None
+    ) -> None:
+        """The attempt once its handler has a free slot, then the process has one."""
+        async with gate, self._slots:
+            await self._attempt(delivery, handler, event)
 
     async def _attempt(self, delivery: Row, handler: Row | None, event: Row | None) -> None:
         at = self._clock.now()
