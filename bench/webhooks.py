@@ -2,13 +2,14 @@
 
 A fresh server process (`switchboard serve`, SQLite WAL, synchronous=FULL, the defaults, with
 SWITCHBOARD_WEBHOOKS_ALLOW_PRIVATE_URLS=true so it may call 127.0.0.1) and, in this process,
-aiohttp receivers on 127.0.0.1 that answer 204 at once. Events are message templates created
-through gRPC at a paced rate (one `message_template.created` event each, committed when the RPC
-returns); event handlers subscribe to them. Scenarios:
+aiohttp receivers on 127.0.0.1 that answer 204 at once. Events are SMS accepted through gRPC
+`SendSms` (sandbox routes), sent every 10 ms in batches that make up the rate: each message's
+`sms.accepted` event is committed (group commit) before the RPC returns; event handlers
+subscribe to `sms.accepted`. Scenarios:
 
-  one receiver     one handler gets every event
-  50 receivers     50 handlers on 50 receiver ports, each scoped to one application
-                   (`application_id`); events are spread round-robin over the applications
+  one receiver     one org, one handler gets every event
+  50 receivers     50 orgs, each with one handler on its own receiver port; the batches go
+                   round-robin over the orgs
 
 Figures per scenario and rate (200 and 1,000 events/s, `--seconds` long each):
 
@@ -41,15 +42,11 @@ from pathlib import Path
 import grpc
 import httpx
 from aiohttp import web
-from switchboard.messaging.v1 import (
-    event_handler_pb2,
-    message_template_pb2,
-    messaging_service_pb2_grpc,
-)
+from switchboard.messaging.v1 import event_handler_pb2, messaging_service_pb2_grpc
 from switchboard.messaging.v1 import messaging_service_pb2 as mpb
+from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 
 from bench._harness import (
-    SECRET,
     Server,
     cores,
     emit,
@@ -59,8 +56,6 @@ from bench._harness import (
     utc_stamp,
     write_results,
 )
-from switchboard.server.core.auth import Role, TokenService
-from switchboard.server.core.clock import SystemClock
 
 ORG = "bench-hooks"
 RATES = (200, 1000)
@@ -148,70 +143,75 @@ async def ceiling(receivers: Receivers, seconds: float = 3.0) -> float:
         return done / (time.monotonic() - started)
 
 
+TICK = 0.01  # the driver sends one batch per tick
+
+
 async def drive(
-    stub: messaging_service_pb2_grpc.MessagingServiceStub,
+    stub: sms_service_pb2_grpc.SmsServiceStub,
     metadata: list[list[tuple[str, str]]],
     rate: int,
     seconds: float,
 ) -> tuple[int, float]:
-    """Create `rate * seconds` templates at `rate`/s (round-robin over `metadata`, i.e. over
-    applications); the number created and the achieved rate."""
-    total = int(rate * seconds)
-    gate = asyncio.Semaphore(256)
+    """Send `rate * seconds` SMS at `rate`/s, one batch per tick, the batches round-robin over
+    `metadata` (orgs); the number sent and the achieved rate."""
+    ticks = int(seconds / TICK)
+    per_tick = max(1, round(rate * TICK))
+    gate = asyncio.Semaphore(64)
     started = time.monotonic()
 
     async def one(index: int) -> None:
         async with gate:
-            body = message_template_pb2.MessageTemplateInput(
-                designation="TEMPLATE", name=f"b-{rate}-{index}-{time.time_ns()}", pattern="Hi"
-            )
-            await stub.CreateMessageTemplate(
-                mpb.CreateMessageTemplateRequest(body=body),
+            batch = [
+                sms_message_pb2.SmsMessage(
+                    channel="smpp", to="+27821234567", content=f"Your code is {index}-{n}"
+                )
+                for n in range(per_tick)
+            ]
+            await stub.SendSms(
+                sms_message_pb2.SendSmsRequest(messages=batch),
                 metadata=metadata[index % len(metadata)],
             )
 
     tasks = []
-    for index in range(total):
-        due = started + index / rate
-        delay = due - time.monotonic()
+    for index in range(ticks):
+        delay = started + index * TICK - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(index)))
     await asyncio.gather(*tasks)
-    return total, total / (time.monotonic() - started)
+    return ticks * per_tick, ticks * per_tick / (time.monotonic() - started)
 
 
 async def scenario(
-    server: Server, name: str, count: int, seconds: float, ceilings: dict[str, float]
+    server: Server,
+    name: str,
+    count: int,
+    seconds: float,
+    ceilings: dict[str, float],
+    rates: tuple[int, ...],
 ) -> list[Result]:
     receivers = Receivers(count)
     await receivers.start()
     results = []
     try:
         ceilings[name] = await ceiling(receivers)
-        org = f"{ORG}-{name}"
-        admin = [("authorization", f"Bearer {token(org)}")]
-        apps = [f"app-{i}" for i in range(count)]
+        orgs = [f"{ORG}-{name}-{i}" for i in range(count)]
+        senders = [[("authorization", f"Bearer {token(org)}")] for org in orgs]
         async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = messaging_service_pb2_grpc.MessagingServiceStub(channel)
-            for i, port in enumerate(receivers.ports):
-                await stub.CreateEventHandler(
+            messaging = messaging_service_pb2_grpc.MessagingServiceStub(channel)
+            stub = sms_service_pb2_grpc.SmsServiceStub(channel)
+            for port, metadata in zip(receivers.ports, senders, strict=True):
+                await messaging.CreateEventHandler(
                     mpb.CreateEventHandlerRequest(
                         body=event_handler_pb2.EventHandlerInput(
-                            url=f"http://127.0.0.1:{port}/hook",
-                            event_types=["message_template.created"],
-                            application_id=apps[i] if count > 1 else None,
+                            url=f"http://127.0.0.1:{port}/hook", event_types=["sms.accepted"]
                         )
                     ),
-                    metadata=admin,
+                    metadata=metadata,
                 )
-            senders = [
-                [("authorization", f"Bearer {_app_token(org, app)}")]
-                for app in (apps if count > 1 else ["app-0"])
-            ]
-            await drive(stub, senders, 50, 1.0)  # warm up
-            await _settle(receivers, 50)
-            for rate in RATES:
+            warm, _ = await drive(stub, senders, 100, 1.0)  # warm up
+            await _settle(receivers, warm)
+            for rate in rates:
                 receivers.reset()
                 events, offered = await drive(stub, senders, rate, seconds)
                 await _settle(receivers, events)
@@ -236,13 +236,6 @@ async def scenario(
     return results
 
 
-def _app_token(org: str, application: str) -> str:
-    """A CLIENT token of `org` whose subject (the application of what it creates) is given."""
-    return TokenService(SECRET, SystemClock()).issue(
-        org=org, roles=[Role.CLIENT], subject=application
-    )
-
-
 async def _settle(receivers: Receivers, expected: int, within: float = 30.0) -> None:
     """Until `expected` webhooks arrived, or `within` seconds passed."""
     with contextlib.suppress(TimeoutError):
@@ -252,13 +245,16 @@ async def _settle(receivers: Receivers, expected: int, within: float = 30.0) -> 
                 receivers.arrived.clear()
 
 
-async def main_async(seconds: float) -> list[Result]:
+async def main_async(seconds: float, rates: tuple[int, ...], only: str) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     try:
         async with Server(work, webhooks_allow_private_urls="true") as server:
             ceilings: dict[str, float] = {}
-            results = await scenario(server, "one-receiver", 1, seconds, ceilings)
-            results += await scenario(server, "50-receivers", 50, seconds, ceilings)
+            results = []
+            if only in ("", "one"):
+                results += await scenario(server, "one-receiver", 1, seconds, ceilings, rates)
+            if only in ("", "50"):
+                results += await scenario(server, "50-receivers", 50, seconds, ceilings, rates)
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -267,8 +263,13 @@ async def main_async(seconds: float) -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--rates", default=",".join(map(str, RATES)), help="events/s, e.g. 200,1000"
+    )
+    parser.add_argument("--only", choices=("", "one", "50"), default="", help="one scenario")
     args = parser.parse_args()
-    results = asyncio.run(main_async(args.seconds))
+    rates = tuple(int(r) for r in args.rates.split(","))
+    results = asyncio.run(main_async(args.seconds, rates, args.only))
     lines = [
         "# Webhooks: event committed → webhook received",
         "",

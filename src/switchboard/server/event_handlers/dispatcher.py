@@ -97,7 +97,7 @@ class DispatchSettings:
     lease_margin: float = 30.0
     # After a wake-up, wait this long so that one transaction matches (or records) what a burst
     # of commits (or finished attempts) brought, instead of one transaction each.
-    coalesce_seconds: float = 0.01
+    coalesce_seconds: float = 0.02
 
 
 @dataclass
@@ -280,37 +280,33 @@ class WebhookDispatcher:
     # -- sending --------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        """Flush finished attempts and claim due work, then wait for a reason to do it again:
+        an attempt finished, deliveries were matched or replayed, or the poll (retries fall
+        due). One transaction per round, however many attempts finished meanwhile."""
         while True:
             waiter = self._wake_sender
             try:
-                claimed = await self._flush_and_claim()
+                more = await self._flush_and_claim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook claim failed")
-                claimed = 0
-            if not claimed:
-                bus = self._bus.waiter()
+                more = False
+            if not more:
                 done = asyncio.ensure_future(waiter.wait())
-                woken = asyncio.ensure_future(bus.wait())
                 try:
-                    await asyncio.wait(
-                        {done, woken},
-                        timeout=self.settings.poll_seconds,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    await asyncio.wait({done}, timeout=self.settings.poll_seconds)
                 finally:
                     done.cancel()
-                    woken.cancel()
-                if self._wake_sender is waiter:
-                    self._wake_sender = asyncio.Event()
+            if self._wake_sender is waiter:
+                self._wake_sender = asyncio.Event()
             await asyncio.sleep(self.settings.coalesce_seconds)
 
     def _take_outcomes(self) -> list[_Outcome]:
         taken, self._outcomes = self._outcomes, []
         return taken
 
-    async def _flush_and_claim(self) -> int:
+    async def _flush_and_claim(self) -> bool:
         s = self.settings
         outcomes = self._take_outcomes()
         room = s.max_claimed - self._claimed.total
@@ -327,10 +323,9 @@ class WebhookDispatcher:
             return self._claim(session, now, lease, room, busy)
 
         claimed = await self._db.run_write(work)
-        if not claimed:
-            return 0
-        await self._start_attempts(claimed)
-        return len(claimed)
+        if claimed:
+            await self._start_attempts(claimed)
+        return len(claimed) >= room > 0  # the claim was cut short: more is due
 
     def _claim(
         self, session: Session, now: datetime, lease: datetime, room: int, busy: list[str]
