@@ -500,6 +500,12 @@ class WebhookDispatcher:
         """Record attempts and move deliveries and handlers on (the caller's transaction)."""
         if not outcomes:
             return
+        # A handler deleted meanwhile took its deliveries along: nothing to record for them.
+        ids = [o.delivery["id"] for o in outcomes]
+        alive = set(session.execute(select(_d.id).where(_d.id.in_(ids))).scalars())
+        outcomes = [o for o in outcomes if o.delivery["id"] in alive]
+        if not outcomes:
+            return
         s = self.settings
         session.execute(
             insert(attempts_table),
