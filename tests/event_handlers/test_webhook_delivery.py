@@ -32,7 +32,7 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
 from switchboard.server.core.clock import OffsetClock
 from tests.support.clock import CLOCK_OFFSET_SECONDS
-from tests.support.server import make_settings
+from tests.support.server import fresh_database, make_settings
 from tests.support.webhooks import Behaviour, Received, Receiver, eventually
 
 SVIX = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
@@ -71,12 +71,16 @@ def _settings(tmp: Path, **overrides: Any) -> Any:
 
 @pytest.fixture(scope="module")
 async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """A database of its own: on PostgreSQL the suite's server would otherwise be a replica
+    that shares (and refuses, not allowing private URLs) these deliveries."""
     clock = OffsetClock(timedelta(seconds=CLOCK_OFFSET_SECONDS))
-    app = build_application(_settings(tmp_path_factory.mktemp("hooks")), clock=clock)
-    await app.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        yield Platform(app, clock, channel)
-    await app.stop()
+    tmp = tmp_path_factory.mktemp("hooks")
+    async with fresh_database(tmp) as url:
+        app = build_application(_settings(tmp, database_url=url), clock=clock)
+        await app.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            yield Platform(app, clock, channel)
+        await app.stop()
 
 
 @pytest.fixture
@@ -435,7 +439,13 @@ async def test_a_restart_mid_schedule_loses_nothing(
 ) -> None:
     receiver.on("restart", Behaviour(statuses=[500]))
     clock = OffsetClock(timedelta(seconds=CLOCK_OFFSET_SECONDS))
-    settings = _settings(tmp_path)
+    async with fresh_database(tmp_path) as url:
+        await _restart_mid_schedule(_settings(tmp_path, database_url=url), clock, receiver, org)
+
+
+async def _restart_mid_schedule(
+    settings: Any, clock: OffsetClock, receiver: Receiver, org: str
+) -> None:
     first = build_application(settings, clock=clock)
     await first.start()
     try:
