@@ -473,3 +473,37 @@ async def _restart_mid_schedule(
             verify(secret, after, clock.now())
     finally:
         await second.stop()
+
+
+async def test_two_server_processes_share_the_work_without_duplicates(
+    tmp_path: Path, receiver: Receiver, org: str
+) -> None:
+    """Two servers on one database (replicas; on PostgreSQL they claim with SKIP LOCKED): every
+    event is delivered once, whichever server committed it."""
+    clock = OffsetClock(timedelta(seconds=CLOCK_OFFSET_SECONDS))
+    async with fresh_database(tmp_path) as url:
+        settings = _settings(tmp_path, database_url=url)
+        apps = [build_application(settings, clock=clock) for _ in range(2)]
+        for app in apps:
+            await app.start()
+        try:
+            async with (
+                grpc.aio.insecure_channel(f"127.0.0.1:{apps[0].port}") as one,
+                grpc.aio.insecure_channel(f"127.0.0.1:{apps[1].port}") as two,
+            ):
+                platforms = [Platform(apps[0], clock, one), Platform(apps[1], clock, two)]
+                await create_handler(
+                    platforms[0], org, receiver.url("shared"), ["message_template.created"]
+                )
+                created = {await template_event(platforms[i % 2], org) for i in range(30)}
+                await eventually(
+                    lambda: len(receiver.at("shared")) >= 30, timeout=20, what="30 deliveries"
+                )
+                await asyncio.sleep(0.5)  # a duplicate would arrive meanwhile
+                got = receiver.at("shared")
+                assert len(got) == 30
+                assert {r.json["resource_id"] for r in got} == created
+                assert len({r.webhook_id for r in got}) == 30
+        finally:
+            for app in apps:
+                await app.stop()

@@ -358,11 +358,20 @@ class WebhookDispatcher:
             taken.append(delivery_id)
         if not taken:
             return []
-        session.execute(update(deliveries_table).where(_d.id.in_(taken)).values(lease_until=lease))
-        rows = session.execute(
-            select(deliveries_table).where(_d.id.in_(taken)).order_by(_d.event_seq)
-        ).mappings()
-        return [dict(r) for r in rows]
+        # The lease is taken only where it is still free: another replica that read the same
+        # candidates (SQLite reads outside the write lock) claims none of them twice.
+        claim = (
+            update(deliveries_table)
+            .where(
+                _d.id.in_(taken),
+                _d.state.in_([DeliveryState.PENDING.value, DeliveryState.FAILED.value]),
+                or_(_d.lease_until.is_(None), _d.lease_until <= now),
+            )
+            .values(lease_until=lease)
+            .returning(*deliveries_table.c)
+        )
+        rows = [dict(r) for r in session.execute(claim).mappings()]
+        return sorted(rows, key=lambda r: r["event_seq"])
 
     async def _start_attempts(self, deliveries: list[Row]) -> None:
         seqs = {d["event_seq"] for d in deliveries}
@@ -640,6 +649,15 @@ class WebhookDispatcher:
         job = session.execute(for_update(session, query, skip_locked=True)).mappings().first()
         if job is None:
             return 0
+        # Lease it for this step (only if still free: replicas may have read the same job).
+        taken = session.execute(
+            update(replays_table)
+            .where(_r.id == job["id"], or_(_r.lease_until.is_(None), _r.lease_until <= now))
+            .values(lease_until=now + timedelta(seconds=self.settings.lease_margin))
+            .returning(_r.position)
+        ).first()
+        if taken is None or taken[0] != job["position"]:
+            return 0
         handler = (
             session.execute(select(handlers_table).where(_h.id == job["handler_id"]))
             .mappings()
@@ -712,6 +730,7 @@ class WebhookDispatcher:
         }
         if done:
             values["state"] = ReplayState.COMPLETED.value
+        values["lease_until"] = None
         session.execute(update(replays_table).where(_r.id == job["id"]).values(values))
         return 0 if done and not (requeue or fresh) else 1
 
