@@ -29,12 +29,15 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import certifi
 import httpx
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -75,6 +78,7 @@ _r = replays_table.c
 CURSOR_NAME = "webhooks"
 EXCERPT_BYTES = 1024
 USER_AGENT = "Switchboard-Webhooks/1"
+MAX_CLIENTS = 256  # idle per-handler connection pools kept
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,11 @@ class WebhookDispatcher:
         self._box = box
         self.settings = settings
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        # One small client (connection pool) per handler: httpcore's pool assigns requests in
+        # time linear in its connections, so one pool for every receiver cost more CPU than the
+        # requests themselves with 50 receivers. Least recently used first; bounded.
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._tls: ssl.SSLContext | None = None  # one, shared: loading CAs takes ~20 ms
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._outcomes: list[_Outcome] = []
@@ -173,16 +181,7 @@ class WebhookDispatcher:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        s = self.settings
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(s.attempt_timeout),
-            limits=httpx.Limits(
-                max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight
-            ),
-            transport=self._transport,
-            trust_env=False,
-        )
+        self._tls = await asyncio.to_thread(ssl.create_default_context, cafile=certifi.where())
         await self._db.run_write(self._ensure_cursor)
         self._tasks = [
             asyncio.create_task(self._loop(self._match_once), name="webhooks-match"),
@@ -201,9 +200,9 @@ class WebhookDispatcher:
         if self._outcomes:  # attempts that finished: keep their results
             with contextlib.suppress(Exception):
                 await self._db.run_write(lambda s: self._apply(s, self._take_outcomes()))
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.aclose()
 
     async def _loop(self, once: Any) -> None:
         while True:
@@ -464,8 +463,35 @@ class WebhookDispatcher:
         )
         self._outcomes.append(outcome)
 
+    def _client(self, handler_id: str) -> httpx.AsyncClient:
+        client = self._clients.get(handler_id)
+        if client is not None:
+            self._clients.move_to_end(handler_id)
+            return client
+        s = self.settings
+        client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(s.attempt_timeout),
+            limits=httpx.Limits(
+                max_connections=s.per_handler, max_keepalive_connections=s.per_handler
+            ),
+            transport=self._transport,
+            trust_env=False,
+            verify=self._tls or True,
+        )
+        self._clients[handler_id] = client
+        # Close the least recently used idle ones beyond the bound (a handler with claimed
+        # work keeps its client).
+        for stale in list(self._clients)[: max(0, len(self._clients) - MAX_CLIENTS)]:
+            if stale not in self._claimed.per_handler:
+                closing = self._clients.pop(stale)
+                task = asyncio.create_task(closing.aclose())
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+        return client
+
     async def _post(self, delivery: Row, handler: Row, event: Row) -> tuple[int, str]:
-        assert self._client is not None
+        client = self._client(handler["id"])
         target = await resolve(handler["url"], allow_private=self.settings.allow_private_urls)
         body = envelope(event)
         webhook_id = "msg_" + delivery["id"]
@@ -483,7 +509,7 @@ class WebhookDispatcher:
             "webhook-signature": signing.signature_header(secrets, webhook_id, timestamp, body),
             "host": _host_header(target),
         }
-        request = self._client.build_request(
+        request = client.build_request(
             "POST",
             _dial_url(target),
             content=body,
@@ -492,7 +518,7 @@ class WebhookDispatcher:
             if target.parts.scheme.lower() == "https"
             else {},
         )
-        response = await self._client.send(request, stream=True)
+        response = await client.send(request, stream=True)
         try:
             chunks = bytearray()
             async for chunk in response.aiter_raw():
