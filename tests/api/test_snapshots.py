@@ -40,6 +40,7 @@ from switchboard.contacts.v1 import (
 from switchboard.messaging.v1 import (
     attachment_pb2,
     channel_pb2,
+    event_handler_pb2,
     keyword_pb2,
     message_pb2,
     message_request_pb2,
@@ -62,6 +63,7 @@ from switchboard.server.contacts.models import JobKind
 from switchboard.server.contacts.repository import contacts as contacts_table
 from switchboard.server.contacts.repository import groups as groups_table
 from switchboard.server.core.db import table_of
+from switchboard.server.event_handlers import service as event_handlers
 from switchboard.server.messaging.content import attachments, keywords, message_templates
 from switchboard.server.messaging.requests import message_requests, messages
 from switchboard.server.messaging.senders import channels, reference
@@ -209,6 +211,26 @@ CASES: list[tuple[str, Callable[[], Mapping[str, Any]], type[Message]]] = [
         conference_pb2.ConferenceMember,
     ),
     ("communications.communication", _communication, communication_pb2.Communication),
+    (
+        "event_handlers.handler",
+        lambda: event_handlers.snapshot(row(event_handlers.handlers_table)),
+        event_handler_pb2.EventHandler,
+    ),
+    (
+        "event_handlers.delivery",
+        lambda: event_handlers.delivery_snapshot(row(event_handlers.deliveries_table)),
+        event_handler_pb2.EventDelivery,
+    ),
+    (
+        "event_handlers.attempt",
+        lambda: event_handlers.attempt_snapshot(row(event_handlers.attempts_table)),
+        event_handler_pb2.DeliveryAttempt,
+    ),
+    (
+        "event_handlers.replay",
+        lambda: event_handlers.replay_snapshot(row(event_handlers.replays_table)),
+        event_handler_pb2.EventReplay,
+    ),
     (
         "communications.delivery",
         lambda: communications.delivery_snapshot(row(communications._deliveries)),

@@ -117,6 +117,9 @@ BARE_LISTS: dict[str, str] = {
             "ListMessageRequestMessages": "messages",
             "ListMessages": "messages",
             "ListMessageAttachments": "attachments",
+            "ListEventHandlers": "event_handlers",
+            "ListEventDeliveries": "deliveries",
+            "ListDeliveryAttempts": "attempts",
         },
     }.items()
     for rpc, list_field in rpcs.items()

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from switchboard.messaging.v1 import attachment_pb2 as _attachment_pb2
 from switchboard.messaging.v1 import channel_pb2 as _channel_pb2
+from switchboard.messaging.v1 import event_handler_pb2 as _event_handler_pb2
 from switchboard.messaging.v1 import keyword_pb2 as _keyword_pb2
 from switchboard.messaging.v1 import message_pb2 as _message_pb2
 from switchboard.messaging.v1 import message_request_pb2 as _message_request_pb2
@@ -4113,3 +4114,424 @@ class CreateMessageAttachmentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateMessageAttachmentRequest: _TypeAlias = CreateMessageAttachmentRequest  # noqa: Y015
+
+@_typing.final
+class ListEventHandlersRequest(_message.Message):
+    """Request for ListEventHandlers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """Filter: exact match."""
+    event_type: _builtins.str
+    """Filter: handlers whose patterns match this event type."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str | None = ...,
+        event_type: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_event_type", b"_event_type", "_state", b"_state", "event_type", b"event_type", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_event_type", b"_event_type", "_state", b"_state", "event_type", b"event_type", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__event_type: _TypeAlias = _typing.Literal["event_type"]  # noqa: Y015
+    _WhichOneofArgType__event_type: _TypeAlias = _typing.Literal["_event_type", b"_event_type"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__event_type) -> _WhichOneofReturnType__event_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListEventHandlersRequest: _TypeAlias = ListEventHandlersRequest  # noqa: Y015
+
+@_typing.final
+class ListEventHandlersResponse(_message.Message):
+    """A page of results of ListEventHandlers; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def event_handlers(self) -> _containers.RepeatedCompositeFieldContainer[_event_handler_pb2.EventHandler]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        event_handlers: _abc.Iterable[_event_handler_pb2.EventHandler] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_handlers", b"event_handlers", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventHandlersResponse: _TypeAlias = ListEventHandlersResponse  # noqa: Y015
+
+@_typing.final
+class CreateEventHandlerRequest(_message.Message):
+    """Request for CreateEventHandler."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _event_handler_pb2.EventHandlerInput:
+        """The attributes (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        body: _event_handler_pb2.EventHandlerInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEventHandlerRequest: _TypeAlias = CreateEventHandlerRequest  # noqa: Y015
+
+@_typing.final
+class GetEventHandlerRequest(_message.Message):
+    """Request for GetEventHandler."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_handler_id", b"event_handler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEventHandlerRequest: _TypeAlias = GetEventHandlerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateEventHandlerRequest(_message.Message):
+    """Request for UpdateEventHandler."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    @_builtins.property
+    def body(self) -> _event_handler_pb2.EventHandlerInput:
+        """The attributes (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        body: _event_handler_pb2.EventHandlerInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_handler_id", b"event_handler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateEventHandlerRequest: _TypeAlias = UpdateEventHandlerRequest  # noqa: Y015
+
+@_typing.final
+class DeleteEventHandlerRequest(_message.Message):
+    """Request for DeleteEventHandler."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_handler_id", b"event_handler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEventHandlerRequest: _TypeAlias = DeleteEventHandlerRequest  # noqa: Y015
+
+@_typing.final
+class RotateEventHandlerSecretRequest(_message.Message):
+    """Request for RotateEventHandlerSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    @_builtins.property
+    def body(self) -> _event_handler_pb2.RotateSecretInput:
+        """The grace period (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        body: _event_handler_pb2.RotateSecretInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_handler_id", b"event_handler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateEventHandlerSecretRequest: _TypeAlias = RotateEventHandlerSecretRequest  # noqa: Y015
+
+@_typing.final
+class ListEventDeliveriesRequest(_message.Message):
+    """Request for ListEventDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    state: _builtins.str
+    """Filter: PENDING, DELIVERED, FAILED or DEAD."""
+    event_type: _builtins.str
+    """Filter: exact match."""
+    after: _builtins.str
+    """Filter: events after this cursor."""
+    before: _builtins.str
+    """Filter: events before this cursor."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        state: _builtins.str | None = ...,
+        event_type: _builtins.str | None = ...,
+        after: _builtins.str | None = ...,
+        before: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "_before", b"_before", "_event_type", b"_event_type", "_state", b"_state", "after", b"after", "before", b"before", "event_type", b"event_type", "state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "_before", b"_before", "_event_type", b"_event_type", "_state", b"_state", "after", b"after", "before", b"before", "event_handler_id", b"event_handler_id", "event_type", b"event_type", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after: _TypeAlias = _typing.Literal["after"]  # noqa: Y015
+    _WhichOneofArgType__after: _TypeAlias = _typing.Literal["_after", b"_after"]  # noqa: Y015
+    _WhichOneofReturnType__before: _TypeAlias = _typing.Literal["before"]  # noqa: Y015
+    _WhichOneofArgType__before: _TypeAlias = _typing.Literal["_before", b"_before"]  # noqa: Y015
+    _WhichOneofReturnType__event_type: _TypeAlias = _typing.Literal["event_type"]  # noqa: Y015
+    _WhichOneofArgType__event_type: _TypeAlias = _typing.Literal["_event_type", b"_event_type"]  # noqa: Y015
+    _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
+    _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after) -> _WhichOneofReturnType__after | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__before) -> _WhichOneofReturnType__before | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__event_type) -> _WhichOneofReturnType__event_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+
+Global___ListEventDeliveriesRequest: _TypeAlias = ListEventDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListEventDeliveriesResponse(_message.Message):
+    """A page of results of ListEventDeliveries; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[_event_handler_pb2.EventDelivery]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[_event_handler_pb2.EventDelivery] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventDeliveriesResponse: _TypeAlias = ListEventDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class ListDeliveryAttemptsRequest(_message.Message):
+    """Request for ListDeliveryAttempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    delivery_id: _builtins.str
+    """Filter: exact match."""
+    succeeded: _builtins.str
+    """Filter: `true` or `false`."""
+    limit: _builtins.int
+    """Most items to return: default 100, at most 1000."""
+    offset: _builtins.int
+    """Items to skip before the first one returned."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token (keyset paging); overrides offset."""
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        delivery_id: _builtins.str | None = ...,
+        succeeded: _builtins.str | None = ...,
+        limit: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delivery_id", b"_delivery_id", "_succeeded", b"_succeeded", "delivery_id", b"delivery_id", "succeeded", b"succeeded"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delivery_id", b"_delivery_id", "_succeeded", b"_succeeded", "delivery_id", b"delivery_id", "event_handler_id", b"event_handler_id", "limit", b"limit", "offset", b"offset", "page_token", b"page_token", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delivery_id: _TypeAlias = _typing.Literal["delivery_id"]  # noqa: Y015
+    _WhichOneofArgType__delivery_id: _TypeAlias = _typing.Literal["_delivery_id", b"_delivery_id"]  # noqa: Y015
+    _WhichOneofReturnType__succeeded: _TypeAlias = _typing.Literal["succeeded"]  # noqa: Y015
+    _WhichOneofArgType__succeeded: _TypeAlias = _typing.Literal["_succeeded", b"_succeeded"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delivery_id) -> _WhichOneofReturnType__delivery_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__succeeded) -> _WhichOneofReturnType__succeeded | None: ...
+
+Global___ListDeliveryAttemptsRequest: _TypeAlias = ListDeliveryAttemptsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeliveryAttemptsResponse(_message.Message):
+    """A page of results of ListDeliveryAttempts; over REST the bare array, with the next page token in `X-Next-Page-Token`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_event_handler_pb2.DeliveryAttempt]:
+        """The items."""
+
+    def __init__(
+        self,
+        *,
+        attempts: _abc.Iterable[_event_handler_pb2.DeliveryAttempt] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveryAttemptsResponse: _TypeAlias = ListDeliveryAttemptsResponse  # noqa: Y015
+
+@_typing.final
+class CreateEventReplayRequest(_message.Message):
+    """Request for CreateEventReplay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    @_builtins.property
+    def body(self) -> _event_handler_pb2.EventReplayInput:
+        """The range (the JSON body)."""
+
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        body: _event_handler_pb2.EventReplayInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_handler_id", b"event_handler_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateEventReplayRequest: _TypeAlias = CreateEventReplayRequest  # noqa: Y015
+
+@_typing.final
+class GetEventReplayRequest(_message.Message):
+    """Request for GetEventReplay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_HANDLER_ID_FIELD_NUMBER: _builtins.int
+    REPLAY_ID_FIELD_NUMBER: _builtins.int
+    event_handler_id: _builtins.str
+    """Path: the event handler id."""
+    replay_id: _builtins.str
+    """Path: the replay id."""
+    def __init__(
+        self,
+        *,
+        event_handler_id: _builtins.str = ...,
+        replay_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_handler_id", b"event_handler_id", "replay_id", b"replay_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEventReplayRequest: _TypeAlias = GetEventReplayRequest  # noqa: Y015

@@ -8,6 +8,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from switchboard.common.v1 import resource_pb2 as switchboard_dot_common_dot_v1_dot_resource__pb2
 from switchboard.messaging.v1 import attachment_pb2 as switchboard_dot_messaging_dot_v1_dot_attachment__pb2
 from switchboard.messaging.v1 import channel_pb2 as switchboard_dot_messaging_dot_v1_dot_channel__pb2
+from switchboard.messaging.v1 import event_handler_pb2 as switchboard_dot_messaging_dot_v1_dot_event__handler__pb2
 from switchboard.messaging.v1 import keyword_pb2 as switchboard_dot_messaging_dot_v1_dot_keyword__pb2
 from switchboard.messaging.v1 import message_pb2 as switchboard_dot_messaging_dot_v1_dot_message__pb2
 from switchboard.messaging.v1 import message_request_pb2 as switchboard_dot_messaging_dot_v1_dot_message__request__pb2
@@ -330,6 +331,56 @@ class MessagingServiceStub:
                 '/switchboard.messaging.v1.MessagingService/CreateMessageAttachment',
                 request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.SerializeToString,
                 response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.ListEventHandlers = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListEventHandlers',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersResponse.FromString,
+                _registered_method=True)
+        self.CreateEventHandler = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/CreateEventHandler',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventHandlerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.FromString,
+                _registered_method=True)
+        self.GetEventHandler = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/GetEventHandler',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventHandlerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandler.FromString,
+                _registered_method=True)
+        self.UpdateEventHandler = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/UpdateEventHandler',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateEventHandlerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.DeleteEventHandler = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/DeleteEventHandler',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteEventHandlerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RotateEventHandlerSecret = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/RotateEventHandlerSecret',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.RotateEventHandlerSecretRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.FromString,
+                _registered_method=True)
+        self.ListEventDeliveries = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListEventDeliveries',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveryAttempts = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/ListDeliveryAttempts',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
+        self.CreateEventReplay = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/CreateEventReplay',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventReplayRequest.SerializeToString,
+                response_deserializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+                _registered_method=True)
+        self.GetEventReplay = channel.unary_unary(
+                '/switchboard.messaging.v1.MessagingService/GetEventReplay',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.FromString,
                 _registered_method=True)
 
 
@@ -745,6 +796,78 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEventHandlers(self, request, context):
+        """---- event handlers: signed webhooks (README § Event handlers) ----
+
+        Lists the org's event handlers; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEventHandler(self, request, context):
+        """Creates an event handler; returns its id and its signing secret (shown only here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventHandler(self, request, context):
+        """Returns an event handler (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEventHandler(self, request, context):
+        """Updates the attributes present (optimistic locking with version_number or If-Match).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventHandler(self, request, context):
+        """Deletes an event handler and its pending deliveries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateEventHandlerSecret(self, request, context):
+        """Issues a new signing secret; the previous one still signs during grace_seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventDeliveries(self, request, context):
+        """Lists a handler's deliveries (one per event); over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveryAttempts(self, request, context):
+        """Lists a handler's delivery attempts; over REST a bare array.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateEventReplay(self, request, context):
+        """Starts a replay of a range of events to one handler (a background job); returns its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventReplay(self, request, context):
+        """Returns a replay job and its progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1032,6 +1155,56 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.CreateMessageAttachment,
                     request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.FromString,
                     response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'ListEventHandlers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventHandlers,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersResponse.SerializeToString,
+            ),
+            'CreateEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEventHandler,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventHandlerRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.SerializeToString,
+            ),
+            'GetEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventHandler,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventHandlerRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandler.SerializeToString,
+            ),
+            'UpdateEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEventHandler,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateEventHandlerRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'DeleteEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventHandler,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteEventHandlerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RotateEventHandlerSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateEventHandlerSecret,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.RotateEventHandlerSecretRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.SerializeToString,
+            ),
+            'ListEventDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventDeliveries,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesResponse.SerializeToString,
+            ),
+            'ListDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveryAttempts,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsResponse.SerializeToString,
+            ),
+            'CreateEventReplay': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEventReplay,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventReplayRequest.FromString,
+                    response_serializer=switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.SerializeToString,
+            ),
+            'GetEventReplay': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventReplay,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2575,6 +2748,276 @@ class MessagingService:
             '/switchboard.messaging.v1.MessagingService/CreateMessageAttachment',
             switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateMessageAttachmentRequest.SerializeToString,
             switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventHandlers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListEventHandlers',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventHandlersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/CreateEventHandler',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventHandlerRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/GetEventHandler',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventHandlerRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandler.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/UpdateEventHandler',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.UpdateEventHandlerRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/DeleteEventHandler',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.DeleteEventHandlerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateEventHandlerSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/RotateEventHandlerSecret',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.RotateEventHandlerSecretRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventHandlerSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListEventDeliveries',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListEventDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/ListDeliveryAttempts',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.ListDeliveryAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEventReplay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/CreateEventReplay',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.CreateEventReplayRequest.SerializeToString,
+            switchboard_dot_common_dot_v1_dot_resource__pb2.ResourceId.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventReplay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/GetEventReplay',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.FromString,
             options,
             channel_credentials,
             insecure,

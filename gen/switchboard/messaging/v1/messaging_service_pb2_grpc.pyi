@@ -10,6 +10,7 @@ from grpc import aio as _aio
 from switchboard.common.v1 import resource_pb2 as _resource_pb2
 from switchboard.messaging.v1 import attachment_pb2 as _attachment_pb2
 from switchboard.messaging.v1 import channel_pb2 as _channel_pb2
+from switchboard.messaging.v1 import event_handler_pb2 as _event_handler_pb2
 from switchboard.messaging.v1 import keyword_pb2 as _keyword_pb2
 from switchboard.messaging.v1 import message_pb2 as _message_pb2
 from switchboard.messaging.v1 import message_request_pb2 as _message_request_pb2
@@ -172,6 +173,29 @@ class MessagingServiceStub:
     """Lists the attachments of a message; over REST a bare array."""
     CreateMessageAttachment: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageAttachmentRequest, _resource_pb2.ResourceId]
     """Not allowed: attachments are named on the message request (403)."""
+    ListEventHandlers: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListEventHandlersRequest, _messaging_service_pb2.ListEventHandlersResponse]
+    """---- event handlers: signed webhooks (README § Event handlers) ----
+
+    Lists the org's event handlers; over REST a bare array.
+    """
+    CreateEventHandler: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateEventHandlerRequest, _event_handler_pb2.EventHandlerSecret]
+    """Creates an event handler; returns its id and its signing secret (shown only here)."""
+    GetEventHandler: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventHandlerRequest, _event_handler_pb2.EventHandler]
+    """Returns an event handler (never its secret)."""
+    UpdateEventHandler: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateEventHandlerRequest, _resource_pb2.ResourceId]
+    """Updates the attributes present (optimistic locking with version_number or If-Match)."""
+    DeleteEventHandler: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.DeleteEventHandlerRequest, _empty_pb2.Empty]
+    """Deletes an event handler and its pending deliveries."""
+    RotateEventHandlerSecret: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.RotateEventHandlerSecretRequest, _event_handler_pb2.EventHandlerSecret]
+    """Issues a new signing secret; the previous one still signs during grace_seconds."""
+    ListEventDeliveries: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListEventDeliveriesRequest, _messaging_service_pb2.ListEventDeliveriesResponse]
+    """Lists a handler's deliveries (one per event); over REST a bare array."""
+    ListDeliveryAttempts: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListDeliveryAttemptsRequest, _messaging_service_pb2.ListDeliveryAttemptsResponse]
+    """Lists a handler's delivery attempts; over REST a bare array."""
+    CreateEventReplay: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateEventReplayRequest, _resource_pb2.ResourceId]
+    """Starts a replay of a range of events to one handler (a background job); returns its id."""
+    GetEventReplay: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventReplayRequest, _event_handler_pb2.EventReplay]
+    """Returns a replay job and its progress."""
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -307,6 +331,29 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """Lists the attachments of a message; over REST a bare array."""
     CreateMessageAttachment: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateMessageAttachmentRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
     """Not allowed: attachments are named on the message request (403)."""
+    ListEventHandlers: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListEventHandlersRequest, _messaging_service_pb2.ListEventHandlersResponse]  # type: ignore[assignment]
+    """---- event handlers: signed webhooks (README § Event handlers) ----
+
+    Lists the org's event handlers; over REST a bare array.
+    """
+    CreateEventHandler: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateEventHandlerRequest, _event_handler_pb2.EventHandlerSecret]  # type: ignore[assignment]
+    """Creates an event handler; returns its id and its signing secret (shown only here)."""
+    GetEventHandler: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventHandlerRequest, _event_handler_pb2.EventHandler]  # type: ignore[assignment]
+    """Returns an event handler (never its secret)."""
+    UpdateEventHandler: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateEventHandlerRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Updates the attributes present (optimistic locking with version_number or If-Match)."""
+    DeleteEventHandler: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.DeleteEventHandlerRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes an event handler and its pending deliveries."""
+    RotateEventHandlerSecret: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.RotateEventHandlerSecretRequest, _event_handler_pb2.EventHandlerSecret]  # type: ignore[assignment]
+    """Issues a new signing secret; the previous one still signs during grace_seconds."""
+    ListEventDeliveries: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListEventDeliveriesRequest, _messaging_service_pb2.ListEventDeliveriesResponse]  # type: ignore[assignment]
+    """Lists a handler's deliveries (one per event); over REST a bare array."""
+    ListDeliveryAttempts: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListDeliveryAttemptsRequest, _messaging_service_pb2.ListDeliveryAttemptsResponse]  # type: ignore[assignment]
+    """Lists a handler's delivery attempts; over REST a bare array."""
+    CreateEventReplay: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CreateEventReplayRequest, _resource_pb2.ResourceId]  # type: ignore[assignment]
+    """Starts a replay of a range of events to one handler (a background job); returns its id."""
+    GetEventReplay: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventReplayRequest, _event_handler_pb2.EventReplay]  # type: ignore[assignment]
+    """Returns a replay job and its progress."""
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
@@ -781,5 +828,88 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
         """Not allowed: attachments are named on the message request (403)."""
+
+    @_abc_1.abstractmethod
+    def ListEventHandlers(
+        self,
+        request: _messaging_service_pb2.ListEventHandlersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListEventHandlersResponse, _abc.Awaitable[_messaging_service_pb2.ListEventHandlersResponse]]:
+        """---- event handlers: signed webhooks (README § Event handlers) ----
+
+        Lists the org's event handlers; over REST a bare array.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateEventHandler(
+        self,
+        request: _messaging_service_pb2.CreateEventHandlerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_handler_pb2.EventHandlerSecret, _abc.Awaitable[_event_handler_pb2.EventHandlerSecret]]:
+        """Creates an event handler; returns its id and its signing secret (shown only here)."""
+
+    @_abc_1.abstractmethod
+    def GetEventHandler(
+        self,
+        request: _messaging_service_pb2.GetEventHandlerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_handler_pb2.EventHandler, _abc.Awaitable[_event_handler_pb2.EventHandler]]:
+        """Returns an event handler (never its secret)."""
+
+    @_abc_1.abstractmethod
+    def UpdateEventHandler(
+        self,
+        request: _messaging_service_pb2.UpdateEventHandlerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Updates the attributes present (optimistic locking with version_number or If-Match)."""
+
+    @_abc_1.abstractmethod
+    def DeleteEventHandler(
+        self,
+        request: _messaging_service_pb2.DeleteEventHandlerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes an event handler and its pending deliveries."""
+
+    @_abc_1.abstractmethod
+    def RotateEventHandlerSecret(
+        self,
+        request: _messaging_service_pb2.RotateEventHandlerSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_handler_pb2.EventHandlerSecret, _abc.Awaitable[_event_handler_pb2.EventHandlerSecret]]:
+        """Issues a new signing secret; the previous one still signs during grace_seconds."""
+
+    @_abc_1.abstractmethod
+    def ListEventDeliveries(
+        self,
+        request: _messaging_service_pb2.ListEventDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListEventDeliveriesResponse, _abc.Awaitable[_messaging_service_pb2.ListEventDeliveriesResponse]]:
+        """Lists a handler's deliveries (one per event); over REST a bare array."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveryAttempts(
+        self,
+        request: _messaging_service_pb2.ListDeliveryAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ListDeliveryAttemptsResponse, _abc.Awaitable[_messaging_service_pb2.ListDeliveryAttemptsResponse]]:
+        """Lists a handler's delivery attempts; over REST a bare array."""
+
+    @_abc_1.abstractmethod
+    def CreateEventReplay(
+        self,
+        request: _messaging_service_pb2.CreateEventReplayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resource_pb2.ResourceId, _abc.Awaitable[_resource_pb2.ResourceId]]:
+        """Starts a replay of a range of events to one handler (a background job); returns its id."""
+
+    @_abc_1.abstractmethod
+    def GetEventReplay(
+        self,
+        request: _messaging_service_pb2.GetEventReplayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_event_handler_pb2.EventReplay, _abc.Awaitable[_event_handler_pb2.EventReplay]]:
+        """Returns a replay job and its progress."""
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -149,6 +149,40 @@ class Settings(BaseSettings):
         description="Shorten the non-sensitive Link arguments an SMS template uses (/s/{code}).",
     )
 
+    webhooks_allow_private_urls: bool = Field(
+        default=False,
+        description="Event handlers: allow http and loopback, private and link-local receiver "
+        "URLs (tests and local sandboxes only; never on a shared deployment).",
+    )
+    webhooks_attempt_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Event handlers: the most one webhook attempt may take."
+    )
+    webhooks_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        description="Event handlers: the delay before each attempt (JSON list; the first is the "
+        "first attempt's), each with ±jitter; after the last a delivery is DEAD.",
+    )
+    webhooks_retry_jitter: float = Field(
+        default=0.1, ge=0, le=1, description="Event handlers: relative jitter of retry delays."
+    )
+    webhooks_disable_after_seconds: float = Field(
+        default=5 * 86400.0,
+        gt=0,
+        description="Event handlers: a handler failing continuously this long is disabled.",
+    )
+    webhooks_max_in_flight: int = Field(
+        default=64, ge=1, description="Event handlers: concurrent attempts per server process."
+    )
+    webhooks_max_in_flight_per_handler: int = Field(
+        default=4, ge=1, description="Event handlers: concurrent attempts to one handler."
+    )
+    webhooks_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Event handlers: how often the dispatcher looks for due work unwoken.",
+    )
+
     rate_limit_per_token: float = Field(
         default=5000.0,
         ge=0,
@@ -177,6 +211,12 @@ class Settings(BaseSettings):
         description="PostgreSQL: each process takes this many seconds' worth of a limit from the "
         "shared counter at a time; larger means fewer database writes and a looser limit.",
     )
+
+    def sealing_secret(self) -> str:
+        """What sealed values' keys derive from: the communications secret, else the JWT one."""
+        if self.communications_secret is not None:
+            return self.communications_secret.get_secret_value()
+        return self.resolved_jwt_secret()
 
     def resolved_attachment_dir(self) -> Path:
         return (

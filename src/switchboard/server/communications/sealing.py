@@ -14,27 +14,22 @@ replayed as a sealed rendering or the other way round.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from switchboard.server.core.errors import FieldViolation, InvalidArgument
+from switchboard.server.core.sealing import derive_fernet
 
 _SALT = b"switchboard.communications"
 QR_TOKEN_MAX = 4096
 
 
 def _derive(secret: str, purpose: bytes) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=purpose).derive(
-        secret.encode()
-    )
-    return Fernet(base64.urlsafe_b64encode(key))
+    return derive_fernet(secret, salt=_SALT, purpose=purpose)
 
 
 @dataclass(frozen=True)

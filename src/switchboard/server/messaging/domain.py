@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.lifecycle import BackgroundWorker
+from switchboard.server.event_handlers.dispatcher import WebhookDispatcher
+from switchboard.server.event_handlers.service import EventHandlerService
 from switchboard.server.messaging.content.attachments import AttachmentService
 from switchboard.server.messaging.content.keywords import KeywordService
 from switchboard.server.messaging.content.message_templates import MessageTemplateService
@@ -39,4 +41,7 @@ class MessagingDomain:
     ledger: MessageLedger
     rates: Rates
     inbound: InboundService
+    # event handlers (signed webhooks; their own package, exposed on the messaging API)
+    event_handlers: EventHandlerService
+    webhook_dispatcher: WebhookDispatcher
     workers: list[BackgroundWorker] = field(default_factory=list)

@@ -31,6 +31,13 @@ from switchboard.server.contacts.models import (
 )
 from switchboard.server.core.models import EventRecord, RateLimitBucketRecord
 from switchboard.server.delivery.models import DailyCountRecord, DeliveryQueueRecord
+from switchboard.server.event_handlers.models import (
+    DeliveryAttemptRecord,
+    DispatchCursorRecord,
+    EventDeliveryRecord,
+    EventHandlerRecord,
+    EventReplayRecord,
+)
 from switchboard.server.messaging.content.models import KeywordRecord, MessageTemplateRecord
 from switchboard.server.messaging.requests.models import MessageRecord, MessageRequestRecord
 from switchboard.server.messaging.senders.models import (
@@ -71,9 +78,14 @@ __all__ = [
     "ContactJobRecord",
     "ContactRecord",
     "DailyCountRecord",
+    "DeliveryAttemptRecord",
     "DeliveryQueueRecord",
     "DeliveryRecord",
+    "DispatchCursorRecord",
+    "EventDeliveryRecord",
+    "EventHandlerRecord",
     "EventRecord",
+    "EventReplayRecord",
     "ExampleRecord",
     "FastAccessRuleRecord",
     "GroupMemberRecord",

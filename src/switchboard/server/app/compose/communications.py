@@ -31,12 +31,7 @@ def build_communications(
     providers: Mapping[str, ChannelProvider] | None = None,
 ) -> CommunicationsDomain:
     db, events, clock = core.db, core.events, core.clock
-    secret = (
-        settings.communications_secret.get_secret_value()
-        if settings.communications_secret is not None
-        else settings.resolved_jwt_secret()
-    )
-    sealer = Sealer(secret, settings.qr_token_ttl_seconds)
+    sealer = Sealer(settings.sealing_secret(), settings.qr_token_ttl_seconds)
     short_urls = ShortUrlService(
         db=db,
         events=events,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from switchboard.server.app.compose.core import Core
+from switchboard.server.app.compose.event_handlers import build_event_handlers
 from switchboard.server.app.config import Settings
 from switchboard.server.communications.short_urls import ShortUrlService
 from switchboard.server.contacts.domain import ContactsDomain
@@ -87,8 +88,11 @@ def build_messaging(
         poll_seconds=settings.contact_job_poll_seconds,
         lease_seconds=settings.contact_job_lease_seconds,
     )
+    hooks = build_event_handlers(core, settings)
     return MessagingDomain(
         clock=clock,
+        event_handlers=hooks.service,
+        webhook_dispatcher=hooks.dispatcher,
         message_templates=message_templates,
         keywords=keywords,
         attachments=attachments,
@@ -103,5 +107,9 @@ def build_messaging(
         inbound=InboundService(
             db=db, clock=clock, keywords=keywords, messages=messages, templates=message_templates
         ),
-        workers=[ReferenceSeeder(reference, keywords.ensure_reserved), message_worker],
+        workers=[
+            ReferenceSeeder(reference, keywords.ensure_reserved),
+            message_worker,
+            hooks.dispatcher,
+        ],
     )
