@@ -198,17 +198,6 @@ export async function readErrorDetails() {
 }
 
 // d. Webhooks: an event handler POSTs signed events to a URL; verify them with standardwebhooks.
-function hasRpc(client, name) {
-  return typeof client[name] === "function";
-}
-
-// Family B creates take the writable fields as `body` (the REST body); follow the loaded
-// descriptor rather than assume it.
-function createRequest(Client, method, input) {
-  const fields = Client.service[method].requestType.type.field.map((f) => f.name);
-  return fields.includes("body") ? { body: input } : input;
-}
-
 // A local receiver. It listens before the handler exists (its URL goes into the handler), and
 // verifies with the secret CreateEventHandler returns: `secret()` is read per request.
 function startReceiver(secret, onVerified) {
@@ -235,10 +224,6 @@ function startReceiver(secret, onVerified) {
 }
 
 export async function receiveVerifiedWebhook() {
-  if (!hasRpc(messaging, "CreateEventHandler")) {
-    console.log("webhook: SKIPPED (this server's MessagingService has no CreateEventHandler)");
-    return null;
-  }
   let secret = "";
   let messageId = null;
   let resolveEvent;
@@ -255,15 +240,10 @@ export async function receiveVerifiedWebhook() {
   );
   const url = `http://127.0.0.1:${server.address().port}/switchboard-events`;
   try {
-    const handler = await unary(
-      messaging,
-      "CreateEventHandler",
-      createRequest(api.messaging.v1.MessagingService, "CreateEventHandler", {
-        url,
-        event_types: ["sms.delivered"],
-        description: "Node.js quick start",
-      }),
-    );
+    // Family B creates take the writable fields as `body` (what REST clients POST).
+    const handler = await unary(messaging, "CreateEventHandler", {
+      body: { url, event_types: ["sms.delivered"], description: "Node.js quick start" },
+    });
     secret = handler.secret; // shown only here (and on rotate): store it
     console.log(`webhook: event handler ${handler.id} -> ${url}`);
     const reply = await unary(sms, "SendSms", {

@@ -21,12 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format, message_factory
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from switchboard.calling.v1 import call_pb2
 from switchboard.calling.v1 import calling_service_pb2 as calling_pb
 from switchboard.calling.v1 import calling_service_pb2_grpc as calling_rpc
+from switchboard.messaging.v1 import event_handler_pb2
 from switchboard.messaging.v1 import messaging_service_pb2 as messaging_pb
 from switchboard.messaging.v1 import messaging_service_pb2_grpc as messaging_rpc
 from switchboard.messaging.v1 import sender_pb2 as sender_pb
@@ -161,42 +161,8 @@ def read_error_details() -> None:
 
 
 # d. Webhooks: an event handler POSTs signed events to a URL; verify them with standardwebhooks.
-def _rpc(name: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    """MessagingService.<name> as dict in, dict out (proto field names), or None when these
-    stubs have no such RPC."""
-    service = messaging_pb.DESCRIPTOR.services_by_name["MessagingService"]
-    method = service.methods_by_name.get(name)
-    if method is None:
-        return None
-    request_class = message_factory.GetMessageClass(method.input_type)
-    reply_class = message_factory.GetMessageClass(method.output_type)
-    call = channel.unary_unary(
-        f"/{service.full_name}/{name}",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=reply_class.FromString,
-    )
-
-    def invoke(fields: dict[str, Any]) -> dict[str, Any]:
-        # Family B creates take the writable fields as `body` (the REST body).
-        if "body" in request_class.DESCRIPTOR.fields_by_name and "body" not in fields:
-            fields = {"body": fields}
-        request = json_format.ParseDict(fields, request_class())
-        reply = call(request, metadata=AUTH, timeout=TIMEOUT)
-        return json_format.MessageToDict(reply, preserving_proto_field_name=True)
-
-    return invoke
-
-
 def receive_verified_webhook() -> dict[str, Any] | None:
-    create, delete = _rpc("CreateEventHandler"), _rpc("DeleteEventHandler")
-    if create is None or delete is None:
-        print("webhook: SKIPPED (these stubs' MessagingService has no CreateEventHandler)")
-        return None
-    try:
-        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-    except ImportError:
-        print("webhook: SKIPPED (pip install standardwebhooks to verify deliveries)")
-        return None
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError  # pip install
 
     secret: list[str] = []  # known once CreateEventHandler returns
     verified: queue.Queue[tuple[dict[str, Any], str]] = queue.Queue()
@@ -224,11 +190,17 @@ def receive_verified_webhook() -> dict[str, Any] | None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/switchboard-events"
     try:
-        handler = create(
-            {"url": url, "event_types": ["sms.delivered"], "description": "Python quick start"}
+        handler = messaging.CreateEventHandler(
+            messaging_pb.CreateEventHandlerRequest(
+                body=event_handler_pb2.EventHandlerInput(
+                    url=url, event_types=["sms.delivered"], description="Python quick start"
+                )
+            ),
+            metadata=AUTH,
+            timeout=TIMEOUT,
         )
-        secret.append(handler["secret"])  # shown only here (and on rotate): store it
-        print(f"webhook: event handler {handler['id']} -> {url}")
+        secret.append(handler.secret)  # shown only here (and on rotate): store it
+        print(f"webhook: event handler {handler.id} -> {url}")
         reply = sms.SendSms(
             sms_pb.SendSmsRequest(
                 messages=[sms_pb.SmsMessage(channel="clickatell", to="+27821234568", content="Hi")]
@@ -241,7 +213,11 @@ def receive_verified_webhook() -> dict[str, Any] | None:
             print(f"webhook: verified {event.get('type')}")
             if event.get("resource_id") == api_id or api_id in body:
                 print(f"webhook: {event['type']} for {api_id} verified with standardwebhooks")
-                delete({"event_handler_id": handler["id"]})
+                messaging.DeleteEventHandler(
+                    messaging_pb.DeleteEventHandlerRequest(event_handler_id=handler.id),
+                    metadata=AUTH,
+                    timeout=TIMEOUT,
+                )
                 return event
         raise RuntimeError("no verified webhook in time")
     finally:
