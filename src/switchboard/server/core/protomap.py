@@ -21,7 +21,7 @@ from switchboard.common.v1 import event_pb2
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import listing
 from switchboard.server.core.errors import FieldViolation, validation_error
-from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.events import Heartbeat, StreamNotice
 from switchboard.server.core.models import EventRecord
 from switchboard.server.core.validation import Checks
 
@@ -91,7 +91,9 @@ def to_message(cls: type[M], snapshot: Mapping[str, Any]) -> M:
 def event_envelope(item: EventRecord | Heartbeat) -> event_pb2.EventEnvelope:
     """The envelope of a streamed event, or of a heartbeat (which carries the stream's cursor)."""
     if isinstance(item, Heartbeat):
-        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type="heartbeat")
+        # A StreamNotice (stream.lagged, stream.closing) is a heartbeat with its own type.
+        kind = item.type if isinstance(item, StreamNotice) else "heartbeat"
+        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type=kind)
         envelope.occur_time.FromDatetime(item.at)
         return envelope
     envelope = event_pb2.EventEnvelope(
