@@ -90,12 +90,11 @@ class EventLog:
         limit: int = 500,
         type_prefixes: Sequence[str] = (),
     ) -> list[EventRecord]:
-        """Events of `org_id` after `after`: of `types`, or else of types with `type_prefixes`."""
+        """Events of `org_id` after `after`: of `types` or of types with `type_prefixes`."""
         columns = table_of(EventRecord).c
-        wanted = (
-            columns.type.in_(types)
-            if types
-            else or_(*(columns.type.startswith(p, autoescape=True) for p in type_prefixes))
+        wanted = or_(
+            *([columns.type.in_(types)] if types else []),
+            *(columns.type.startswith(p, autoescape=True) for p in type_prefixes),
         )
         query = (
             select(EventRecord)
@@ -202,12 +201,12 @@ CLOSING = "stream.closing"
 
 
 def type_matcher(types: Sequence[str], type_prefixes: Sequence[str]) -> Callable[[str], bool]:
-    """What EventLog.read selects: one of `types`, or else a type with one of `type_prefixes`."""
-    if types:
-        wanted = frozenset(types)
-        return wanted.__contains__
+    """What EventLog.read selects: one of `types` or a type with one of `type_prefixes`."""
+    wanted = frozenset(types)
     prefixes = tuple(type_prefixes)
-    return lambda name: name.startswith(prefixes)
+    if not prefixes:
+        return wanted.__contains__
+    return lambda name: name in wanted or name.startswith(prefixes)
 
 
 class _Subscriber:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switchboard.server.core.clock import Clock
+from switchboard.server.core.events import EventFeed
 from switchboard.server.core.lifecycle import BackgroundWorker
 from switchboard.server.messaging.content.attachments import AttachmentService
 from switchboard.server.messaging.content.keywords import KeywordService
@@ -39,4 +40,6 @@ class MessagingDomain:
     ledger: MessageLedger
     rates: Rates
     inbound: InboundService
+    # events (StreamMessagingEvents)
+    feed: EventFeed
     workers: list[BackgroundWorker] = field(default_factory=list)

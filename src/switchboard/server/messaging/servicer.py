@@ -6,12 +6,17 @@ from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.messaging.content.rpc import ContentRpcs
 from switchboard.server.messaging.domain import MessagingDomain
+from switchboard.server.messaging.events import EventRpcs
 from switchboard.server.messaging.requests.rpc import MessageRpcs
 from switchboard.server.messaging.senders.rpc import SenderRpcs
 
 
 class MessagingServicer(
-    SenderRpcs, ContentRpcs, MessageRpcs, messaging_service_pb2_grpc.MessagingServiceServicer
+    SenderRpcs,
+    ContentRpcs,
+    MessageRpcs,
+    EventRpcs,
+    messaging_service_pb2_grpc.MessagingServiceServicer,
 ):
     """Each area's RPCs live in a mixin module (rpc_*.py) listed as a base here, before the
     generated base."""
