@@ -191,6 +191,7 @@ MAX_STREAM_IDS = 1000
 _EVENT_PREFIXES = ("communication.", "short_url.")
 
 
+@protomap.once_per_event
 def _communication_event(item: EventRecord | Heartbeat) -> pb.CommunicationEvent:
     event = pb.CommunicationEvent(envelope=protomap.event_envelope(item))
     if isinstance(item, Heartbeat):

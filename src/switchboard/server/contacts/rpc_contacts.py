@@ -28,6 +28,7 @@ from switchboard.server.core.protomap import (
     body_version,
     event_envelope,
     list_response,
+    once_per_event,
     present,
     to_message,
 )
@@ -288,6 +289,7 @@ def _refuse_id(body: dict[str, Any]) -> None:
         )
 
 
+@once_per_event
 def _event(item: EventRecord | Heartbeat) -> pb.ContactsEvent:
     event = pb.ContactsEvent(envelope=event_envelope(item))
     if isinstance(item, Heartbeat):

@@ -18,7 +18,7 @@ from switchboard.server.core import streams
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import Heartbeat
 from switchboard.server.core.models import EventRecord
-from switchboard.server.core.protomap import event_envelope, to_message
+from switchboard.server.core.protomap import event_envelope, once_per_event, to_message
 from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.domain import MessagingDomain
@@ -111,6 +111,7 @@ def _sender_of(source: str) -> str:
     return source
 
 
+@once_per_event
 def messaging_event(item: EventRecord | Heartbeat) -> pb.MessagingEvent:
     event = pb.MessagingEvent(envelope=event_envelope(item))
     if isinstance(item, Heartbeat):
