@@ -14,7 +14,7 @@ message makes three events (sms.accepted, sms.sent, sms.delivered on the sandbox
   deliveries/s       events handed to subscribers per second (S/O times the event rate)
 
 Run: `python -m bench.streams [--subscribers 1000] [--orgs 10] [--rate 333] [--seconds 10]`.
-Writes bench/results/streams.json and .md. Not part of the test run (never a timed test).
+Writes bench/results/streams[_rate<N>].json and .md. Not part of the test run (never a timed test).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import grpc
 from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 
 from bench._harness import Server, auth, emit, percentile, platform_info, rss, write_results
+
+DEFAULT_RATE = 333.0
 
 
 @dataclass
@@ -172,7 +174,9 @@ def report(result: Result) -> None:
             f"| {r.server_rss_end_bytes / 2**20:.0f} MiB |"
         )
     lines += ["", f"p99 with the load over p99 with one subscriber: {result.ratio_p99_to_ceiling}"]
-    write_results("streams", {**platform_info(), **asdict(result)}, lines)
+    rate = result.ceiling.offered_messages_per_second
+    name = "streams" + ("" if rate == DEFAULT_RATE else f"_rate{rate:g}")
+    write_results(name, {**platform_info(), **asdict(result)}, lines)
     emit(result)
 
 
@@ -180,7 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--orgs", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=333.0, help="SendSms messages per second")
+    parser.add_argument(
+        "--rate", type=float, default=DEFAULT_RATE, help="SendSms messages per second"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
