@@ -96,6 +96,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.delivery_smpp
 	$(BIN)/python -m bench.calling --rate 50
 	$(BIN)/python -m bench.webhooks
+	$(BIN)/python -m bench.streams
 
 clean:
 	rm -rf $(VENV) tools/.uv tools/node_modules var .pytest_cache .mypy_cache .ruff_cache

@@ -338,6 +338,30 @@ local function resume_from_last_event_id(headers)
   headers:replace(":path", path .. sep .. "after=" .. url_encode(last))
 end
 
+-- A browser's EventSource cannot send Authorization: on an SSE route a stream token
+-- (CreateStreamToken) may come as ?access_token=<token>. It moves into the Authorization header
+-- (an explicit header wins) and leaves the path, which the transcoder would refuse with an unknown
+-- parameter and which the access log must not print (loggable_path redacts it before this runs).
+-- Only SSE routes do this; the server accepts such a token on Stream* RPCs only.
+local function take_access_token(headers)
+  local path = headers:get(":path")
+  local base, query = path:match("^([^?]*)%?(.*)$")
+  if not query then return end
+  local kept, token = {}, nil
+  for pair in query:gmatch("[^&]+") do
+    if url_decode(pair:match("^[^=]*")) == "access_token" then
+      token = url_decode(pair:match("^[^=]*=?(.*)$"))
+    else
+      kept[#kept + 1] = pair
+    end
+  end
+  if token == nil then return end
+  headers:replace(":path", #kept > 0 and (base .. "?" .. table.concat(kept, "&")) or base)
+  if token ~= "" and not headers:get("authorization") then
+    headers:replace("authorization", "Bearer " .. token)
+  end
+end
+
 -- The access log's path, with the secrets some URLs carry replaced: an access token's secret in
 -- a path segment (atk_<id>.<secret>, e.g. the attachment content URL) and the value of any query
 -- parameter named like a secret (qrToken, token, hub.verify_token, ...). Decoded first, so that
@@ -405,6 +429,7 @@ function envoy_on_request(handle)
     return
   end
   if meta:get("sse") then
+    take_access_token(headers)
     resume_from_last_event_id(headers)
   elseif family == "B" then
     convert_form_body(handle, headers) -- into JSON, so its keys are listed below

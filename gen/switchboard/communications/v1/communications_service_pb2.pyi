@@ -47,7 +47,9 @@ class StreamCommunicationEventsRequest(_message.Message):
 
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these event types, e.g. `communication.delivered`, `short_url.clicked`; all when empty."""
+        """Only these event types: exact (`communication.delivered`), a pattern (`short_url.*`) or
+        `*`; all when empty.
+        """
 
     def __init__(
         self,

@@ -3309,7 +3309,9 @@ class StreamContactsEventsRequest(_message.Message):
     """Seconds between heartbeats, 1 to 300; default 15."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these event types (e.g. `contact.created`, `contact_import_job.progress`); all when empty."""
+        """Only these event types: exact (`contact.created`), a pattern (`contact_group.*`) or `*`; all
+        when empty.
+        """
 
     @_builtins.property
     def resource_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

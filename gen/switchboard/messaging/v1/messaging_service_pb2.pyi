@@ -8,6 +8,7 @@ from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from switchboard.common.v1 import event_pb2 as _event_pb2
 from switchboard.messaging.v1 import attachment_pb2 as _attachment_pb2
 from switchboard.messaging.v1 import channel_pb2 as _channel_pb2
 from switchboard.messaging.v1 import event_handler_pb2 as _event_handler_pb2
@@ -4535,3 +4536,172 @@ class GetEventReplayRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetEventReplayRequest: _TypeAlias = GetEventReplayRequest  # noqa: Y015
+
+@_typing.final
+class StreamMessagingEventsRequest(_message.Message):
+    """Request for StreamMessagingEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    RESOURCE_IDS_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    """Resume after this cursor (exclusive); empty or `0` starts at the org's first event (family B,
+    like calling and contacts). Over SSE, `Last-Event-ID` does the same.
+    """
+    channel_id: _builtins.str
+    """Only events about messages and message requests sent through this channel (its sender IDs,
+    or a request `from` the channel); keyword events pass when the keyword's sender is the
+    channel's.
+    """
+    heartbeat_seconds: _builtins.int
+    """Seconds between heartbeats, 1 to 300; default 15."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events about these messages (at most 1000)."""
+
+    @_builtins.property
+    def message_request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events about these message requests, and about their messages (at most 1000)."""
+
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Event types or patterns: exact (`message.delivered`), a prefix (`message.*`,
+        `message_request.*`, `keyword.*`) or `*`; default every messaging event.
+        """
+
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only events whose resource is in one of these states (a message's or a message request's
+        `state`); keyword events pass.
+        """
+
+    @_builtins.property
+    def resource_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Any resource ids (message, message request, keyword), or-ed with message_ids and
+        message_request_ids (at most 1000 in all).
+        """
+
+    def __init__(
+        self,
+        *,
+        after: _builtins.str = ...,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        message_request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        channel_id: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+        heartbeat_seconds: _builtins.int = ...,
+        resource_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "channel_id", b"channel_id", "heartbeat_seconds", b"heartbeat_seconds", "message_ids", b"message_ids", "message_request_ids", b"message_request_ids", "resource_ids", b"resource_ids", "states", b"states", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamMessagingEventsRequest: _TypeAlias = StreamMessagingEventsRequest  # noqa: Y015
+
+@_typing.final
+class KeywordMatchEvent(_message.Message):
+    """A keyword matched an inbound message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYWORD_FIELD_NUMBER: _builtins.int
+    SENDER_ID_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    sender_id: _builtins.str
+    """The sender id the message came in on."""
+    from_address: _builtins.str
+    """Who sent the message (E.164)."""
+    message: _builtins.str
+    """The message text."""
+    received_at: _builtins.str
+    """When it was received (RFC 3339, UTC)."""
+    @_builtins.property
+    def keyword(self) -> _keyword_pb2.Keyword:
+        """The keyword as it is."""
+
+    def __init__(
+        self,
+        *,
+        keyword: _keyword_pb2.Keyword | None = ...,
+        sender_id: _builtins.str = ...,
+        from_address: _builtins.str = ...,
+        message: _builtins.str = ...,
+        received_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keyword", b"keyword"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_address", b"from_address", "keyword", b"keyword", "message", b"message", "received_at", b"received_at", "sender_id", b"sender_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeywordMatchEvent: _TypeAlias = KeywordMatchEvent  # noqa: Y015
+
+@_typing.final
+class MessagingEvent(_message.Message):
+    """One change of a message, a message request or a keyword, with the resource as it became."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    MESSAGE_REQUEST_FIELD_NUMBER: _builtins.int
+    INBOUND_FIELD_NUMBER: _builtins.int
+    KEYWORD_MATCH_FIELD_NUMBER: _builtins.int
+    KEYWORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _event_pb2.EventEnvelope:
+        """Cursor, type (`message.*`, `message_request.*`, `keyword.*`, `heartbeat`, `stream.lagged`,
+        `stream.closing`), time, resource id.
+        """
+
+    @_builtins.property
+    def message(self) -> _message_pb2.Message:
+        """An outbound (MT) message (`message.*` but `message.received`)."""
+
+    @_builtins.property
+    def message_request(self) -> _message_request_pb2.MessageRequest:
+        """A message request (`message_request.*`)."""
+
+    @_builtins.property
+    def inbound(self) -> _message_pb2.Message:
+        """An inbound (MO) message (`message.received`)."""
+
+    @_builtins.property
+    def keyword_match(self) -> Global___KeywordMatchEvent:
+        """A keyword matched an inbound message (`keyword.matched`)."""
+
+    @_builtins.property
+    def keyword(self) -> _keyword_pb2.Keyword:
+        """A keyword was created, updated or deleted (`keyword.created` and the like)."""
+
+    def __init__(
+        self,
+        *,
+        envelope: _event_pb2.EventEnvelope | None = ...,
+        message: _message_pb2.Message | None = ...,
+        message_request: _message_request_pb2.MessageRequest | None = ...,
+        inbound: _message_pb2.Message | None = ...,
+        keyword_match: Global___KeywordMatchEvent | None = ...,
+        keyword: _keyword_pb2.Keyword | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "inbound", b"inbound", "keyword", b"keyword", "keyword_match", b"keyword_match", "message", b"message", "message_request", b"message_request", "resource", b"resource"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "inbound", b"inbound", "keyword", b"keyword", "keyword_match", b"keyword_match", "message", b"message", "message_request", b"message_request", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_resource: _TypeAlias = _typing.Literal["message", "message_request", "inbound", "keyword_match", "keyword"]  # noqa: Y015
+    _WhichOneofArgType_resource: _TypeAlias = _typing.Literal["resource", b"resource"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_resource) -> _WhichOneofReturnType_resource | None: ...
+
+Global___MessagingEvent: _TypeAlias = MessagingEvent  # noqa: Y015

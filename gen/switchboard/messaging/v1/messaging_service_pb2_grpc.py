@@ -382,6 +382,11 @@ class MessagingServiceStub:
                 request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.SerializeToString,
                 response_deserializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.FromString,
                 _registered_method=True)
+        self.StreamMessagingEvents = channel.unary_stream(
+                '/switchboard.messaging.v1.MessagingService/StreamMessagingEvents',
+                request_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.StreamMessagingEventsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.MessagingEvent.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -868,6 +873,20 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamMessagingEvents(self, request, context):
+        """---- events (one stream contract: README "Streams: one contract") ----
+
+        Message, message request, inbound (MO) and keyword events, from the log: history after
+        `after`, then live, with heartbeats. Over REST it prints Server-Sent Events with snake_case
+        keys; each event frame carries `id: <cursor>` and `Last-Event-ID` resumes. A subscriber that
+        falls too far behind gets a `stream.lagged` event with the cursor to resume from, then
+        ABORTED; on server shutdown `stream.closing`, then UNAVAILABLE. Errors: 400 (a filter or
+        `after` is malformed), 401, 403.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1205,6 +1224,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetEventReplay,
                     request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.FromString,
                     response_serializer=switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.SerializeToString,
+            ),
+            'StreamMessagingEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamMessagingEvents,
+                    request_deserializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.StreamMessagingEventsRequest.FromString,
+                    response_serializer=switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.MessagingEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -3018,6 +3042,33 @@ class MessagingService:
             '/switchboard.messaging.v1.MessagingService/GetEventReplay',
             switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.GetEventReplayRequest.SerializeToString,
             switchboard_dot_messaging_dot_v1_dot_event__handler__pb2.EventReplay.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamMessagingEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.messaging.v1.MessagingService/StreamMessagingEvents',
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.StreamMessagingEventsRequest.SerializeToString,
+            switchboard_dot_messaging_dot_v1_dot_messaging__service__pb2.MessagingEvent.FromString,
             options,
             channel_credentials,
             insecure,

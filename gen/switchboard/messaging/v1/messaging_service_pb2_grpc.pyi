@@ -196,6 +196,16 @@ class MessagingServiceStub:
     """Starts a replay of a range of events to one handler (a background job); returns its id."""
     GetEventReplay: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventReplayRequest, _event_handler_pb2.EventReplay]
     """Returns a replay job and its progress."""
+    StreamMessagingEvents: _grpc.UnaryStreamMultiCallable[_messaging_service_pb2.StreamMessagingEventsRequest, _messaging_service_pb2.MessagingEvent]
+    """---- events (one stream contract: README "Streams: one contract") ----
+
+    Message, message request, inbound (MO) and keyword events, from the log: history after
+    `after`, then live, with heartbeats. Over REST it prints Server-Sent Events with snake_case
+    keys; each event frame carries `id: <cursor>` and `Last-Event-ID` resumes. A subscriber that
+    falls too far behind gets a `stream.lagged` event with the cursor to resume from, then
+    ABORTED; on server shutdown `stream.closing`, then UNAVAILABLE. Errors: 400 (a filter or
+    `after` is malformed), 401, 403.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -354,6 +364,16 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """Starts a replay of a range of events to one handler (a background job); returns its id."""
     GetEventReplay: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetEventReplayRequest, _event_handler_pb2.EventReplay]  # type: ignore[assignment]
     """Returns a replay job and its progress."""
+    StreamMessagingEvents: _aio.UnaryStreamMultiCallable[_messaging_service_pb2.StreamMessagingEventsRequest, _messaging_service_pb2.MessagingEvent]  # type: ignore[assignment]
+    """---- events (one stream contract: README "Streams: one contract") ----
+
+    Message, message request, inbound (MO) and keyword events, from the log: history after
+    `after`, then live, with heartbeats. Over REST it prints Server-Sent Events with snake_case
+    keys; each event frame carries `id: <cursor>` and `Last-Event-ID` resumes. A subscriber that
+    falls too far behind gets a `stream.lagged` event with the cursor to resume from, then
+    ABORTED; on server shutdown `stream.closing`, then UNAVAILABLE. Errors: 400 (a filter or
+    `after` is malformed), 401, 403.
+    """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Messaging: sender ID reference data, sender IDs, channels, message templates, keywords,
@@ -911,5 +931,21 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_event_handler_pb2.EventReplay, _abc.Awaitable[_event_handler_pb2.EventReplay]]:
         """Returns a replay job and its progress."""
+
+    @_abc_1.abstractmethod
+    def StreamMessagingEvents(
+        self,
+        request: _messaging_service_pb2.StreamMessagingEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_messaging_service_pb2.MessagingEvent], _abc.AsyncIterator[_messaging_service_pb2.MessagingEvent]]:
+        """---- events (one stream contract: README "Streams: one contract") ----
+
+        Message, message request, inbound (MO) and keyword events, from the log: history after
+        `after`, then live, with heartbeats. Over REST it prints Server-Sent Events with snake_case
+        keys; each event frame carries `id: <cursor>` and `Last-Event-ID` resumes. A subscriber that
+        falls too far behind gets a `stream.lagged` event with the cursor to resume from, then
+        ABORTED; on server shutdown `stream.closing`, then UNAVAILABLE. Errors: 400 (a filter or
+        `after` is malformed), 401, 403.
+        """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

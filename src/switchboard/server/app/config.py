@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(
         default=1.0, description="How often streams re-read the event log without a wake-up."
     )
+    stream_buffer_events: int = Field(
+        default=1000,
+        ge=1,
+        description="Events a stream subscriber may fall behind before it is told "
+        "`stream.lagged` (with the cursor to resume from) and its stream ends.",
+    )
     default_language: str = Field(
         default="en",
         description="Communications: the org default language a channel falls back to when the "

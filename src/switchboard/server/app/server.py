@@ -100,7 +100,9 @@ class Application:
         await self.grpc.start(self.settings.grpc_host, self.settings.grpc_port, served)
 
     async def stop(self) -> None:
-        """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the workers."""
+        """Drain: report NOT_SERVING, let in-flight RPCs finish, then stop the workers. Streams
+        are told `stream.closing` (with their resume cursor) first: they would never finish."""
+        await self.feed.hub.close()
         await self.grpc.stop(self.settings.drain_seconds)
         await self.limiter.stop()
         await self.delivery.stop()
@@ -134,7 +136,14 @@ def build_application(
         clock=clock,
         bus=bus,
         events=events,
-        feed=EventFeed(db, events, bus, clock, settings.stream_poll_seconds),
+        feed=EventFeed(
+            db,
+            events,
+            bus,
+            clock,
+            settings.stream_poll_seconds,
+            buffer_events=settings.stream_buffer_events,
+        ),
         writer=Writer(db, max_batch=settings.group_commit_max_batch),
         store=AttachmentStore(db, ContentDirectory(settings.resolved_attachment_dir())),
     )

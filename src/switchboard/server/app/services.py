@@ -15,6 +15,8 @@ from switchboard.calling.v1 import calling_service_pb2, calling_service_pb2_grpc
 from switchboard.common.v1 import (
     diagnostics_service_pb2,
     diagnostics_service_pb2_grpc,
+    stream_tokens_service_pb2,
+    stream_tokens_service_pb2_grpc,
     webhooks_service_pb2,
     webhooks_service_pb2_grpc,
 )
@@ -30,6 +32,7 @@ from switchboard.templates.v1 import templates_service_pb2, templates_service_pb
 from switchboard.server.calling.servicer import CallingServicer
 from switchboard.server.communications.servicer import CommunicationsServicer
 from switchboard.server.contacts.servicer import ContactsServicer
+from switchboard.server.core.stream_tokens import StreamTokensServicer
 from switchboard.server.delivery.routes import webhook_auth
 from switchboard.server.delivery.webhooks import Webhooks
 from switchboard.server.diagnostics.servicer import DiagnosticsServicer
@@ -115,6 +118,11 @@ BINDINGS: tuple[ServiceBinding, ...] = (
         communications_service_pb2_grpc.add_CommunicationsServiceServicer_to_server,
         lambda app: CommunicationsServicer(app.communications),
         snake_case_rest=False,
+    ),
+    ServiceBinding(
+        _service(stream_tokens_service_pb2, "StreamTokensService"),
+        stream_tokens_service_pb2_grpc.add_StreamTokensServiceServicer_to_server,
+        lambda app: StreamTokensServicer(app.tokens, app.clock),
     ),
 )
 

@@ -222,6 +222,7 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
             yield _call_event(item)
 
 
+@protomap.once_per_event
 def _call_event(item: EventRecord | Heartbeat) -> pb.CallEvent:
     event = pb.CallEvent(envelope=protomap.event_envelope(item))
     if isinstance(item, Heartbeat):

@@ -20,7 +20,7 @@ from switchboard.server.communications import phone_validation, qr
 from switchboard.server.communications.domain import CommunicationsDomain
 from switchboard.server.communications.service import Caller
 from switchboard.server.core import context as rpc_context
-from switchboard.server.core import protomap
+from switchboard.server.core import protomap, streams
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import Heartbeat
 from switchboard.server.core.models import EventRecord
@@ -158,10 +158,8 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
     ) -> AsyncIterator[pb.CommunicationEvent]:
         caller = _caller(request.org)
         checks = Checks()
-        types = list(request.types)
-        for i, name in enumerate(types):
-            if not name.startswith(_EVENT_PREFIXES):
-                checks.fail(f"types[{i}]", f"{name!r} is not a communications event type")
+        # Exact types, patterns (`communication.*`) or `*`: the one stream contract.
+        types, prefixes = streams.type_patterns(request.types, _EVENT_PREFIXES, checks)
         if len(request.communication_ids) > MAX_STREAM_IDS:
             checks.fail("communicationIds", f"at most {MAX_STREAM_IDS} ids", "Range")
         heartbeat = request.heartbeat_seconds or 15
@@ -173,7 +171,7 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
             org_id=caller.org_id,
             after=await feed.start_cursor(request.after),
             types=types,
-            type_prefixes=() if types else _EVENT_PREFIXES,
+            type_prefixes=prefixes,
             resource_ids=list(request.communication_ids),
             heartbeat_seconds=heartbeat,
             started=context.send_initial_metadata,
@@ -193,6 +191,7 @@ MAX_STREAM_IDS = 1000
 _EVENT_PREFIXES = ("communication.", "short_url.")
 
 
+@protomap.once_per_event
 def _communication_event(item: EventRecord | Heartbeat) -> pb.CommunicationEvent:
     event = pb.CommunicationEvent(envelope=protomap.event_envelope(item))
     if isinstance(item, Heartbeat):

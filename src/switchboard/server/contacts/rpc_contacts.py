@@ -19,6 +19,7 @@ from switchboard.contacts.v1 import (
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts.domain import ContactsDomain
+from switchboard.server.core import streams
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
 from switchboard.server.core.events import Heartbeat
@@ -27,6 +28,7 @@ from switchboard.server.core.protomap import (
     body_version,
     event_envelope,
     list_response,
+    once_per_event,
     present,
     to_message,
 )
@@ -256,10 +258,8 @@ class ContactRpcs:
         self, request: pb.StreamContactsEventsRequest, context: Context
     ) -> AsyncIterator[pb.ContactsEvent]:
         checks = Checks()
-        types = list(request.types)
-        for i, name in enumerate(types):
-            if not name.startswith(EVENT_PREFIXES):
-                checks.fail(f"types[{i}]", f"{name!r} is not a contacts event type")
+        # Exact types, patterns (`contact.*`) or `*`: the one stream contract.
+        types, prefixes = streams.type_patterns(request.types, EVENT_PREFIXES, checks)
         if len(request.resource_ids) > MAX_STREAM_IDS:
             checks.fail("resource_ids", f"at most {MAX_STREAM_IDS} ids", "Range")
         heartbeat = request.heartbeat_seconds or 15
@@ -274,7 +274,7 @@ class ContactRpcs:
             org_id=current_principal().org,
             after=after,
             types=types,
-            type_prefixes=() if types else EVENT_PREFIXES,
+            type_prefixes=prefixes,
             resource_ids=list(request.resource_ids),
             heartbeat_seconds=heartbeat,
             started=context.send_initial_metadata,
@@ -289,6 +289,7 @@ def _refuse_id(body: dict[str, Any]) -> None:
         )
 
 
+@once_per_event
 def _event(item: EventRecord | Heartbeat) -> pb.ContactsEvent:
     event = pb.ContactsEvent(envelope=event_envelope(item))
     if isinstance(item, Heartbeat):

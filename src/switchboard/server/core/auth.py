@@ -15,6 +15,10 @@ from switchboard.server.core.clock import Clock
 from switchboard.server.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 _LEEWAY_SECONDS = 5
+#: The `scope` claim of a stream token: only Stream* RPCs accept it.
+STREAM_SCOPE = "streams"
+#: The longest a stream token lives.
+MAX_STREAM_TOKEN_SECONDS = 300
 _MAX_CACHED_TOKENS = 10_000
 
 
@@ -46,6 +50,8 @@ class Principal:
     org: str
     roles: frozenset[Role]
     client_id: str | None
+    # A stream token (CreateStreamToken): accepted only by Stream* RPCs.
+    stream_only: bool = False
 
     def require_org(self, org: str) -> None:
         """A path's `{org}` must be the token's own, unless the caller operates the deployment."""
@@ -74,6 +80,7 @@ class TokenService:
         ttl: timedelta = timedelta(hours=24),
         client_id: str | None = None,
         now: datetime | None = None,
+        scope: str | None = None,
     ) -> str:
         issued = now or self._clock.now()
         claims: dict[str, object] = {
@@ -85,6 +92,8 @@ class TokenService:
         }
         if client_id:
             claims["aud"] = client_id
+        if scope:
+            claims["scope"] = scope
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Principal:
@@ -133,7 +142,11 @@ class TokenService:
             org=claims["org"],
             roles=roles,
             client_id=audience if isinstance(audience, str) else None,
+            stream_only=claims.get("scope") == STREAM_SCOPE,
         )
+        if "scope" in claims and not principal.stream_only:
+            # A scope restricts; one this server does not know must grant nothing.
+            raise Unauthenticated("bearer token has a scope this server does not know")
         return principal, expires
 
     def _check_lifetime(self, claims: dict[str, Any]) -> float:
@@ -152,6 +165,12 @@ class TokenService:
             if name in times and times[name] > now + _LEEWAY_SECONDS:
                 raise Unauthenticated(f"bearer token is invalid: not yet valid ({name})")
         return times["exp"]
+
+
+def is_stream_method(method: str) -> bool:
+    """A gRPC method path (`/pkg.Service/StreamThings`) of a Stream* RPC: the only ones that
+    accept a stream token."""
+    return method.rpartition("/")[2].startswith("Stream")
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -151,6 +151,25 @@ class ServiceUnavailable(DomainError):
     reason = Reason.ERROR_REASON_SERVICE_UNAVAILABLE
 
 
+class StreamLagged(DomainError):
+    """A stream's subscriber fell further behind than its buffer holds. The stream ends after an
+    in-band `stream.lagged` event; `metadata["cursor"]` is where to resume (`after`) losing
+    nothing."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 503
+    reason = Reason.ERROR_REASON_SERVICE_UNAVAILABLE
+
+
+class StreamClosing(DomainError):
+    """The server is shutting down: the stream ends after an in-band `stream.closing` event
+    whose cursor (also `metadata["cursor"]`) is where to resume, on this or another replica."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    reason = Reason.ERROR_REASON_SERVICE_UNAVAILABLE
+
+
 class InternalError(DomainError):
     """Anything unexpected: the client sees a generic message, the log has the details."""
 

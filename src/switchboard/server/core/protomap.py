@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,12 +22,13 @@ from switchboard.common.v1 import event_pb2
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import listing
 from switchboard.server.core.errors import FieldViolation, validation_error
-from switchboard.server.core.events import Heartbeat
+from switchboard.server.core.events import Heartbeat, StreamNotice
 from switchboard.server.core.models import EventRecord
 from switchboard.server.core.validation import Checks
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
+E = TypeVar("E", bound=Message)
 # What a list RPC's service call returns: the page's snapshots and the next page token.
 Fetch = Callable[
     [dict[str, Any], listing.Page, Checks], Awaitable[tuple[Iterable[Mapping[str, Any]], str]]
@@ -91,7 +93,9 @@ def to_message(cls: type[M], snapshot: Mapping[str, Any]) -> M:
 def event_envelope(item: EventRecord | Heartbeat) -> event_pb2.EventEnvelope:
     """The envelope of a streamed event, or of a heartbeat (which carries the stream's cursor)."""
     if isinstance(item, Heartbeat):
-        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type="heartbeat")
+        # A StreamNotice (stream.lagged, stream.closing) is a heartbeat with its own type.
+        kind = item.type if isinstance(item, StreamNotice) else "heartbeat"
+        envelope = event_pb2.EventEnvelope(cursor=str(item.cursor), type=kind)
         envelope.occur_time.FromDatetime(item.at)
         return envelope
     envelope = event_pb2.EventEnvelope(
@@ -99,6 +103,35 @@ def event_envelope(item: EventRecord | Heartbeat) -> event_pb2.EventEnvelope:
     )
     envelope.occur_time.FromDatetime(item.occurred_at)
     return envelope
+
+
+#: Converted events kept per stream kind: enough for every subscriber of a burst to share one.
+_SHARED_EVENTS = 4096
+
+
+def once_per_event(
+    convert: Callable[[EventRecord | Heartbeat], E],
+) -> Callable[[EventRecord | Heartbeat], E]:
+    """`convert` (an event's record into a stream's message) once per event, not once per
+    subscriber: the hub hands the same event to every subscriber of its org, and building the
+    message is most of a delivery's cost. Messages are shared, so nobody may change one after."""
+    # By the record object itself (kept alive here, so its id cannot be reused): the hub hands
+    # one object to all; a cursor alone could name another database's event in a test process.
+    cache: OrderedDict[int, tuple[EventRecord, E]] = OrderedDict()
+
+    def shared(item: EventRecord | Heartbeat) -> E:
+        if isinstance(item, Heartbeat):
+            return convert(item)
+        hit = cache.get(id(item))
+        if hit is not None and hit[0] is item:
+            return hit[1]
+        message = convert(item)
+        cache[id(item)] = (item, message)
+        if len(cache) > _SHARED_EVENTS:
+            cache.popitem(last=False)
+        return message
+
+    return shared
 
 
 def bare_list(field: str) -> None:

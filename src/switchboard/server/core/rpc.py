@@ -21,11 +21,18 @@ from google.protobuf.descriptor_pb2 import MethodOptions, ServiceOptions
 from switchboard.common.v1 import access_pb2
 
 from switchboard.server.core import context as rpc_context
-from switchboard.server.core.auth import Principal, Role, TokenService, bearer_token
+from switchboard.server.core.auth import (
+    Principal,
+    Role,
+    TokenService,
+    bearer_token,
+    is_stream_method,
+)
 from switchboard.server.core.errors import (
     DomainError,
     PermissionDenied,
     TooManyRequests,
+    Unauthenticated,
     internal_status,
     to_rpc_status,
     validation_error,
@@ -175,6 +182,11 @@ class RpcGateway(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return None
         token = bearer_token(_metadata_value(metadata, "authorization"))
         principal = self._tokens.verify(token)
+        if principal.stream_only and not is_stream_method(method):
+            raise Unauthenticated(
+                "a stream token is accepted only by Stream* RPCs (event streams); "
+                "send the application's own token"
+            )
         if self._limiter is not None:
             # Before anything else is sent: a trailers-only failure carries `retry-after`
             # through Envoy's transcoder into the REST response's headers.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from switchboard.server.core.clock import Clock
+from switchboard.server.core.events import EventFeed
 from switchboard.server.core.lifecycle import BackgroundWorker
 from switchboard.server.event_handlers.dispatcher import WebhookDispatcher
 from switchboard.server.event_handlers.service import EventHandlerService
@@ -44,4 +45,6 @@ class MessagingDomain:
     # event handlers (signed webhooks; their own package, exposed on the messaging API)
     event_handlers: EventHandlerService
     webhook_dispatcher: WebhookDispatcher
+    # events (StreamMessagingEvents)
+    feed: EventFeed
     workers: list[BackgroundWorker] = field(default_factory=list)

@@ -7,6 +7,7 @@ from switchboard.messaging.v1 import messaging_service_pb2_grpc
 from switchboard.server.messaging.content.rpc import ContentRpcs
 from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.hooks.rpc import EventHandlerRpcs
+from switchboard.server.messaging.events import EventRpcs
 from switchboard.server.messaging.requests.rpc import MessageRpcs
 from switchboard.server.messaging.senders.rpc import SenderRpcs
 
@@ -16,6 +17,7 @@ class MessagingServicer(
     ContentRpcs,
     MessageRpcs,
     EventHandlerRpcs,
+    EventRpcs,
     messaging_service_pb2_grpc.MessagingServiceServicer,
 ):
     """Each area's RPCs live in a mixin module (rpc_*.py) listed as a base here, before the

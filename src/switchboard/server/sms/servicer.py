@@ -14,7 +14,7 @@ from switchboard.sms.v1 import sms_service_pb2_grpc
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import Heartbeat
 from switchboard.server.core.models import EventRecord
-from switchboard.server.core.protomap import event_envelope
+from switchboard.server.core.protomap import event_envelope, once_per_event
 from switchboard.server.sms.models import Channel
 from switchboard.server.sms.service import SmsOutcome, SmsRequest, SmsService, snapshot
 
@@ -77,6 +77,7 @@ def _status(data: dict[str, Any]) -> pb.SmsMessageStatus:
     return status
 
 
+@once_per_event
 def _event(item: EventRecord | Heartbeat) -> pb.SmsEvent:
     envelope = event_envelope(item)
     if isinstance(item, Heartbeat):

@@ -107,6 +107,7 @@ def build_messaging(
         inbound=InboundService(
             db=db, clock=clock, keywords=keywords, messages=messages, templates=message_templates
         ),
+        feed=core.feed,
         workers=[
             ReferenceSeeder(reference, keywords.ensure_reserved),
             message_worker,

@@ -189,6 +189,13 @@ class ChannelService:
             org_id, given, page, checks, extra=[member, senders.c.org_id == org_id]
         )
 
+    async def sender_ids(self, org_id: str, channel_id: str) -> frozenset[str]:
+        """The ids of the channel's sender IDs now (404 if the org has no such channel)."""
+        await self.rows.row(org_id, channel_id)
+        async with self._db.read() as session:
+            rows = await session.execute(select(_cs.sender_id).where(_cs.channel_id == channel_id))
+            return frozenset(str(r[0]) for r in rows)
+
     async def add_senders(self, org_id: str, channel_id: str, sender_ids: Sequence[str]) -> str:
         wanted = _sender_ids(sender_ids, "sender_ids")
         now = self._clock.now()
