@@ -6,8 +6,8 @@ from switchboard.messaging.v1 import messaging_service_pb2_grpc
 
 from switchboard.server.messaging.content.rpc import ContentRpcs
 from switchboard.server.messaging.domain import MessagingDomain
-from switchboard.server.messaging.hooks.rpc import EventHandlerRpcs
 from switchboard.server.messaging.events import EventRpcs
+from switchboard.server.messaging.hooks.rpc import EventHandlerRpcs
 from switchboard.server.messaging.requests.rpc import MessageRpcs
 from switchboard.server.messaging.senders.rpc import SenderRpcs
 
