@@ -112,7 +112,7 @@ async def test_messaging_stream_over_grpc_delivers_a_sent_messages_events(
     # Filters: a type pattern and a state.
     call = messaging_stub(channel).StreamMessagingEvents(
         messaging_service_pb2.StreamMessagingEventsRequest(
-            message_request_ids=[request_id], types=["message.*"], states=["SENT"]
+            message_request_ids=[request_id], types=["message.*"], states=["sent"]
         ),
         metadata=auth,
     )

@@ -1213,6 +1213,7 @@ class StreamCallEventsRequest(_message.Message):
     CALL_IDS_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
     after: _builtins.str
     """Resume after this cursor (exclusive); 0 or empty starts at the org's first event. Over SSE,
     `Last-Event-ID` does the same.
@@ -1229,6 +1230,12 @@ class StreamCallEventsRequest(_message.Message):
         COMPLETED); play events pass unless call_ids excludes them.
         """
 
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types: exact (`call.completed`), a pattern (`call.*`, `play.*`,
+        `bridge.*`, `conference.*`, `member.*`) or `*`; all when empty.
+        """
+
     def __init__(
         self,
         *,
@@ -1236,10 +1243,11 @@ class StreamCallEventsRequest(_message.Message):
         call_ids: _abc.Iterable[_builtins.str] | None = ...,
         states: _abc.Iterable[_builtins.str] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "call_ids", b"call_ids", "heartbeat_seconds", b"heartbeat_seconds", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "call_ids", b"call_ids", "heartbeat_seconds", b"heartbeat_seconds", "states", b"states", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,6 +33,7 @@ class StreamCommunicationEventsRequest(_message.Message):
     COMMUNICATION_IDS_FIELD_NUMBER: _builtins.int
     TYPES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     """Path: the org; must be the token's."""
     after: _builtins.str
@@ -51,6 +52,13 @@ class StreamCommunicationEventsRequest(_message.Message):
         `*`; all when empty.
         """
 
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only delivery events whose channel entered one of these states (SCHEDULED, ACCEPTED, SENT,
+        DELIVERED, FAILED: the delivery's `status`); short-link clicks pass unless `types` excludes
+        them. All when empty.
+        """
+
     def __init__(
         self,
         *,
@@ -59,10 +67,11 @@ class StreamCommunicationEventsRequest(_message.Message):
         communication_ids: _abc.Iterable[_builtins.str] | None = ...,
         types: _abc.Iterable[_builtins.str] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "communication_ids", b"communication_ids", "heartbeat_seconds", b"heartbeat_seconds", "org", b"org", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "communication_ids", b"communication_ids", "heartbeat_seconds", b"heartbeat_seconds", "org", b"org", "states", b"states", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3301,6 +3301,7 @@ class StreamContactsEventsRequest(_message.Message):
     TYPES_FIELD_NUMBER: _builtins.int
     RESOURCE_IDS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
     after: _builtins.str
     """Resume after this cursor (exclusive); 0 or empty starts at the stream's beginning of time
     for the org. Over SSE, `Last-Event-ID` does the same.
@@ -3317,6 +3318,13 @@ class StreamContactsEventsRequest(_message.Message):
     def resource_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events about these resource ids (at most 1000)."""
 
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only import and export job events whose job is in one of these states (CREATED, RUNNING,
+        COMPLETED, FAILED); events of resources without a state (contacts, groups, consent
+        statuses) pass unless `types` excludes them. All when empty.
+        """
+
     def __init__(
         self,
         *,
@@ -3324,10 +3332,11 @@ class StreamContactsEventsRequest(_message.Message):
         types: _abc.Iterable[_builtins.str] | None = ...,
         resource_ids: _abc.Iterable[_builtins.str] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "heartbeat_seconds", b"heartbeat_seconds", "resource_ids", b"resource_ids", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "heartbeat_seconds", b"heartbeat_seconds", "resource_ids", b"resource_ids", "states", b"states", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -591,6 +591,7 @@ class StreamSmsEventsRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
     after: _builtins.str
     """Resume after this cursor (from an event's `envelope.cursor`); `0` replays the whole log, empty
     starts with events that happen from now on. Over SSE, `Last-Event-ID` is used when this is empty.
@@ -605,6 +606,12 @@ class StreamSmsEventsRequest(_message.Message):
     def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events entering these states (`ACCEPTED`, `SENT`, `DELIVERED`, `FAILED`); empty means all."""
 
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types: exact (`sms.delivered`), a pattern (`sms.*`) or `*`; all when empty.
+        Combined with `states`, an event passes when it matches both.
+        """
+
     def __init__(
         self,
         *,
@@ -612,10 +619,11 @@ class StreamSmsEventsRequest(_message.Message):
         states: _abc.Iterable[_builtins.str] | None = ...,
         after: _builtins.str = ...,
         heartbeat_seconds: _builtins.int = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "api_message_ids", b"api_message_ids", "heartbeat_seconds", b"heartbeat_seconds", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "api_message_ids", b"api_message_ids", "heartbeat_seconds", b"heartbeat_seconds", "states", b"states", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

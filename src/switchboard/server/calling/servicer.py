@@ -20,7 +20,7 @@ from switchboard.server.calling import service as calls
 from switchboard.server.calling.media import MediaKind
 from switchboard.server.calling.models import CallState
 from switchboard.server.calling.rpc_conferences import ConferenceRpcs
-from switchboard.server.core import protomap
+from switchboard.server.core import protomap, streams
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.events import EventFeed, Heartbeat
 from switchboard.server.core.models import EventRecord
@@ -36,7 +36,6 @@ from switchboard.server.core.protomap import (
 from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 
-MAX_STREAM_IDS = 1000
 _EVENT_PREFIXES = ("call.", "play.", "bridge.", "conference.", "member.")
 
 
@@ -189,29 +188,24 @@ class CallingServicer(ConferenceRpcs, calling_service_pb2_grpc.CallingServiceSer
         self, request: pb.StreamCallEventsRequest, context: Context
     ) -> AsyncIterator[pb.CallEvent]:
         checks = Checks()
-        if len(request.call_ids) > MAX_STREAM_IDS:
-            checks.fail("call_ids", f"at most {MAX_STREAM_IDS} ids", "Range")
-        states = set(request.states)
-        for i, state in enumerate(request.states):
-            if state not in CallState.__members__:
-                checks.fail(
-                    f"states[{i}]", f"{state!r} is not STARTED, ACTIVE, REJECTED or COMPLETED"
-                )
-        heartbeat = request.heartbeat_seconds or 15
-        if not 1 <= heartbeat <= 300:
-            checks.fail("heartbeat_seconds", "must be between 1 and 300", "Range")
+        # The one stream contract's filters: ids, type patterns (`call.*`) and states.
+        exact, prefixes = streams.type_patterns(request.types, _EVENT_PREFIXES, checks)
+        call_ids = streams.id_list(request.call_ids, checks, "call_ids")
+        states = streams.states(request.states, CallState, checks)
+        heartbeat = streams.heartbeat(request.heartbeat_seconds, checks)
         checks.raise_if_failed()
         async for item in self._feed.follow(
             org_id=current_principal().org,
             # The proto: "0 or empty starts at the org's first event" (unlike SMS and
             # communications, where empty means from now on).
             after=await self._feed.start_cursor(request.after or "0"),
-            types=[],
-            type_prefixes=_EVENT_PREFIXES,
-            resource_ids=list(request.call_ids),
+            types=exact,
+            type_prefixes=prefixes,
+            resource_ids=call_ids,
             heartbeat_seconds=heartbeat,
             started=context.send_initial_metadata,
         ):
+            # States are a call's: play, bridge, conference and member events pass.
             if (
                 states
                 and isinstance(item, EventRecord)

@@ -18,6 +18,7 @@ from switchboard.communications.v1 import communications_service_pb2 as pb
 
 from switchboard.server.communications import phone_validation, qr
 from switchboard.server.communications.domain import CommunicationsDomain
+from switchboard.server.communications.models import DeliveryStatus
 from switchboard.server.communications.service import Caller
 from switchboard.server.core import context as rpc_context
 from switchboard.server.core import protomap, streams
@@ -158,13 +159,12 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
     ) -> AsyncIterator[pb.CommunicationEvent]:
         caller = _caller(request.org)
         checks = Checks()
-        # Exact types, patterns (`communication.*`) or `*`: the one stream contract.
+        # The one stream contract's filters: ids, type patterns (`communication.*`) and states.
+        # Family A: field names in camelCase.
         types, prefixes = streams.type_patterns(request.types, _EVENT_PREFIXES, checks)
-        if len(request.communication_ids) > MAX_STREAM_IDS:
-            checks.fail("communicationIds", f"at most {MAX_STREAM_IDS} ids", "Range")
-        heartbeat = request.heartbeat_seconds or 15
-        if not 1 <= heartbeat <= 300:
-            checks.fail("heartbeatSeconds", "must be between 1 and 300", "Range")
+        ids = streams.id_list(request.communication_ids, checks, "communicationIds")
+        states = streams.states(request.states, DeliveryStatus, checks)
+        heartbeat = streams.heartbeat(request.heartbeat_seconds, checks, "heartbeatSeconds")
         checks.raise_if_failed()
         feed = self.domain.feed
         async for item in feed.follow(
@@ -172,10 +172,18 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
             after=await feed.start_cursor(request.after),
             types=types,
             type_prefixes=prefixes,
-            resource_ids=list(request.communication_ids),
+            resource_ids=ids,
             heartbeat_seconds=heartbeat,
             started=context.send_initial_metadata,
         ):
+            # States are a delivery's `status`: short-link clicks pass.
+            if (
+                states
+                and isinstance(item, EventRecord)
+                and item.type.startswith("communication.")
+                and item.payload.get("status") not in states
+            ):
+                continue
             yield _communication_event(item)
 
     async def FollowShortUrl(
@@ -187,7 +195,6 @@ class CommunicationsServicer(communications_service_pb2_grpc.CommunicationsServi
         return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8", data=b"")
 
 
-MAX_STREAM_IDS = 1000
 _EVENT_PREFIXES = ("communication.", "short_url.")
 
 

@@ -19,6 +19,7 @@ from switchboard.contacts.v1 import (
 from switchboard.contacts.v1 import contacts_service_pb2 as pb
 
 from switchboard.server.contacts.domain import ContactsDomain
+from switchboard.server.contacts.models import JobState
 from switchboard.server.core import streams
 from switchboard.server.core.context import current_principal
 from switchboard.server.core.errors import FieldViolation, validation_error
@@ -51,7 +52,7 @@ _EVENT_RESOURCES: dict[str, tuple[str, Any]] = {
     "contact_import_job.": ("contact_import_job", contact_job_pb2.ContactImportJob),
     "contact_export_job.": ("contact_export_job", contact_job_pb2.ContactExportJob),
 }
-MAX_STREAM_IDS = 1000
+_JOB_PREFIXES = ("contact_import_job.", "contact_export_job.")
 
 
 class ContactRpcs:
@@ -258,13 +259,11 @@ class ContactRpcs:
         self, request: pb.StreamContactsEventsRequest, context: Context
     ) -> AsyncIterator[pb.ContactsEvent]:
         checks = Checks()
-        # Exact types, patterns (`contact.*`) or `*`: the one stream contract.
+        # The one stream contract's filters: ids, type patterns (`contact.*`) and states.
         types, prefixes = streams.type_patterns(request.types, EVENT_PREFIXES, checks)
-        if len(request.resource_ids) > MAX_STREAM_IDS:
-            checks.fail("resource_ids", f"at most {MAX_STREAM_IDS} ids", "Range")
-        heartbeat = request.heartbeat_seconds or 15
-        if not 1 <= heartbeat <= 300:
-            checks.fail("heartbeat_seconds", "must be between 1 and 300", "Range")
+        resource_ids = streams.id_list(request.resource_ids, checks, "resource_ids")
+        states = streams.states(request.states, JobState, checks)
+        heartbeat = streams.heartbeat(request.heartbeat_seconds, checks)
         checks.raise_if_failed()
         feed = self.domain.feed
         # The proto: "0 or empty starts at the stream's beginning of time" (unlike SMS and
@@ -275,10 +274,18 @@ class ContactRpcs:
             after=after,
             types=types,
             type_prefixes=prefixes,
-            resource_ids=list(request.resource_ids),
+            resource_ids=resource_ids,
             heartbeat_seconds=heartbeat,
             started=context.send_initial_metadata,
         ):
+            # States are an import or export job's: the other resources have none, and pass.
+            if (
+                states
+                and isinstance(item, EventRecord)
+                and item.type.startswith(_JOB_PREFIXES)
+                and item.payload.get("state") not in states
+            ):
+                continue
             yield _event(item)
 
 

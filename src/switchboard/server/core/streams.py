@@ -1,9 +1,10 @@
 """The one stream contract's request checks, shared by every Stream* RPC (README "Streams: one
-contract"): event-type patterns, id lists, heartbeat periods."""
+contract"): event-type patterns, states, id lists, heartbeat periods."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from switchboard.server.core.validation import Checks
 
@@ -49,3 +50,16 @@ def id_list(ids: Sequence[str], checks: Checks, field: str) -> list[str]:
     if len(ids) > MAX_STREAM_IDS:
         checks.fail(field, f"at most {MAX_STREAM_IDS} ids", "Range")
     return list(ids)
+
+
+def states(
+    values: Sequence[str], allowed: type[StrEnum], checks: Checks, field: str = "states"
+) -> frozenset[str]:
+    """The states a client asked for, as `allowed`'s values (matched case-insensitively); each
+    unknown one is a violation naming its index (`states[1]`). Empty means every state."""
+    wanted: set[str] = set()
+    for i, value in enumerate(values):
+        member = checks.choice(f"{field}[{i}]", value, allowed)
+        if member is not None:
+            wanted.add(member.value)
+    return frozenset(wanted)

@@ -39,8 +39,10 @@ class EventRpcs:
         message_ids = streams.id_list(request.message_ids, checks, "message_ids")
         request_ids = streams.id_list(request.message_request_ids, checks, "message_request_ids")
         resource_ids = streams.id_list(request.resource_ids, checks, "resource_ids")
+        # Case-insensitive, like every stream's states (core/streams.states; two enums here).
+        states = frozenset(state.strip().upper() for state in request.states)
         for i, state in enumerate(request.states):
-            if state not in _STATES:
+            if state.strip().upper() not in _STATES:
                 checks.fail(f"states[{i}]", f"{state!r} is not a message or message request state")
         heartbeat = streams.heartbeat(request.heartbeat_seconds, checks)
         checks.raise_if_failed()
@@ -57,7 +59,7 @@ class EventRpcs:
         wanted = _predicate(
             set(direct),
             set(request_ids),
-            frozenset(request.states),
+            states,
             request.channel_id,
             senders,
         )

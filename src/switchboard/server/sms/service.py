@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from switchboard.server.core import streams
 from switchboard.server.core.clock import Clock
 from switchboard.server.core.db import Database
 from switchboard.server.core.errors import FieldViolation, NotFound, validation_error
@@ -15,17 +16,18 @@ from switchboard.server.core.events import EventFeed, EventLog, Heartbeat, NewEv
 from switchboard.server.core.ids import new_id
 from switchboard.server.core.models import EventRecord
 from switchboard.server.core.types import Row
+from switchboard.server.core.validation import Checks
 from switchboard.server.core.writer import Writer
 from switchboard.server.delivery import queue
 from switchboard.server.delivery.models import Priority, QueueKind
 from switchboard.server.delivery.recipients import country_and_zones
-from switchboard.server.sms.models import SMS_EVENT_TYPES, Channel, SmsStatus
+from switchboard.server.sms.models import Channel, SmsStatus
 from switchboard.server.sms.repository import SmsRepository
 from switchboard.server.telephony import phone
 from switchboard.server.telephony.encoding import segment_count
 
 CLIENT_MESSAGE_ID_MAX = 64
-MAX_STREAM_IDS = 1000
+SMS_EVENT_PREFIXES = ("sms.",)
 
 
 @dataclass(frozen=True)
@@ -295,36 +297,35 @@ class SmsService:
         api_message_ids: Sequence[str],
         states: Sequence[str],
         heartbeat_seconds: int,
+        types: Sequence[str] = (),
         started: Callable[[tuple[()]], Awaitable[object]] | None = None,
     ) -> AsyncIterator[EventRecord | Heartbeat]:
-        violations = []
-        wanted: list[SmsStatus] = []
-        for i, state in enumerate(states):
-            try:
-                wanted.append(SmsStatus(state.upper()))
-            except ValueError:
-                allowed = ", ".join(s.value for s in SmsStatus)
-                violations.append(FieldViolation(f"states[{i}]", f"must be one of {allowed}"))
-        if len(api_message_ids) > MAX_STREAM_IDS:
-            violations.append(
-                FieldViolation("apiMessageIds", f"at most {MAX_STREAM_IDS} ids", "Range")
-            )
+        """The one stream contract's filters (README "Streams: one contract"): an event passes
+        when it is about one of `api_message_ids`, matches one of `types` and enters one of
+        `states` (each empty: any). Family C names the fields in camelCase."""
+        checks = Checks()
+        exact, prefixes = streams.type_patterns(types, SMS_EVENT_PREFIXES, checks)
+        wanted = streams.states(states, SmsStatus, checks)
+        streams.id_list(api_message_ids, checks, "apiMessageIds")
         if heartbeat_seconds and not 1 <= heartbeat_seconds <= 300:
-            violations.append(
-                FieldViolation("heartbeatSeconds", "must be between 1 and 300", "Range")
-            )
-        if violations:
-            raise validation_error(violations)
+            checks.fail("heartbeatSeconds", "must be between 1 and 300", "Range")
+        checks.raise_if_failed()
         cursor = await self._feed.start_cursor(after)
-        types = [s.event_type for s in wanted] or list(SMS_EVENT_TYPES)
+        # An SMS event's type is its state's (`sms.delivered`): states alone narrow the log's read.
+        state_types = frozenset(SmsStatus(s).event_type for s in wanted)
+        if state_types and not types:
+            exact, prefixes = sorted(state_types), ()
         async for item in self._feed.follow(
             org_id=org_id,
             after=cursor,
-            types=types,
+            types=exact,
+            type_prefixes=prefixes,
             resource_ids=api_message_ids,
             heartbeat_seconds=heartbeat_seconds or 15,
             started=started,
         ):
+            if state_types and isinstance(item, EventRecord) and item.type not in state_types:
+                continue
             yield item
 
 

@@ -47,6 +47,7 @@ class SmsServicer(sms_service_pb2_grpc.SmsServiceServicer):
             after=request.after,
             api_message_ids=list(request.api_message_ids),
             states=list(request.states),
+            types=list(request.types),
             heartbeat_seconds=request.heartbeat_seconds,
             started=context.send_initial_metadata,
         )
