@@ -23,6 +23,7 @@ from switchboard.server.core.types import Context
 from switchboard.server.core.validation import Checks
 from switchboard.server.messaging.domain import MessagingDomain
 from switchboard.server.messaging.requests.models import MessageState, RequestState
+from switchboard.server.messaging.senders.channels import ChannelPredicate, about_channel
 
 EVENT_PREFIXES = ("message.", "message_request.", "keyword.")
 _STATES = frozenset(MessageState) | frozenset(RequestState)
@@ -47,8 +48,11 @@ class EventRpcs:
         heartbeat = streams.heartbeat(request.heartbeat_seconds, checks)
         checks.raise_if_failed()
         org = current_principal().org
-        senders = (
-            await self.domain.channels.sender_ids(org, request.channel_id)
+        about = (
+            about_channel(
+                request.channel_id,
+                await self.domain.channels.sender_ids(org, request.channel_id),
+            )
             if request.channel_id
             else None
         )
@@ -60,8 +64,7 @@ class EventRpcs:
             set(direct),
             set(request_ids),
             states,
-            request.channel_id,
-            senders,
+            about,
         )
         async for item in feed.follow(
             org_id=org,
@@ -81,8 +84,7 @@ def _predicate(
     ids: set[str],
     request_ids: set[str],
     states: frozenset[str],
-    channel_id: str,
-    senders: frozenset[str] | None,
+    about_channel: ChannelPredicate | None,
 ) -> Callable[[EventRecord], bool]:
     def wanted(record: EventRecord) -> bool:
         payload: dict[str, Any] = record.payload
@@ -94,23 +96,11 @@ def _predicate(
                 return False
         if states and not record.type.startswith("keyword.") and payload.get("state") not in states:
             return False
-        if senders is not None:
-            if record.type.startswith("keyword."):
-                return payload.get("sender_id") in senders
-            if is_request:
-                source = str(payload.get("from") or "")
-                return source == f"channel-{channel_id}" or _sender_of(source) in senders
-            return payload.get("customer_sender_id") in senders
+        if about_channel is not None:
+            return about_channel(record.type, record.resource_id, payload)
         return True
 
     return wanted
-
-
-def _sender_of(source: str) -> str:
-    for prefix in ("sender_id:", "sender_id-"):
-        if source.startswith(prefix):
-            return source[len(prefix) :]
-    return source
 
 
 @once_per_event

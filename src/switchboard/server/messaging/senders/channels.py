@@ -9,7 +9,7 @@ sender removes it from its channels; deleting a channel leaves its senders alone
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,52 @@ channels = table_of(ChannelRecord)
 _c = channels.c
 _cs = channel_senders.c
 MAX_SENDERS_PER_CALL = 100
+
+#: Whether an event (type, resource id, payload) is about one channel.
+ChannelPredicate = Callable[[str, str, Mapping[str, Any]], bool]
+
+
+def about_channel(channel_id: str, sender_ids: frozenset[str]) -> ChannelPredicate:
+    """The one rule for "events about messages sent through this channel", used by the messaging
+    stream's `channel_id` filter and by event handlers' channel scope: the channel's own events;
+    messages from one of its sender IDs (as they are now); requests `from` the channel or one of
+    its senders; keyword events of its senders."""
+
+    def about(event_type: str, resource_id: str, payload: Mapping[str, Any]) -> bool:
+        if event_type.startswith("channel."):
+            return resource_id == channel_id
+        if payload.get("channel_id") == channel_id:
+            return True
+        if event_type.startswith("keyword."):
+            return payload.get("sender_id") in sender_ids
+        if event_type.startswith("message_request."):
+            source = str(payload.get("from") or "")
+            return source == f"channel-{channel_id}" or _sender_of(source) in sender_ids
+        return payload.get("customer_sender_id") in sender_ids
+
+    return about
+
+
+def _sender_of(source: str) -> str:
+    """A request's `from` (`sender_id:<id>`, `sender_id-<id>` or a bare id) as a sender id."""
+    for prefix in ("sender_id:", "sender_id-"):
+        if source.startswith(prefix):
+            return source[len(prefix) :]
+    return source
+
+
+def channel_scope(session: Session, org_id: str, channel_id: str) -> ChannelPredicate:
+    """`about_channel` for the org's channel as it is now, inside a caller's transaction (a
+    channel of another org, or none, has no sender IDs: only its own events match)."""
+    sender_ids = frozenset(
+        str(sender_id)
+        for sender_id in session.execute(
+            select(_cs.sender_id)
+            .join(channels, _c.id == _cs.channel_id)
+            .where(_cs.channel_id == channel_id, _c.org_id == org_id)
+        ).scalars()
+    )
+    return about_channel(channel_id, sender_ids)
 
 
 def snapshot(row: Row) -> dict[str, Any]:
