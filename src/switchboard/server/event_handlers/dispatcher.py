@@ -32,7 +32,7 @@ import random
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,6 +121,18 @@ class _Outcome:
 
 
 @dataclass
+class _Matched:
+    """What one match transaction did: whether the batch was full, the deliveries it claimed
+    (with the events and handlers to attempt them) and how many it left for the sender."""
+
+    full: bool
+    claimed: list[Row] = field(default_factory=list)
+    unclaimed: int = 0
+    events: dict[int, Row] = field(default_factory=dict)
+    handlers: dict[str, Row] = field(default_factory=dict)
+
+
+@dataclass
 class _Claimed:
     """What this process holds claimed: counts, and each handler's attempt semaphore."""
 
@@ -177,6 +189,9 @@ class WebhookDispatcher:
         self._claimed = _Claimed()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._secrets: dict[str, str] = {}  # sealed -> opened (never logged)
+        # Due deliveries may be waiting unclaimed (left by a match or a replay, or a claim cut
+        # short): the sender claims on every round while so, else only on the poll.
+        self._backlog = True
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -233,12 +248,22 @@ class WebhookDispatcher:
 
     async def _match_once(self) -> bool:
         """One batch; True when the log had a full batch (more may be waiting)."""
-        matched, full = await self._db.run_write(self._match)
-        if matched:
+        # What this process may still claim, reserved before the transaction: the claims it
+        # makes there are counted in full, never beyond the caps.
+        room = self.settings.max_claimed - self._claimed.total
+        counts = dict(self._claimed.per_handler)
+        matched = await self._db.run_write(lambda session: self._match(session, room, counts))
+        if matched.claimed:
+            self._start(matched.claimed, matched.handlers, matched.events)
+        if matched.unclaimed:
+            self._backlog = True
             self._wake_sender.set()
-        return full
+        return matched.full
 
-    def _match(self, session: Session) -> tuple[int, bool]:
+    def _match(self, session: Session, room: int, counts: dict[str, int]) -> _Matched:
+        """Match the next batch and claim (lease) at once the new deliveries this process has
+        room for, so a fresh event's first attempt starts when this transaction commits,
+        without a claim transaction and a read of its own; the rest wait for the sender."""
         s = self.settings
         query = for_update(session, select(_c.seq).where(_c.name == CURSOR_NAME))
         cursor = int(session.execute(query).scalar() or 0)
@@ -250,7 +275,7 @@ class WebhookDispatcher:
         ]
         full = len(events) == s.match_batch
         if not events:
-            return 0, False
+            return _Matched(full=False)
         orgs = {e["org_id"] for e in events}
         handlers = [
             dict(r)
@@ -261,20 +286,38 @@ class WebhookDispatcher:
             ).mappings()
         ]
         now = self._clock.now()
+        lease = self._lease_until(now)
         rows = []
+        leased: dict[str, dict[str, Any]] = {}
         for event in events:
             for handler in handlers:
                 # A handler hears of what happens after it exists (a replay reaches further).
                 if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
-                    rows.append(_new_delivery(handler, event, now))
+                    row = _new_delivery(handler, event, now)
+                    hid = handler["id"]
+                    if len(leased) < room and counts.get(hid, 0) < s.per_handler_claimed:
+                        counts[hid] = counts.get(hid, 0) + 1
+                        row["lease_until"] = lease
+                        leased[row["id"]] = row
+                    rows.append(row)
+        claimed: list[Row] = []
         if rows:
-            _insert_deliveries(session, rows)
+            inserted = _insert_deliveries(session, rows)
+            # A replay may have queued a delivery of the same (handler, event) first: that row
+            # was not inserted, and the sender claims the replay's like any other.
+            claimed = [row for key, row in leased.items() if key in inserted]
         session.execute(
             update(cursor_table)
             .where(_c.name == CURSOR_NAME)
             .values(seq=events[-1]["seq"], updated_at=now)
         )
-        return len(rows), full
+        return _Matched(
+            full=full,
+            claimed=claimed,
+            unclaimed=len(rows) - len(claimed),
+            events={e["seq"]: e for e in events},
+            handlers={h["id"]: h for h in handlers},
+        )
 
     # -- sending --------------------------------------------------------------------------
 
@@ -282,21 +325,25 @@ class WebhookDispatcher:
         """Flush finished attempts and claim due work, then wait for a reason to do it again:
         an attempt finished, deliveries were matched or replayed, or the poll (retries fall
         due). One transaction per round, however many attempts finished meanwhile."""
+        polled = True
         while True:
             waiter = self._wake_sender
             try:
-                more = await self._flush_and_claim()
+                more = await self._flush_and_claim(polled)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook claim failed")
                 more = False
+                self._backlog = True
+            polled = more
             if not more:
                 done = asyncio.ensure_future(waiter.wait())
                 try:
-                    await asyncio.wait({done}, timeout=self.settings.poll_seconds)
+                    finished, _ = await asyncio.wait({done}, timeout=self.settings.poll_seconds)
                 finally:
                     done.cancel()
+                polled = not finished
             if self._wake_sender is waiter:
                 self._wake_sender = asyncio.Event()
             await asyncio.sleep(self.settings.coalesce_seconds)
@@ -305,31 +352,48 @@ class WebhookDispatcher:
         taken, self._outcomes = self._outcomes, []
         return taken
 
-    async def _flush_and_claim(self) -> bool:
+    def _lease_until(self, now: datetime) -> datetime:
+        s = self.settings
+        # Long enough for a handler's whole claimed queue to drain at its concurrency.
+        waves = s.per_handler_claimed / s.per_handler + 1
+        return now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
+
+    async def _flush_and_claim(self, polled: bool) -> bool:
+        """Record finished attempts and, when due work may be waiting unclaimed (the poll came,
+        the match or a replay left some, or the last claim was cut short), claim it."""
         s = self.settings
         outcomes = self._take_outcomes()
         room = s.max_claimed - self._claimed.total
+        claim = room > 0 and (polled or self._backlog)
+        if not outcomes and not claim:
+            return False
         busy = [h for h, n in self._claimed.per_handler.items() if n >= s.per_handler_claimed]
         now = self._clock.now()
-        # Long enough for a handler's whole claimed queue to drain at its concurrency.
-        waves = s.per_handler_claimed / s.per_handler + 1
-        lease = now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
+        lease = self._lease_until(now)
+        if claim:
+            self._backlog = False  # set again by a match or replay meanwhile
 
-        def work(session: Session) -> list[Row]:
+        def work(session: Session) -> tuple[list[Row], bool]:
             self._apply(session, outcomes)
-            if room <= 0:
-                return []
+            if not claim:
+                return [], True
             return self._claim(session, now, lease, room, busy)
 
-        claimed = await self._db.run_write(work)
+        claimed, exhausted = await self._db.run_write(work)
+        if not exhausted:
+            self._backlog = True
         if claimed:
             await self._start_attempts(claimed)
         return len(claimed) >= room > 0  # the claim was cut short: more is due
 
     def _claim(
         self, session: Session, now: datetime, lease: datetime, room: int, busy: list[str]
-    ) -> list[Row]:
+    ) -> tuple[list[Row], bool]:
+        """The deliveries claimed, and whether every due unclaimed one was seen and taken."""
         s = self.settings
+        # Enough candidates that handlers near their cap do not crowd out the others, not
+        # every due row: a backlog of one handler would otherwise be read in full each round.
+        limit = min(room * 4, room + 4 * s.per_handler_claimed)
         active = select(_h.id).where(_h.state == HandlerState.ACTIVE.value)
         due = (
             select(_d.id, _d.handler_id)
@@ -340,7 +404,7 @@ class WebhookDispatcher:
                 _d.handler_id.in_(active),
             )
             .order_by(_d.next_attempt_at, _d.event_seq)
-            .limit(room * 4)
+            .limit(limit)
         )
         if busy:
             due = due.where(_d.handler_id.not_in(busy))
@@ -348,15 +412,18 @@ class WebhookDispatcher:
         candidates = session.execute(due).all()
         taken: list[str] = []
         counts = dict(self._claimed.per_handler)
+        exhausted = not busy and len(candidates) < limit
         for delivery_id, handler_id in candidates:
             if len(taken) >= room:
+                exhausted = False
                 break
             if counts.get(handler_id, 0) >= s.per_handler_claimed:
+                exhausted = False
                 continue
             counts[handler_id] = counts.get(handler_id, 0) + 1
             taken.append(delivery_id)
         if not taken:
-            return []
+            return [], exhausted
         # The lease is taken only where it is still free: another replica that read the same
         # candidates (SQLite reads outside the write lock) claims none of them twice.
         claim = (
@@ -370,7 +437,9 @@ class WebhookDispatcher:
             .returning(*deliveries_table.c)
         )
         rows = [dict(r) for r in session.execute(claim).mappings()]
-        return sorted(rows, key=lambda r: r["event_seq"])
+        if len(rows) < len(taken):
+            exhausted = False  # another replica raced us to some: look again
+        return sorted(rows, key=lambda r: r["event_seq"]), exhausted
 
     async def _start_attempts(self, deliveries: list[Row]) -> None:
         seqs = {d["event_seq"] for d in deliveries}
@@ -388,6 +457,12 @@ class WebhookDispatcher:
                     await session.execute(select(handlers_table).where(_h.id.in_(handler_ids)))
                 ).mappings()
             }
+        self._start(deliveries, handlers, events)
+
+    def _start(
+        self, deliveries: list[Row], handlers: Mapping[str, Row], events: Mapping[int, Row]
+    ) -> None:
+        """Start an attempt for each claimed delivery (counted as claimed until it ends)."""
         for delivery in deliveries:
             handler = handlers.get(delivery["handler_id"])
             event = events.get(delivery["event_seq"])
@@ -656,6 +731,7 @@ class WebhookDispatcher:
     async def _replay_once(self) -> bool:
         queued = await self._db.run_write(self._replay_step)
         if queued:
+            self._backlog = True
             self._wake_sender.set()
         return queued > 0
 
@@ -790,9 +866,11 @@ def _new_delivery(handler: Row, event: Row, now: datetime) -> dict[str, Any]:
     }
 
 
-def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
+def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows that are new (unique per handler and event); the ids inserted."""
     module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(module.insert(deliveries_table).on_conflict_do_nothing(), rows)
+    statement = module.insert(deliveries_table).on_conflict_do_nothing().returning(_d.id)
+    return set(session.execute(statement, rows).scalars())
 
 
 def _host_header(target: Target) -> str:
