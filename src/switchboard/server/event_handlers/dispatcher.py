@@ -89,12 +89,14 @@ class DispatchSettings:
     schedule: Sequence[float] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     jitter: float = 0.1
     disable_after: float = 5 * 86400.0
-    max_in_flight: int = 64
-    per_handler: int = 4
+    max_in_flight: int = 256
+    per_handler: int = 16
     # Deliveries one process holds claimed (leased), per handler and in all: bounded memory,
-    # and enough work queued per handler that claiming is not one transaction per attempt.
-    per_handler_claimed: int = 64
-    max_claimed: int = 1024
+    # and enough work queued per handler that claiming is not one transaction per attempt
+    # (at 64 a busy handler drained its claim in a few ms and then waited for the next round).
+    # 0: 16 attempts' worth per slot, so the lease below stays 17 attempt timeouts long.
+    per_handler_claimed: int = 0
+    max_claimed: int = 2048
     match_batch: int = 500
     replay_batch: int = 500
     poll_seconds: float = 1.0
@@ -102,6 +104,10 @@ class DispatchSettings:
     # After a wake-up, wait this long so that one transaction matches (or records) what a burst
     # of commits (or finished attempts) brought, instead of one transaction each.
     coalesce_seconds: float = 0.02
+
+    @property
+    def claimed_per_handler(self) -> int:
+        return self.per_handler_claimed or 16 * self.per_handler
 
 
 @dataclass
@@ -294,7 +300,7 @@ class WebhookDispatcher:
                 if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
                     row = _new_delivery(handler, event, now)
                     hid = handler["id"]
-                    if len(leased) < room and counts.get(hid, 0) < s.per_handler_claimed:
+                    if len(leased) < room and counts.get(hid, 0) < s.claimed_per_handler:
                         counts[hid] = counts.get(hid, 0) + 1
                         row["lease_until"] = lease
                         leased[row["id"]] = row
@@ -354,7 +360,7 @@ class WebhookDispatcher:
     def _lease_until(self, now: datetime) -> datetime:
         s = self.settings
         # Long enough for a handler's whole claimed queue to drain at its concurrency.
-        waves = s.per_handler_claimed / s.per_handler + 1
+        waves = s.claimed_per_handler / s.per_handler + 1
         return now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
 
     async def _flush_and_claim(self, polled: bool) -> bool:
@@ -366,7 +372,7 @@ class WebhookDispatcher:
         claim = room > 0 and (polled or self._backlog)
         if not outcomes and not claim:
             return False
-        busy = [h for h, n in self._claimed.per_handler.items() if n >= s.per_handler_claimed]
+        busy = [h for h, n in self._claimed.per_handler.items() if n >= s.claimed_per_handler]
         now = self._clock.now()
         lease = self._lease_until(now)
         if claim:
@@ -392,7 +398,7 @@ class WebhookDispatcher:
         s = self.settings
         # Enough candidates that handlers near their cap do not crowd out the others, not
         # every due row: a backlog of one handler would otherwise be read in full each round.
-        limit = min(room * 4, room + 4 * s.per_handler_claimed)
+        limit = min(room * 4, room + 4 * s.claimed_per_handler)
         active = select(_h.id).where(_h.state == HandlerState.ACTIVE.value)
         due = (
             select(_d.id, _d.handler_id)
@@ -416,7 +422,7 @@ class WebhookDispatcher:
             if len(taken) >= room:
                 exhausted = False
                 break
-            if counts.get(handler_id, 0) >= s.per_handler_claimed:
+            if counts.get(handler_id, 0) >= s.claimed_per_handler:
                 exhausted = False
                 continue
             counts[handler_id] = counts.get(handler_id, 0) + 1
