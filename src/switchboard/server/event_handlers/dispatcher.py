@@ -79,6 +79,9 @@ CURSOR_NAME = "webhooks"
 EXCERPT_BYTES = 1024
 USER_AGENT = "Switchboard-Webhooks/1"
 MAX_CLIENTS = 256  # idle per-handler connection pools kept
+# A URL's resolved and checked address is reused this long (seconds): a lookup per attempt
+# went through the default thread pool. A refusal is never cached.
+RESOLVE_TTL = 30.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ class WebhookDispatcher:
         self._claimed = _Claimed()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._secrets: dict[str, str] = {}  # sealed -> opened (never logged)
+        self._targets: dict[str, tuple[Target, datetime]] = {}  # url -> (checked, until)
         # Due deliveries may be waiting unclaimed (left by a match or a replay, or a claim cut
         # short): the sender claims on every round while so, else only on the poll.
         self._backlog = True
@@ -570,9 +574,22 @@ class WebhookDispatcher:
                 task.add_done_callback(self._attempts.discard)
         return client
 
+    async def _resolve(self, url: str) -> Target:
+        """The URL's checked target: resolved and checked again once RESOLVE_TTL has passed
+        (by the injected clock; a clock moved back expires it too)."""
+        now = self._clock.now()
+        cached = self._targets.get(url)
+        if cached is not None and now < cached[1] <= now + timedelta(seconds=RESOLVE_TTL):
+            return cached[0]
+        target = await resolve(url, allow_private=self.settings.allow_private_urls)
+        if len(self._targets) > 10_000:
+            self._targets.clear()
+        self._targets[url] = (target, now + timedelta(seconds=RESOLVE_TTL))
+        return target
+
     async def _post(self, delivery: Row, handler: Row, event: Row) -> tuple[int, str]:
         client = self._client(handler["id"])
-        target = await resolve(handler["url"], allow_private=self.settings.allow_private_urls)
+        target = await self._resolve(handler["url"])
         body = envelope(event)
         webhook_id = "msg_" + delivery["id"]
         now = self._clock.now()
