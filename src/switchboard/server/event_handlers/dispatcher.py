@@ -6,20 +6,23 @@ work and a restart loses nothing:
 - **match**: under a lock on the deployment's cursor row, read the next batch of events after
   the cursor, match them to the ACTIVE handlers of their orgs (type patterns, channel and
   application scopes) and insert one delivery per (handler, event) (unique), then advance the
-  cursor — all in one transaction.
-- **send**: claim due deliveries with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL): at most
-  `per_handler_claimed` per handler and `max_claimed` in all are held by this process (a
-  handler at its cap is not claimed for). Attempts run at most `per_handler` at a time per
-  handler and `max_in_flight` in all (semaphores, the handler's taken first), so a slow
-  receiver holds only its own slots and its own claimed rows. Each attempt resolves the URL's host
-  once, checks the addresses (urls.py), connects to the checked one, never follows redirects,
-  and is cut at `attempt_timeout`. Outcomes are written in batches with the next claim.
+  cursor — all in one transaction. The new deliveries this process has room for are inserted
+  already leased, and their attempts start when the transaction commits.
+- **send**: record finished attempts in batches and, when due work may be waiting unclaimed
+  (the poll, for retries; what a match or replay left), claim it with a lease (FOR UPDATE SKIP
+  LOCKED on PostgreSQL): at most `claimed_per_handler` per handler and `max_claimed` in all
+  are held by this process (a handler at its cap is not claimed for). Attempts run at most
+  `per_handler` at a time per handler and `max_in_flight` in all (semaphores, the handler's
+  taken first), so a slow receiver holds only its own slots and its own claimed rows. Each
+  attempt dials an address of the URL's host that was resolved and checked (urls.py) at most
+  RESOLVE_TTL ago, never follows redirects, and is cut at `attempt_timeout`.
 - **replay**: RUNNING replay jobs are leased and walked in batches, re-queuing the range's
   deliveries (the same delivery row, so the same webhook-id).
 
 Never in the message delivery path: message sends only append events; this worker reads them.
 Ordering: at least once; no order across events; per handler, due attempts are claimed in
-(due time, cursor) order, which keeps cursor order only while nothing is retried.
+(due time, cursor) order, which keeps cursor order only while nothing is retried and the
+handler keeps up (a fresh event claimed at match time can pass older unclaimed ones).
 """
 
 from __future__ import annotations
@@ -276,30 +279,48 @@ class WebhookDispatcher:
         s = self.settings
         query = for_update(session, select(_c.seq).where(_c.name == CURSOR_NAME))
         cursor = int(session.execute(query).scalar() or 0)
-        events = [
-            dict(r)
-            for r in session.execute(
-                select(events_table).where(_e.seq > cursor).order_by(_e.seq).limit(s.match_batch)
-            ).mappings()
-        ]
-        full = len(events) == s.match_batch
-        if not events:
+        # The batch without payloads first: most events match no handler's types, and their
+        # payloads (JSON) need not be read and decoded.
+        heads = session.execute(
+            select(_e.seq, _e.org_id, _e.type)
+            .where(_e.seq > cursor)
+            .order_by(_e.seq)
+            .limit(s.match_batch)
+        ).all()
+        full = len(heads) == s.match_batch
+        if not heads:
             return _Matched(full=False)
-        orgs = {e["org_id"] for e in events}
-        handlers = [
-            dict(r)
-            for r in session.execute(
-                select(handlers_table).where(
-                    _h.org_id.in_(orgs), _h.state == HandlerState.ACTIVE.value
-                )
-            ).mappings()
+        last = heads[-1].seq
+        by_org: dict[str, list[dict[str, Any]]] = {}
+        for r in session.execute(
+            select(handlers_table).where(
+                _h.org_id.in_({h.org_id for h in heads}), _h.state == HandlerState.ACTIVE.value
+            )
+        ).mappings():
+            handler = dict(r) | {"_types": patterns.split(r["event_types"])}
+            by_org.setdefault(r["org_id"], []).append(handler)
+        wanted = [
+            h.seq
+            for h in heads
+            if any(patterns.type_matches(x["_types"], h.type) for x in by_org.get(h.org_id, ()))
         ]
+        events = (
+            [
+                dict(r)
+                for r in session.execute(
+                    select(events_table).where(_e.seq.in_(wanted)).order_by(_e.seq)
+                ).mappings()
+            ]
+            if wanted
+            else []
+        )
+        handlers = [h for group in by_org.values() for h in group]
         now = self._clock.now()
         lease = self._lease_until(now)
         rows = []
         leased: dict[str, dict[str, Any]] = {}
         for event in events:
-            for handler in handlers:
+            for handler in by_org.get(event["org_id"], ()):
                 # A handler hears of what happens after it exists (a replay reaches further).
                 if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
                     row = _new_delivery(handler, event, now)
@@ -316,9 +337,7 @@ class WebhookDispatcher:
             # was not inserted, and the sender claims the replay's like any other.
             claimed = [row for key, row in leased.items() if key in inserted]
         session.execute(
-            update(cursor_table)
-            .where(_c.name == CURSOR_NAME)
-            .values(seq=events[-1]["seq"], updated_at=now)
+            update(cursor_table).where(_c.name == CURSOR_NAME).values(seq=last, updated_at=now)
         )
         return _Matched(
             full=full,
@@ -861,7 +880,10 @@ def _matches(handler: Row, event: Row) -> bool:
         return False
     if event["type"] == "event_handler.disabled" and event["resource_id"] == handler["id"]:
         return False
-    if not patterns.type_matches(patterns.split(handler["event_types"]), event["type"]):
+    types = handler.get("_types")
+    if types is None:
+        types = patterns.split(handler["event_types"])
+    if not patterns.type_matches(types, event["type"]):
         return False
     data = event["payload"] if isinstance(event["payload"], dict) else {}
     return patterns.scope_matches(
