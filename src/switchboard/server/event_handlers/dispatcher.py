@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -204,6 +204,7 @@ class WebhookDispatcher:
         # Due deliveries may be waiting unclaimed (left by a match or a replay, or a claim cut
         # short): the sender claims on every round while so, else only on the poll.
         self._backlog = True
+        self._last_claim = datetime.min.replace(tzinfo=UTC)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -392,14 +393,19 @@ class WebhookDispatcher:
         s = self.settings
         outcomes = self._take_outcomes()
         room = s.max_claimed - self._claimed.total
-        claim = room > 0 and (polled or self._backlog)
+        now = self._clock.now()
+        # Retries fall due without a wake-up: claim at least every poll interval, also while
+        # finished attempts keep waking this loop sooner than that.
+        since = now - self._last_claim
+        due = polled or not timedelta(0) <= since < timedelta(seconds=s.poll_seconds)
+        claim = room > 0 and (due or self._backlog)
         if not outcomes and not claim:
             return False
         busy = [h for h, n in self._claimed.per_handler.items() if n >= s.claimed_per_handler]
-        now = self._clock.now()
         lease = self._lease_until(now)
         if claim:
             self._backlog = False  # set again by a match or replay meanwhile
+            self._last_claim = now
 
         def work(session: Session) -> tuple[list[Row], bool]:
             self._apply(session, outcomes)
