@@ -18,9 +18,9 @@ Figures per scenario and rate (200 and 1,000 events/s, `--seconds` long each):
   p50/p99 ms       received time - the envelope's `time` (the commit's clock reading), on the
                    machine's one clock
   received         webhooks received within 30 s after the last event
-  ceiling/s        in the same run, the receivers' raw request rate: a plain httpx client (the
-                   dispatcher's) POSTing from this process with the dispatcher's concurrency
-                   (4 per receiver, at most 64)
+  ceiling/s        in the same run, the receivers' raw request rate: a plain aiohttp client
+                   (the dispatcher's) POSTing from this process with the dispatcher's
+                   concurrency (16 per receiver, at most 256)
   ratio            offered/s / ceiling/s
 
 Run: `python -m bench.webhooks [--seconds 10]`. Writes bench/results/webhooks.json and .md.
@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import grpc
-import httpx
 from aiohttp import web
 from switchboard.messaging.v1 import event_handler_pb2, messaging_service_pb2_grpc
 from switchboard.messaging.v1 import messaging_service_pb2 as mpb
@@ -60,8 +60,8 @@ from bench._harness import (
 
 ORG = "bench-hooks"
 RATES = (200, 1000)
-CONCURRENCY = 64  # the dispatcher's attempts in flight per process (the default)
-PER_HANDLER = 4  # ... and per handler
+CONCURRENCY = 256  # the dispatcher's attempts in flight per process (the default)
+PER_HANDLER = 16  # ... and per handler
 
 
 @dataclass
@@ -126,24 +126,33 @@ class Receivers:
 
 
 async def ceiling(receivers: Receivers, seconds: float = 3.0) -> float:
-    """Requests/s the receivers take from a plain client at the dispatcher's concurrency."""
+    """Requests/s the receivers take from a plain client like the dispatcher's (aiohttp, one
+    pool of PER_HANDLER connections per receiver) at its concurrency."""
     body = json.dumps({"type": "bench", "data": {"x": "y" * 200}}).encode()
     done = 0
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits) as client:
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=PER_HANDLER))
+        for _ in receivers.ports
+    ]
+    try:
 
         async def worker(index: int) -> None:
             nonlocal done
             port = receivers.ports[index % len(receivers.ports)]
+            session = sessions[index % len(sessions)]
             while time.monotonic() < deadline:
-                await client.post(f"http://127.0.0.1:{port}/ceiling", content=body)
+                async with session.post(f"http://127.0.0.1:{port}/ceiling", data=body) as r:
+                    await r.read()
                 done += 1
 
         started = time.monotonic()
         workers = min(CONCURRENCY, PER_HANDLER * len(receivers.ports))
         await asyncio.gather(*(worker(i) for i in range(workers)))
         return done / (time.monotonic() - started)
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 TICK = 0.01  # the driver sends one batch per tick

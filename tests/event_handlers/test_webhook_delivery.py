@@ -64,6 +64,8 @@ def _settings(tmp: Path, **overrides: Any) -> Any:
         "webhooks_attempt_timeout_seconds": 5.0,
         "webhooks_retry_schedule_seconds": SVIX,
         "webhooks_retry_jitter": 0.1,
+        # Below the default (16), so the slow-receiver test fills a handler's slots quickly.
+        "webhooks_max_in_flight_per_handler": 4,
     }
     values.update(overrides)
     return make_settings(tmp, **values)

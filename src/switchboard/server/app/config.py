@@ -178,10 +178,10 @@ class Settings(BaseSettings):
         description="Event handlers: a handler failing continuously this long is disabled.",
     )
     webhooks_max_in_flight: int = Field(
-        default=64, ge=1, description="Event handlers: concurrent attempts per server process."
+        default=256, ge=1, description="Event handlers: concurrent attempts per server process."
     )
     webhooks_max_in_flight_per_handler: int = Field(
-        default=4, ge=1, description="Event handlers: concurrent attempts to one handler."
+        default=16, ge=1, description="Event handlers: concurrent attempts to one handler."
     )
     webhooks_poll_seconds: float = Field(
         default=1.0,

@@ -6,20 +6,23 @@ work and a restart loses nothing:
 - **match**: under a lock on the deployment's cursor row, read the next batch of events after
   the cursor, match them to the ACTIVE handlers of their orgs (type patterns, channel and
   application scopes) and insert one delivery per (handler, event) (unique), then advance the
-  cursor — all in one transaction.
-- **send**: claim due deliveries with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL): at most
-  `per_handler_claimed` per handler and `max_claimed` in all are held by this process (a
-  handler at its cap is not claimed for). Attempts run at most `per_handler` at a time per
-  handler and `max_in_flight` in all (semaphores, the handler's taken first), so a slow
-  receiver holds only its own slots and its own claimed rows. Each attempt resolves the URL's host
-  once, checks the addresses (urls.py), connects to the checked one, never follows redirects,
-  and is cut at `attempt_timeout`. Outcomes are written in batches with the next claim.
+  cursor — all in one transaction. The new deliveries this process has room for are inserted
+  already leased, and their attempts start when the transaction commits.
+- **send**: record finished attempts in batches and, when due work may be waiting unclaimed
+  (the poll, for retries; what a match or replay left), claim it with a lease (FOR UPDATE SKIP
+  LOCKED on PostgreSQL): at most `claimed_per_handler` per handler and `max_claimed` in all
+  are held by this process (a handler at its cap is not claimed for). Attempts run at most
+  `per_handler` at a time per handler and `max_in_flight` in all (semaphores, the handler's
+  taken first), so a slow receiver holds only its own slots and its own claimed rows. Each
+  attempt dials an address of the URL's host that was resolved and checked (urls.py) at most
+  RESOLVE_TTL ago, never follows redirects, and is cut at `attempt_timeout`.
 - **replay**: RUNNING replay jobs are leased and walked in batches, re-queuing the range's
   deliveries (the same delivery row, so the same webhook-id).
 
 Never in the message delivery path: message sends only append events; this worker reads them.
 Ordering: at least once; no order across events; per handler, due attempts are claimed in
-(due time, cursor) order, which keeps cursor order only while nothing is retried.
+(due time, cursor) order, which keeps cursor order only while nothing is retried and the
+handler keeps up (a fresh event claimed at match time can pass older unclaimed ones).
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ import random
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import certifi
-import httpx
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -79,6 +82,9 @@ CURSOR_NAME = "webhooks"
 EXCERPT_BYTES = 1024
 USER_AGENT = "Switchboard-Webhooks/1"
 MAX_CLIENTS = 256  # idle per-handler connection pools kept
+# A URL's resolved and checked address is reused this long (seconds): a lookup per attempt
+# went through the default thread pool. A refusal is never cached.
+RESOLVE_TTL = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,12 +95,14 @@ class DispatchSettings:
     schedule: Sequence[float] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     jitter: float = 0.1
     disable_after: float = 5 * 86400.0
-    max_in_flight: int = 64
-    per_handler: int = 4
+    max_in_flight: int = 256
+    per_handler: int = 16
     # Deliveries one process holds claimed (leased), per handler and in all: bounded memory,
-    # and enough work queued per handler that claiming is not one transaction per attempt.
-    per_handler_claimed: int = 64
-    max_claimed: int = 1024
+    # and enough work queued per handler that claiming is not one transaction per attempt
+    # (at 64 a busy handler drained its claim in a few ms and then waited for the next round).
+    # 0: 16 attempts' worth per slot, so the lease below stays 17 attempt timeouts long.
+    per_handler_claimed: int = 0
+    max_claimed: int = 2048
     match_batch: int = 500
     replay_batch: int = 500
     poll_seconds: float = 1.0
@@ -102,6 +110,10 @@ class DispatchSettings:
     # After a wake-up, wait this long so that one transaction matches (or records) what a burst
     # of commits (or finished attempts) brought, instead of one transaction each.
     coalesce_seconds: float = 0.02
+
+    @property
+    def claimed_per_handler(self) -> int:
+        return self.per_handler_claimed or 16 * self.per_handler
 
 
 @dataclass
@@ -118,6 +130,18 @@ class _Outcome:
     @property
     def succeeded(self) -> bool:
         return 200 <= self.status < 300
+
+
+@dataclass
+class _Matched:
+    """What one match transaction did: whether the batch was full, the deliveries it claimed
+    (with the events and handlers to attempt them) and how many it left for the sender."""
+
+    full: bool
+    claimed: list[Row] = field(default_factory=list)
+    unclaimed: int = 0
+    events: dict[int, Row] = field(default_factory=dict)
+    handlers: dict[str, Row] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,7 +180,6 @@ class WebhookDispatcher:
         clock: Clock,
         box: SecretBox,
         settings: DispatchSettings,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._db = db
         self._events = events
@@ -164,11 +187,11 @@ class WebhookDispatcher:
         self._clock = clock
         self._box = box
         self.settings = settings
-        self._transport = transport
-        # One small client (connection pool) per handler: httpcore's pool assigns requests in
-        # time linear in its connections, so one pool for every receiver cost more CPU than the
-        # requests themselves with 50 receivers. Least recently used first; bounded.
-        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        # One small client (connection pool of `per_handler` connections) per handler, so no
+        # connection (and its TLS name) is shared between handlers. aiohttp, not httpx: its
+        # per-request CPU is about a fifth of httpx's, which was most of the event loop's time
+        # under load. Least recently used first; bounded.
+        self._clients: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
         self._tls: ssl.SSLContext | None = None  # one, shared: loading CAs takes ~20 ms
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
@@ -177,6 +200,11 @@ class WebhookDispatcher:
         self._claimed = _Claimed()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._secrets: dict[str, str] = {}  # sealed -> opened (never logged)
+        self._targets: dict[str, tuple[Target, datetime]] = {}  # url -> (checked, until)
+        # Due deliveries may be waiting unclaimed (left by a match or a replay, or a claim cut
+        # short): the sender claims on every round while so, else only on the poll.
+        self._backlog = True
+        self._last_claim = datetime.min.replace(tzinfo=UTC)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -202,7 +230,7 @@ class WebhookDispatcher:
                 await self._db.run_write(lambda s: self._apply(s, self._take_outcomes()))
         clients, self._clients = list(self._clients.values()), OrderedDict()
         for client in clients:
-            await client.aclose()
+            await client.close()
 
     async def _loop(self, once: Any) -> None:
         while True:
@@ -233,48 +261,92 @@ class WebhookDispatcher:
 
     async def _match_once(self) -> bool:
         """One batch; True when the log had a full batch (more may be waiting)."""
-        matched, full = await self._db.run_write(self._match)
-        if matched:
+        # What this process may still claim, reserved before the transaction: the claims it
+        # makes there are counted in full, never beyond the caps.
+        room = self.settings.max_claimed - self._claimed.total
+        counts = dict(self._claimed.per_handler)
+        matched = await self._db.run_write(lambda session: self._match(session, room, counts))
+        if matched.claimed:
+            self._start(matched.claimed, matched.handlers, matched.events)
+        if matched.unclaimed:
+            self._backlog = True
             self._wake_sender.set()
-        return full
+        return matched.full
 
-    def _match(self, session: Session) -> tuple[int, bool]:
+    def _match(self, session: Session, room: int, counts: dict[str, int]) -> _Matched:
+        """Match the next batch and claim (lease) at once the new deliveries this process has
+        room for, so a fresh event's first attempt starts when this transaction commits,
+        without a claim transaction and a read of its own; the rest wait for the sender."""
         s = self.settings
         query = for_update(session, select(_c.seq).where(_c.name == CURSOR_NAME))
         cursor = int(session.execute(query).scalar() or 0)
-        events = [
-            dict(r)
-            for r in session.execute(
-                select(events_table).where(_e.seq > cursor).order_by(_e.seq).limit(s.match_batch)
-            ).mappings()
+        # The batch without payloads first: most events match no handler's types, and their
+        # payloads (JSON) need not be read and decoded.
+        heads = session.execute(
+            select(_e.seq, _e.org_id, _e.type)
+            .where(_e.seq > cursor)
+            .order_by(_e.seq)
+            .limit(s.match_batch)
+        ).all()
+        full = len(heads) == s.match_batch
+        if not heads:
+            return _Matched(full=False)
+        last = heads[-1].seq
+        by_org: dict[str, list[dict[str, Any]]] = {}
+        for r in session.execute(
+            select(handlers_table).where(
+                _h.org_id.in_({h.org_id for h in heads}), _h.state == HandlerState.ACTIVE.value
+            )
+        ).mappings():
+            handler = dict(r) | {"_types": patterns.split(r["event_types"])}
+            by_org.setdefault(r["org_id"], []).append(handler)
+        wanted = [
+            h.seq
+            for h in heads
+            if any(patterns.type_matches(x["_types"], h.type) for x in by_org.get(h.org_id, ()))
         ]
-        full = len(events) == s.match_batch
-        if not events:
-            return 0, False
-        orgs = {e["org_id"] for e in events}
-        handlers = [
-            dict(r)
-            for r in session.execute(
-                select(handlers_table).where(
-                    _h.org_id.in_(orgs), _h.state == HandlerState.ACTIVE.value
-                )
-            ).mappings()
-        ]
+        events = (
+            [
+                dict(r)
+                for r in session.execute(
+                    select(events_table).where(_e.seq.in_(wanted)).order_by(_e.seq)
+                ).mappings()
+            ]
+            if wanted
+            else []
+        )
+        handlers = [h for group in by_org.values() for h in group]
         now = self._clock.now()
+        lease = self._lease_until(now)
         rows = []
+        leased: dict[str, dict[str, Any]] = {}
         for event in events:
-            for handler in handlers:
+            for handler in by_org.get(event["org_id"], ()):
                 # A handler hears of what happens after it exists (a replay reaches further).
                 if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
-                    rows.append(_new_delivery(handler, event, now))
+                    row = _new_delivery(handler, event, now)
+                    hid = handler["id"]
+                    if len(leased) < room and counts.get(hid, 0) < s.claimed_per_handler:
+                        counts[hid] = counts.get(hid, 0) + 1
+                        row["lease_until"] = lease
+                        leased[row["id"]] = row
+                    rows.append(row)
+        claimed: list[Row] = []
         if rows:
-            _insert_deliveries(session, rows)
+            inserted = _insert_deliveries(session, rows)
+            # A replay may have queued a delivery of the same (handler, event) first: that row
+            # was not inserted, and the sender claims the replay's like any other.
+            claimed = [row for key, row in leased.items() if key in inserted]
         session.execute(
-            update(cursor_table)
-            .where(_c.name == CURSOR_NAME)
-            .values(seq=events[-1]["seq"], updated_at=now)
+            update(cursor_table).where(_c.name == CURSOR_NAME).values(seq=last, updated_at=now)
         )
-        return len(rows), full
+        return _Matched(
+            full=full,
+            claimed=claimed,
+            unclaimed=len(rows) - len(claimed),
+            events={e["seq"]: e for e in events},
+            handlers={h["id"]: h for h in handlers},
+        )
 
     # -- sending --------------------------------------------------------------------------
 
@@ -282,21 +354,25 @@ class WebhookDispatcher:
         """Flush finished attempts and claim due work, then wait for a reason to do it again:
         an attempt finished, deliveries were matched or replayed, or the poll (retries fall
         due). One transaction per round, however many attempts finished meanwhile."""
+        polled = True
         while True:
             waiter = self._wake_sender
             try:
-                more = await self._flush_and_claim()
+                more = await self._flush_and_claim(polled)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook claim failed")
                 more = False
+                self._backlog = True
+            polled = more
             if not more:
                 done = asyncio.ensure_future(waiter.wait())
                 try:
-                    await asyncio.wait({done}, timeout=self.settings.poll_seconds)
+                    finished, _ = await asyncio.wait({done}, timeout=self.settings.poll_seconds)
                 finally:
                     done.cancel()
+                polled = not finished
             if self._wake_sender is waiter:
                 self._wake_sender = asyncio.Event()
             await asyncio.sleep(self.settings.coalesce_seconds)
@@ -305,31 +381,53 @@ class WebhookDispatcher:
         taken, self._outcomes = self._outcomes, []
         return taken
 
-    async def _flush_and_claim(self) -> bool:
+    def _lease_until(self, now: datetime) -> datetime:
+        s = self.settings
+        # Long enough for a handler's whole claimed queue to drain at its concurrency.
+        waves = s.claimed_per_handler / s.per_handler + 1
+        return now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
+
+    async def _flush_and_claim(self, polled: bool) -> bool:
+        """Record finished attempts and, when due work may be waiting unclaimed (the poll came,
+        the match or a replay left some, or the last claim was cut short), claim it."""
         s = self.settings
         outcomes = self._take_outcomes()
         room = s.max_claimed - self._claimed.total
-        busy = [h for h, n in self._claimed.per_handler.items() if n >= s.per_handler_claimed]
         now = self._clock.now()
-        # Long enough for a handler's whole claimed queue to drain at its concurrency.
-        waves = s.per_handler_claimed / s.per_handler + 1
-        lease = now + timedelta(seconds=s.attempt_timeout * waves + s.lease_margin)
+        # Retries fall due without a wake-up: claim at least every poll interval, also while
+        # finished attempts keep waking this loop sooner than that.
+        since = now - self._last_claim
+        due = polled or not timedelta(0) <= since < timedelta(seconds=s.poll_seconds)
+        claim = room > 0 and (due or self._backlog)
+        if not outcomes and not claim:
+            return False
+        busy = [h for h, n in self._claimed.per_handler.items() if n >= s.claimed_per_handler]
+        lease = self._lease_until(now)
+        if claim:
+            self._backlog = False  # set again by a match or replay meanwhile
+            self._last_claim = now
 
-        def work(session: Session) -> list[Row]:
+        def work(session: Session) -> tuple[list[Row], bool]:
             self._apply(session, outcomes)
-            if room <= 0:
-                return []
+            if not claim:
+                return [], True
             return self._claim(session, now, lease, room, busy)
 
-        claimed = await self._db.run_write(work)
+        claimed, exhausted = await self._db.run_write(work)
+        if not exhausted:
+            self._backlog = True
         if claimed:
             await self._start_attempts(claimed)
         return len(claimed) >= room > 0  # the claim was cut short: more is due
 
     def _claim(
         self, session: Session, now: datetime, lease: datetime, room: int, busy: list[str]
-    ) -> list[Row]:
+    ) -> tuple[list[Row], bool]:
+        """The deliveries claimed, and whether every due unclaimed one was seen and taken."""
         s = self.settings
+        # Enough candidates that handlers near their cap do not crowd out the others, not
+        # every due row: a backlog of one handler would otherwise be read in full each round.
+        limit = min(room * 4, room + 4 * s.claimed_per_handler)
         active = select(_h.id).where(_h.state == HandlerState.ACTIVE.value)
         due = (
             select(_d.id, _d.handler_id)
@@ -340,7 +438,7 @@ class WebhookDispatcher:
                 _d.handler_id.in_(active),
             )
             .order_by(_d.next_attempt_at, _d.event_seq)
-            .limit(room * 4)
+            .limit(limit)
         )
         if busy:
             due = due.where(_d.handler_id.not_in(busy))
@@ -348,15 +446,18 @@ class WebhookDispatcher:
         candidates = session.execute(due).all()
         taken: list[str] = []
         counts = dict(self._claimed.per_handler)
+        exhausted = not busy and len(candidates) < limit
         for delivery_id, handler_id in candidates:
             if len(taken) >= room:
+                exhausted = False
                 break
-            if counts.get(handler_id, 0) >= s.per_handler_claimed:
+            if counts.get(handler_id, 0) >= s.claimed_per_handler:
+                exhausted = False
                 continue
             counts[handler_id] = counts.get(handler_id, 0) + 1
             taken.append(delivery_id)
         if not taken:
-            return []
+            return [], exhausted
         # The lease is taken only where it is still free: another replica that read the same
         # candidates (SQLite reads outside the write lock) claims none of them twice.
         claim = (
@@ -370,7 +471,9 @@ class WebhookDispatcher:
             .returning(*deliveries_table.c)
         )
         rows = [dict(r) for r in session.execute(claim).mappings()]
-        return sorted(rows, key=lambda r: r["event_seq"])
+        if len(rows) < len(taken):
+            exhausted = False  # another replica raced us to some: look again
+        return sorted(rows, key=lambda r: r["event_seq"]), exhausted
 
     async def _start_attempts(self, deliveries: list[Row]) -> None:
         seqs = {d["event_seq"] for d in deliveries}
@@ -388,6 +491,12 @@ class WebhookDispatcher:
                     await session.execute(select(handlers_table).where(_h.id.in_(handler_ids)))
                 ).mappings()
             }
+        self._start(deliveries, handlers, events)
+
+    def _start(
+        self, deliveries: list[Row], handlers: Mapping[str, Row], events: Mapping[int, Row]
+    ) -> None:
+        """Start an attempt for each claimed delivery (counted as claimed until it ends)."""
         for delivery in deliveries:
             handler = handlers.get(delivery["handler_id"])
             event = events.get(delivery["event_seq"])
@@ -446,7 +555,7 @@ class WebhookDispatcher:
                 error = f"refused URL: {exc}"
             except TimeoutError:
                 error = f"timed out after {self.settings.attempt_timeout:g} s"
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:EXCERPT_BYTES]
             except OSError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:EXCERPT_BYTES]
@@ -463,21 +572,21 @@ class WebhookDispatcher:
         )
         self._outcomes.append(outcome)
 
-    def _client(self, handler_id: str) -> httpx.AsyncClient:
+    def _client(self, handler_id: str) -> aiohttp.ClientSession:
         client = self._clients.get(handler_id)
         if client is not None:
             self._clients.move_to_end(handler_id)
             return client
         s = self.settings
-        client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(s.attempt_timeout),
-            limits=httpx.Limits(
-                max_connections=s.per_handler, max_keepalive_connections=s.per_handler
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=s.per_handler, ssl=self._tls or True, use_dns_cache=False
             ),
-            transport=self._transport,
+            timeout=aiohttp.ClientTimeout(total=s.attempt_timeout),
             trust_env=False,
-            verify=self._tls or True,
+            auto_decompress=False,  # the excerpt is the bytes as received
+            cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between deliveries
+            skip_auto_headers=("Accept-Encoding",),
         )
         self._clients[handler_id] = client
         # Close the least recently used idle ones beyond the bound (a handler with claimed
@@ -485,14 +594,27 @@ class WebhookDispatcher:
         for stale in list(self._clients)[: max(0, len(self._clients) - MAX_CLIENTS)]:
             if stale not in self._claimed.per_handler:
                 closing = self._clients.pop(stale)
-                task = asyncio.create_task(closing.aclose())
+                task = asyncio.create_task(closing.close())
                 self._attempts.add(task)
                 task.add_done_callback(self._attempts.discard)
         return client
 
+    async def _resolve(self, url: str) -> Target:
+        """The URL's checked target: resolved and checked again once RESOLVE_TTL has passed
+        (by the injected clock; a clock moved back expires it too)."""
+        now = self._clock.now()
+        cached = self._targets.get(url)
+        if cached is not None and now < cached[1] <= now + timedelta(seconds=RESOLVE_TTL):
+            return cached[0]
+        target = await resolve(url, allow_private=self.settings.allow_private_urls)
+        if len(self._targets) > 10_000:
+            self._targets.clear()
+        self._targets[url] = (target, now + timedelta(seconds=RESOLVE_TTL))
+        return target
+
     async def _post(self, delivery: Row, handler: Row, event: Row) -> tuple[int, str]:
         client = self._client(handler["id"])
-        target = await resolve(handler["url"], allow_private=self.settings.allow_private_urls)
+        target = await self._resolve(handler["url"])
         body = envelope(event)
         webhook_id = "msg_" + delivery["id"]
         now = self._clock.now()
@@ -509,25 +631,22 @@ class WebhookDispatcher:
             "webhook-signature": signing.signature_header(secrets, webhook_id, timestamp, body),
             "host": _host_header(target),
         }
-        request = client.build_request(
-            "POST",
+        https = target.parts.scheme.lower() == "https"
+        async with client.post(
             _dial_url(target),
-            content=body,
+            data=body,
             headers=headers,
-            extensions={"sni_hostname": target.host}
-            if target.parts.scheme.lower() == "https"
-            else {},
-        )
-        response = await client.send(request, stream=True)
-        try:
+            allow_redirects=False,
+            # TLS: SNI and the certificate's name check use the URL's host, not the address.
+            server_hostname=target.host if https else None,
+        ) as response:
             chunks = bytearray()
-            async for chunk in response.aiter_raw():
-                chunks += chunk
-                if len(chunks) >= EXCERPT_BYTES:
+            while len(chunks) < EXCERPT_BYTES:
+                chunk = await response.content.read(EXCERPT_BYTES - len(chunks))
+                if not chunk:
                     break
-        finally:
-            await response.aclose()
-        return response.status_code, bytes(chunks[:EXCERPT_BYTES]).decode("utf-8", "replace")
+                chunks += chunk
+            return response.status, bytes(chunks).decode("utf-8", "replace")
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -656,6 +775,7 @@ class WebhookDispatcher:
     async def _replay_once(self) -> bool:
         queued = await self._db.run_write(self._replay_step)
         if queued:
+            self._backlog = True
             self._wake_sender.set()
         return queued > 0
 
@@ -766,7 +886,10 @@ def _matches(handler: Row, event: Row) -> bool:
         return False
     if event["type"] == "event_handler.disabled" and event["resource_id"] == handler["id"]:
         return False
-    if not patterns.type_matches(patterns.split(handler["event_types"]), event["type"]):
+    types = handler.get("_types")
+    if types is None:
+        types = patterns.split(handler["event_types"])
+    if not patterns.type_matches(types, event["type"]):
         return False
     data = event["payload"] if isinstance(event["payload"], dict) else {}
     return patterns.scope_matches(
@@ -790,9 +913,11 @@ def _new_delivery(handler: Row, event: Row, now: datetime) -> dict[str, Any]:
     }
 
 
-def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
+def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows that are new (unique per handler and event); the ids inserted."""
     module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(module.insert(deliveries_table).on_conflict_do_nothing(), rows)
+    statement = module.insert(deliveries_table).on_conflict_do_nothing().returning(_d.id)
+    return set(session.execute(statement, rows).scalars())
 
 
 def _host_header(target: Target) -> str:

@@ -2,9 +2,11 @@
 resolve to) a loopback, private, link-local, metadata, unspecified, multicast or otherwise
 non-global address — unless the deployment allows private URLs (tests, local sandboxes).
 
-The check runs when a handler is created or updated and again before every attempt: the
-dispatcher resolves the name once per attempt, checks every address and connects to a checked
-one, so a DNS answer that changes after the check cannot point a delivery inside the network.
+The check runs when a handler is created or updated and again before attempts: the dispatcher
+resolves the name, checks every address and connects to a checked one, so a DNS answer that
+changes after the check cannot point a delivery inside the network. It reuses a URL's checked
+address for 30 s (dispatcher.RESOLVE_TTL) rather than resolving per attempt; a refusal is not
+cached.
 """
 
 from __future__ import annotations
