@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from switchboard.server.event_handlers import patterns, signing
 from switchboard.server.event_handlers.urls import RefusedUrl, parse, refused_reason
+from switchboard.server.messaging.senders.channels import about_channel
 
 pytestmark = pytest.mark.unit
 
@@ -73,12 +74,23 @@ def test_type_patterns_and_scopes() -> None:
     for bad in ("", "message.", ".*", "Message.*", "message.**", "a b", "*.delivered"):
         assert not patterns.valid_pattern(bad), bad
     assert patterns.split(patterns.join(["a.*", "b.c"])) == ["a.*", "b.c"]
-    data = {"application_id": "app-1", "channel_id": "ch-1"}
-    assert patterns.scope_matches("", "", "message.sent", "m1", data)
-    assert patterns.scope_matches("ch-1", "app-1", "message.sent", "m1", data)
-    assert not patterns.scope_matches("ch-2", "", "message.sent", "m1", data)
-    assert not patterns.scope_matches("", "app-2", "message.sent", "m1", data)
-    assert patterns.scope_matches("ch-9", "", "channel.updated", "ch-9", {})
+    data = {"application_id": "app-1", "customer_sender_id": "snd-1"}
+    ch1 = about_channel("ch-1", frozenset({"snd-1"}))
+    ch2 = about_channel("ch-2", frozenset({"snd-2"}))
+    assert patterns.scope_matches(None, "", "message.sent", "m1", data)
+    assert patterns.scope_matches(ch1, "app-1", "message.sent", "m1", data)
+    assert not patterns.scope_matches(ch2, "", "message.sent", "m1", data)
+    assert not patterns.scope_matches(None, "app-2", "message.sent", "m1", data)
+    request = {"from": "channel-ch-2"}
+    assert patterns.scope_matches(ch2, "", "message_request.created", "r1", request)
+    assert not patterns.scope_matches(ch1, "", "message_request.created", "r1", request)
+    assert patterns.scope_matches(ch1, "", "message_request.created", "r1", {"from": "snd-1"})
+    assert patterns.scope_matches(ch1, "", "keyword.matched", "k1", {"sender_id": "snd-1"})
+    assert patterns.scope_matches(ch1, "", "channel.updated", "ch-1", {})
+    assert not patterns.scope_matches(ch1, "", "channel.updated", "ch-9", {})
+    own = patterns.own_events_only("ch-9")
+    assert patterns.scope_matches(own, "", "channel.updated", "ch-9", {})
+    assert not patterns.scope_matches(own, "", "message.sent", "m1", data)
 
 
 def test_signatures_verify_with_standardwebhooks() -> None:

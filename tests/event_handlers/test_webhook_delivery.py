@@ -32,6 +32,7 @@ from switchboard.server.app.server import Application, build_application
 from switchboard.server.core.auth import Role
 from switchboard.server.core.clock import OffsetClock
 from tests.support.clock import CLOCK_OFFSET_SECONDS
+from tests.support.messaging import ALWAYS_OPEN, us_number
 from tests.support.server import fresh_database, make_settings
 from tests.support.webhooks import Behaviour, Received, Receiver, eventually
 
@@ -351,6 +352,74 @@ async def test_channel_and_application_scopes(
     assert {r.json["resource_id"] for r in receiver.at("chan")} == {channels[0]}
     assert [r.json["type"] for r in receiver.at("chan")] == ["channel.updated"]
     assert [r.json["resource_id"] for r in receiver.at("app")] == [wanted]
+
+
+async def _sender(platform: Platform, org: str) -> str:
+    created = await platform.stub.CreateSenderId(
+        pb.CreateSenderIdRequest(
+            body=sender_pb2.SenderIdInput(
+                type_id="sms-long-code", class_id=ALWAYS_OPEN, address=us_number()
+            )
+        ),
+        metadata=platform.auth(org),
+    )
+    return str(created.id)
+
+
+async def _send(platform: Platform, org: str, sender: str, application: str) -> str:
+    body = message_request_pb2.MessageRequestInput(to=[us_number()], body="hi")
+    setattr(body, "from", sender)  # `from` is a Python keyword
+    submitted = await platform.stub.SubmitMessageRequest(
+        pb.SubmitMessageRequestRequest(body=body), metadata=platform.auth(org, application)
+    )
+    return str(submitted.id)
+
+
+async def test_a_channel_scope_gets_the_messages_sent_through_the_channel_by_the_application(
+    platform: Platform, receiver: Receiver, org: str
+) -> None:
+    """The seed's event handler "on the channel, associated with the application": receipts of
+    the messages that application sends through one of the channel's sender IDs, no others."""
+    inside, outside = await _sender(platform, org), await _sender(platform, org)
+    created = await platform.stub.CreateChannel(
+        pb.CreateChannelRequest(body=channel_pb2.ChannelInput(name=f"c-{uuid.uuid4().hex[:6]}")),
+        metadata=platform.auth(org),
+    )
+    await platform.stub.AddChannelSenderIds(
+        pb.AddChannelSenderIdsRequest(channel_id=created.id, sender_ids=[inside]),
+        metadata=platform.auth(org),
+    )
+    scoped_id, _ = await create_handler(
+        platform,
+        org,
+        receiver.url("scoped"),
+        ["message.*", "message_request.*"],
+        channel_id=created.id,
+        application_id="app-x",
+    )
+    await create_handler(platform, org, receiver.url("all"), ["message.*"])
+    wanted = await _send(platform, org, inside, "app-x")
+    others = [
+        await _send(platform, org, inside, "app-y"),
+        await _send(platform, org, outside, "app-x"),
+    ]
+
+    def requests_heard_of() -> set[str]:
+        return {r.json["data"].get("message_request_id") for r in receiver.at("all")}
+
+    # Each request's messages reached the unscoped handler: the matcher has decided on them for
+    # the scoped one too (one transaction matches an event for every handler); then wait for
+    # every delivery it made to arrive.
+    await eventually(lambda: {wanted, *others} <= requests_heard_of(), what="every message")
+    made = await deliveries(platform, org, scoped_id)
+    await eventually(lambda: len(receiver.at("scoped")) >= len(made), what="scoped deliveries")
+    scoped = [r.json for r in receiver.at("scoped")]
+    requests = {e["resource_id"] for e in scoped if e["type"].startswith("message_request.")}
+    assert requests == {wanted}
+    messages = [e["data"] for e in scoped if e["type"].startswith("message.")]
+    assert messages
+    assert {m["message_request_id"] for m in messages} == {wanted}
+    assert {m["customer_sender_id"] for m in messages} == {inside}
 
 
 async def test_a_slow_receiver_delays_no_one_else(

@@ -35,7 +35,7 @@ import random
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,8 +180,10 @@ class WebhookDispatcher:
         clock: Clock,
         box: SecretBox,
         settings: DispatchSettings,
+        channel_scope: patterns.ChannelScope | None = None,
     ) -> None:
         self._db = db
+        self._channel_scope = channel_scope
         self._events = events
         self._bus = bus
         self._clock = clock
@@ -273,6 +275,25 @@ class WebhookDispatcher:
             self._wake_sender.set()
         return matched.full
 
+    def _scopes(self, session: Session) -> Callable[[Row], patterns.ChannelPredicate | None]:
+        """Each handler's channel predicate, read once per (org, channel) in this transaction."""
+        known: dict[tuple[str, str], patterns.ChannelPredicate] = {}
+
+        def of(handler: Row) -> patterns.ChannelPredicate | None:
+            channel_id = handler["channel_id"]
+            if not channel_id:
+                return None
+            key = (handler["org_id"], channel_id)
+            if key not in known:
+                known[key] = (
+                    self._channel_scope(session, *key)
+                    if self._channel_scope is not None
+                    else patterns.own_events_only(channel_id)
+                )
+            return known[key]
+
+        return of
+
     def _match(self, session: Session, room: int, counts: dict[str, int]) -> _Matched:
         """Match the next batch and claim (lease) at once the new deliveries this process has
         room for, so a fresh event's first attempt starts when this transaction commits,
@@ -316,6 +337,7 @@ class WebhookDispatcher:
             else []
         )
         handlers = [h for group in by_org.values() for h in group]
+        scopes = self._scopes(session)
         now = self._clock.now()
         lease = self._lease_until(now)
         rows = []
@@ -323,7 +345,9 @@ class WebhookDispatcher:
         for event in events:
             for handler in by_org.get(event["org_id"], ()):
                 # A handler hears of what happens after it exists (a replay reaches further).
-                if event["occurred_at"] >= handler["created_at"] and _matches(handler, event):
+                if event["occurred_at"] >= handler["created_at"] and _matches(
+                    handler, event, scopes(handler)
+                ):
                     row = _new_delivery(handler, event, now)
                     hid = handler["id"]
                     if len(leased) < room and counts.get(hid, 0) < s.claimed_per_handler:
@@ -831,7 +855,8 @@ class WebhookDispatcher:
                 select(events_table).where(*filters).order_by(_e.seq).limit(s.replay_batch)
             ).mappings()
         ]
-        matched = [e for e in events if _matches(dict(handler), e)]
+        about = self._scopes(session)(dict(handler))
+        matched = [e for e in events if _matches(dict(handler), e, about)]
         existing = {
             r["event_seq"]: dict(r)
             for r in session.execute(
@@ -881,7 +906,7 @@ class WebhookDispatcher:
         return 0 if done and not (requeue or fresh) else 1
 
 
-def _matches(handler: Row, event: Row) -> bool:
+def _matches(handler: Row, event: Row, about_channel: patterns.ChannelPredicate | None) -> bool:
     if handler["org_id"] != event["org_id"]:
         return False
     if event["type"] == "event_handler.disabled" and event["resource_id"] == handler["id"]:
@@ -893,7 +918,7 @@ def _matches(handler: Row, event: Row) -> bool:
         return False
     data = event["payload"] if isinstance(event["payload"], dict) else {}
     return patterns.scope_matches(
-        handler["channel_id"], handler["application_id"], event["type"], event["resource_id"], data
+        about_channel, handler["application_id"], event["type"], event["resource_id"], data
     )
 
 

@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+#: Whether an event (type, resource id, payload) is about one channel.
+ChannelPredicate = Callable[[str, str, Mapping[str, Any]], bool]
+
+
+class ChannelScope(Protocol):
+    """What a channel scope means, answered by the domain that owns channels (messaging): the
+    predicate for one org's channel as it is now, read inside the matcher's transaction."""
+
+    def __call__(self, session: Session, org_id: str, channel_id: str) -> ChannelPredicate: ...
+
+
+def own_events_only(channel_id: str) -> ChannelPredicate:
+    """Without a ChannelScope: the channel's own events and payloads that name it."""
+
+    def about(event_type: str, resource_id: str, data: Mapping[str, Any]) -> bool:
+        if event_type.startswith("channel."):
+            return resource_id == channel_id
+        return data.get("channel_id") == channel_id
+
+    return about
+
 
 _PATTERN = re.compile(r"\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?")
 
@@ -24,14 +48,16 @@ def type_matches(patterns: Iterable[str], event_type: str) -> bool:
 
 
 def scope_matches(
-    channel_id: str, application_id: str, event_type: str, resource_id: str, data: Mapping[str, Any]
+    about_channel: ChannelPredicate | None,
+    application_id: str,
+    event_type: str,
+    resource_id: str,
+    data: Mapping[str, Any],
 ) -> bool:
-    """An empty scope matches everything; a set one only events whose payload names that channel
-    (`channel_id`, or a channel event's own id) or application (`application_id`)."""
-    if channel_id:
-        own = resource_id if event_type.startswith("channel.") else None
-        if data.get("channel_id") != channel_id and own != channel_id:
-            return False
+    """An empty scope matches everything; a channel scope only events about that channel (its
+    ChannelPredicate), an application scope only payloads naming that `application_id`."""
+    if about_channel is not None and not about_channel(event_type, resource_id, data):
+        return False
     return not (application_id and data.get("application_id") != application_id)
 
 

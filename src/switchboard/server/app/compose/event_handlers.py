@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from switchboard.server.app.compose.core import Core
 from switchboard.server.app.config import Settings
 from switchboard.server.event_handlers.dispatcher import DispatchSettings, WebhookDispatcher
+from switchboard.server.event_handlers.patterns import ChannelScope
 from switchboard.server.event_handlers.service import EventHandlerService
 from switchboard.server.event_handlers.signing import SecretBox
 
@@ -18,7 +19,9 @@ class EventHandlers:
     dispatcher: WebhookDispatcher
 
 
-def build_event_handlers(core: Core, settings: Settings) -> EventHandlers:
+def build_event_handlers(
+    core: Core, settings: Settings, channel_scope: ChannelScope
+) -> EventHandlers:
     box = SecretBox(settings.sealing_secret())
     service = EventHandlerService(
         db=core.db,
@@ -28,6 +31,7 @@ def build_event_handlers(core: Core, settings: Settings) -> EventHandlers:
         allow_private_urls=settings.webhooks_allow_private_urls,
     )
     dispatcher = WebhookDispatcher(
+        channel_scope=channel_scope,
         db=core.db,
         events=core.events,
         bus=core.bus,

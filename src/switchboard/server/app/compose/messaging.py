@@ -21,7 +21,7 @@ from switchboard.server.messaging.requests.inbound import InboundService
 from switchboard.server.messaging.requests.ledger import MessageLedger
 from switchboard.server.messaging.requests.message_requests import MessageRequestService
 from switchboard.server.messaging.requests.messages import MessageService
-from switchboard.server.messaging.senders.channels import ChannelService
+from switchboard.server.messaging.senders.channels import ChannelService, channel_scope
 from switchboard.server.messaging.senders.rates import Rates
 from switchboard.server.messaging.senders.reference import ReferenceSeeder, ReferenceService
 from switchboard.server.messaging.senders.service import SenderService, shared_sender_validator_lock
@@ -88,7 +88,8 @@ def build_messaging(
         poll_seconds=settings.contact_job_poll_seconds,
         lease_seconds=settings.contact_job_lease_seconds,
     )
-    hooks = build_event_handlers(core, settings)
+    # A handler's channel scope means what the messaging stream's channel filter means.
+    hooks = build_event_handlers(core, settings, channel_scope=channel_scope)
     return MessagingDomain(
         clock=clock,
         event_handlers=hooks.service,
