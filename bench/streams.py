@@ -13,8 +13,10 @@ message makes three events (sms.accepted, sms.sent, sms.delivered on the sandbox
                      the end of the load
   deliveries/s       events handed to subscribers per second (S/O times the event rate)
 
-Run: `python -m bench.streams [--subscribers 1000] [--orgs 10] [--rate 333] [--seconds 10]`.
-Writes bench/results/streams[_rate<N>].json and .md. Not part of the test run (never a timed test).
+Run: `python -m bench.streams [--subscribers 1000] [--orgs 10] [--rate 333] [--seconds 10]`;
+`--orgs 1000` gives each subscriber an org of its own, so every event goes to one subscriber.
+Writes bench/results/streams[_rate<N>][_orgs<N>].json and .md. Not part of the test run
+(never a timed test).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from switchboard.sms.v1 import sms_message_pb2, sms_service_pb2_grpc
 from bench._harness import Server, auth, emit, percentile, platform_info, rss, write_results
 
 DEFAULT_RATE = 333.0
+DEFAULT_ORGS = 10
 
 
 @dataclass
@@ -176,6 +179,8 @@ def report(result: Result) -> None:
     lines += ["", f"p99 with the load over p99 with one subscriber: {result.ratio_p99_to_ceiling}"]
     rate = result.ceiling.offered_messages_per_second
     name = "streams" + ("" if rate == DEFAULT_RATE else f"_rate{rate:g}")
+    if result.load.orgs != DEFAULT_ORGS:  # e.g. one subscriber per org: no event multiplied
+        name += f"_orgs{result.load.orgs}"
     write_results(name, {**platform_info(), **asdict(result)}, lines)
     emit(result)
 
@@ -183,7 +188,7 @@ def report(result: Result) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--orgs", type=int, default=10)
+    parser.add_argument("--orgs", type=int, default=DEFAULT_ORGS)
     parser.add_argument(
         "--rate", type=float, default=DEFAULT_RATE, help="SendSms messages per second"
     )
