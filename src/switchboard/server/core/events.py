@@ -275,7 +275,12 @@ class EventHub:
         return sum(len(s) for s in self._by_org.values())
 
     async def _ensure_started(self) -> None:
-        if self._task is None:
+        # A tailer that ended (its loop closed, or an error escaped it) would leave every stream
+        # of this process silent: start another, from where the last one handed out.
+        if self._task is None or self._task.done():
+            if self._task is not None and not self._task.cancelled() and self._task.exception():
+                log.error("event hub: the tailer ended", exc_info=self._task.exception())
+            self._started = asyncio.Event()
             self._task = asyncio.create_task(self._tail(), name="event-hub")
         await self._started.wait()
 
@@ -310,13 +315,17 @@ class EventHub:
 
     async def _tail(self) -> None:
         columns = table_of(EventRecord).c
-        try:
-            async with self._db.read() as session:
-                self.cursor = int(
-                    (await session.execute(select(func.max(columns.seq)))).scalar() or 0
-                )
-        finally:
-            self._started.set()
+        while not self.cursor:  # a restarted tailer goes on from where the last one stopped
+            try:
+                async with self._db.read() as session:
+                    self.cursor = int(
+                        (await session.execute(select(func.max(columns.seq)))).scalar() or 0
+                    )
+                break
+            except Exception:  # the database is away: subscribers wait until it is back
+                log.exception("event hub: reading the log's end failed")
+                await asyncio.sleep(self._poll_seconds)
+        self._started.set()
         while True:
             waiter = self._bus.waiter()
             try:
